@@ -1,0 +1,44 @@
+"""Shared command-line plumbing for the scripts in ``scripts/``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable, Sequence
+
+from .h5io import GmmRestoreError
+
+log = logging.getLogger("gmmrestore")
+
+
+def make_parser(description: str) -> argparse.ArgumentParser:
+    """An ArgumentParser with the options every stage shares (``--quiet``)."""
+    parser = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--quiet", action="store_true", help="only print warnings and errors")
+    return parser
+
+
+def setup_logging(quiet: bool = False) -> None:
+    logging.basicConfig(
+        level=logging.WARNING if quiet else logging.INFO,
+        format="%(asctime)s %(name)s %(levelname)s: %(message)s",
+        datefmt="%H:%M:%S",
+        stream=sys.stderr,
+        force=True,
+    )
+    logging.captureWarnings(True)
+
+
+def run(main: Callable[[Sequence[str] | None], None], argv: Sequence[str] | None = None) -> int:
+    """Run a stage's ``main``; user errors print ``error: ...`` and exit with status 2."""
+    try:
+        main(argv)
+    except GmmRestoreError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; no output was written", file=sys.stderr)
+        return 130
+    return 0

@@ -1,0 +1,175 @@
+"""Self-describing, atomically written HDF5 files.
+
+Every file gmmrestore writes carries the root attributes ``kind`` (what the file
+holds: ``dataset``, ``patches``, ``gmm``, ``corrupted``, ``restored``, ``kernel``...),
+``format_version`` and ``gmmrestore_version``.  Files are written under a temporary
+name in the target folder and renamed on success, so a crash or kill never leaves a
+file that looks complete.  Readers check the kind, the version and the datasets
+they need, and name the file and the problem when something is off.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
+
+import h5py
+import numpy as np
+
+from . import FORMAT_VERSION, __version__
+
+
+class GmmRestoreError(ValueError):
+    """A user-facing error: bad input, bad file or bad setting, with a clear message."""
+
+
+class H5FormatError(GmmRestoreError):
+    """An HDF5 input file is missing, unreadable, of the wrong kind or incomplete."""
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[str]:
+    """Yield a temporary path next to ``path``; rename it onto ``path`` on success.
+
+    On any exception (including KeyboardInterrupt) the temporary file is removed and
+    ``path`` is left untouched.
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    os.close(fd)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(tmp)
+        raise
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename."""
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(text)
+
+
+def _clean_attr(value: Any) -> Any:
+    if value is None:
+        return "none"
+    if isinstance(value, (list, tuple)):
+        arr = np.asarray(value)
+        return arr.astype(str).astype(object) if arr.dtype.kind in "UO" else arr
+    if isinstance(value, dict):
+        import json
+
+        return json.dumps(value, sort_keys=True)
+    return value
+
+
+def write_h5(
+    path: str | os.PathLike,
+    kind: str,
+    datasets: Mapping[str, np.ndarray],
+    attrs: Mapping[str, Any] | None = None,
+    dataset_attrs: Mapping[str, Mapping[str, Any]] | None = None,
+    compress: bool = True,
+) -> None:
+    """Write arrays and attributes to ``path`` atomically.
+
+    Parameters
+    ----------
+    kind : str
+        What the file holds; checked by :func:`read_h5`.
+    datasets : mapping name -> array
+        Arrays of two or more dimensions are chunked and gzip-compressed.
+    attrs : mapping
+        Root attributes (parameters, seed, source...).  ``None`` values are stored
+        as the string ``"none"``, dicts as JSON.
+    dataset_attrs : mapping name -> mapping
+        Attributes of individual datasets (units, shapes, meaning).
+    """
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w") as fh:
+            fh.attrs["kind"] = kind
+            fh.attrs["format_version"] = FORMAT_VERSION
+            fh.attrs["gmmrestore_version"] = __version__
+            for key, value in (attrs or {}).items():
+                fh.attrs[key] = _clean_attr(value)
+            for name, array in datasets.items():
+                array = np.asarray(array)
+                options = {}
+                if compress and array.ndim >= 2 and array.size >= 1024:
+                    options = {"compression": "gzip", "compression_opts": 4, "shuffle": True,
+                               "chunks": True}
+                dset = fh.create_dataset(name, data=array, **options)
+                dset.attrs["shape"] = np.asarray(array.shape, dtype=np.int64)
+                for key, value in ((dataset_attrs or {}).get(name) or {}).items():
+                    dset.attrs[key] = _clean_attr(value)
+
+
+def _decode(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.decode()
+    if isinstance(value, np.ndarray) and value.dtype.kind in "OS":
+        return [v.decode() if isinstance(v, bytes) else v for v in value.tolist()]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def open_h5(path: str | os.PathLike, kind: str | Sequence[str],
+            required: Sequence[str] = ()) -> h5py.File:
+    """Open a gmmrestore HDF5 file for reading after checking kind, version and datasets.
+
+    The caller closes the returned file (use it as a context manager).
+    """
+    path = os.fspath(path)
+    kinds = (kind,) if isinstance(kind, str) else tuple(kind)
+    if not os.path.exists(path):
+        raise H5FormatError(f"{path}: file not found (expected a '{kinds[0]}' HDF5 file)")
+    try:
+        fh = h5py.File(path, "r")
+    except OSError as err:
+        raise H5FormatError(
+            f"{path}: not a readable HDF5 file (truncated or corrupt?): {err}") from None
+    try:
+        found_kind = _decode(fh.attrs.get("kind", "<missing>"))
+        if found_kind not in kinds:
+            raise H5FormatError(
+                f"{path}: holds kind '{found_kind}', expected {' or '.join(kinds)}")
+        version = _decode(fh.attrs.get("format_version", -1))
+        if version != FORMAT_VERSION:
+            raise H5FormatError(
+                f"{path}: format_version {version}, this gmmrestore reads version "
+                f"{FORMAT_VERSION}; re-create the file with this version")
+        missing = [name for name in required if name not in fh]
+        if missing:
+            raise H5FormatError(
+                f"{path}: missing dataset(s) {', '.join(missing)} "
+                f"(present: {', '.join(sorted(fh.keys())) or 'none'})")
+    except BaseException:
+        fh.close()
+        raise
+    return fh
+
+
+def read_h5(path: str | os.PathLike, kind: str | Sequence[str],
+            required: Sequence[str] = ()) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Read all datasets and root attributes of a gmmrestore HDF5 file.
+
+    Returns ``(arrays, attrs)``; raises :class:`H5FormatError` naming the file and the
+    problem when the file is missing, unreadable, of another kind or version, or lacks
+    one of the ``required`` datasets.
+    """
+    with open_h5(path, kind, required) as fh:
+        try:
+            arrays = {name: fh[name][()] for name in fh.keys()
+                      if isinstance(fh[name], h5py.Dataset)}
+        except OSError as err:
+            raise H5FormatError(f"{path}: could not read data (truncated?): {err}") from None
+        attrs = {key: _decode(value) for key, value in fh.attrs.items()}
+    return arrays, attrs

@@ -1,0 +1,204 @@
+"""Blur kernels and the linear operators of the forward model.
+
+Forward model (image level)
+---------------------------
+``y = k * x + n``,  ``n ~ N(0, sigma^2 I)``, where ``*`` is the 2-D convolution
+``(k * x)[i, j] = sum_{a, b} k[a, b] x[i - a + c_r, j - b + c_c]`` with the kernel
+centre ``(c_r, c_c) = (kh // 2, kw // 2)``, output the same size as ``x`` and pixels
+outside the image taken as zero ("same" size, zero boundary).  Kernels have odd sizes,
+non-negative finite entries and sum 1 (the identity kernel ``[[1]]`` is pure denoising).
+
+Patch level
+-----------
+MAP-k works on m x m patches: the patch matrix ``W`` (m² x m²) is the same convolution
+applied to the row-major flattened patch with zeros outside the *patch*
+(:func:`patch_blur_matrix`), the format of the seed's public implementation.  It ignores
+the pixels just outside a patch that blur into it (the approximation the README measures).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import ndimage
+
+from .h5io import GmmRestoreError
+
+KERNEL_TYPES = ("identity", "gaussian", "box", "motion", "disk")
+
+
+def gaussian_kernel(size: int, std: float) -> np.ndarray:
+    """Isotropic Gaussian kernel, (size, size), normalised to sum 1."""
+    _check_size(size)
+    if not std > 0:
+        raise GmmRestoreError(f"gaussian blur: std must be > 0, got {std}")
+    r = np.arange(size) - size // 2
+    g = np.exp(-0.5 * (r / std) ** 2)
+    k = np.outer(g, g)
+    return k / k.sum()
+
+
+def box_kernel(size: int) -> np.ndarray:
+    """Uniform (size, size) kernel."""
+    _check_size(size)
+    return np.full((size, size), 1.0 / size**2)
+
+
+def disk_kernel(size: int) -> np.ndarray:
+    """Uniform disk of diameter ``size`` (out-of-focus blur)."""
+    _check_size(size)
+    r = np.arange(size) - size // 2
+    k = (r[:, None] ** 2 + r[None, :] ** 2 <= (size / 2) ** 2).astype(float)
+    return k / k.sum()
+
+
+def motion_kernel(length: float, angle: float, size: int | None = None,
+                  supersample: int = 16) -> np.ndarray:
+    """Linear motion blur of ``length`` pixels at ``angle`` degrees (counter-clockwise).
+
+    The segment is rasterised with ``supersample`` points per pixel and bilinear
+    splatting, so lengths need not be integers.  ``size`` (odd) defaults to the
+    smallest odd size holding the segment.
+    """
+    if not length >= 1:
+        raise GmmRestoreError(f"motion blur: length must be >= 1 pixel, got {length}")
+    if size is None:
+        size = int(np.ceil(length)) | 1
+    _check_size(size)
+    c = size // 2
+    t = np.linspace(-0.5, 0.5, int(np.ceil(length * supersample)) + 1) * (length - 1)
+    theta = np.deg2rad(angle)
+    rows = c - t * np.sin(theta)
+    cols = c + t * np.cos(theta)
+    k = np.zeros((size, size))
+    r0, c0 = np.floor(rows).astype(int), np.floor(cols).astype(int)
+    fr, fc = rows - r0, cols - c0
+    for dr, dc, w in ((0, 0, (1 - fr) * (1 - fc)), (1, 0, fr * (1 - fc)),
+                      (0, 1, (1 - fr) * fc), (1, 1, fr * fc)):
+        rr, cc = r0 + dr, c0 + dc
+        ok = (rr >= 0) & (rr < size) & (cc >= 0) & (cc < size)
+        np.add.at(k, (rr[ok], cc[ok]), w[ok])
+    return k / k.sum()
+
+
+def make_kernel(type: str, size: int = 5, std: float = 1.0, length: float = 5.0,
+                angle: float = 0.0) -> np.ndarray:
+    """Build a named blur kernel; see :data:`KERNEL_TYPES`."""
+    if type == "identity":
+        return np.ones((1, 1))
+    if type == "gaussian":
+        return gaussian_kernel(size, std)
+    if type == "box":
+        return box_kernel(size)
+    if type == "disk":
+        return disk_kernel(size)
+    if type == "motion":
+        return motion_kernel(length, angle, size if size and size >= length else None)
+    raise GmmRestoreError(f"unknown blur type '{type}'; expected one of {', '.join(KERNEL_TYPES)}")
+
+
+def _check_size(size: int) -> None:
+    if int(size) != size or size < 1 or size % 2 == 0:
+        raise GmmRestoreError(f"kernel size must be a positive odd integer, got {size}")
+
+
+def validate_kernel(kernel: np.ndarray, name: str = "kernel") -> np.ndarray:
+    """Check a kernel is 2-D, odd-sized, finite, non-negative-sum; return it as float64."""
+    kernel = np.asarray(kernel, dtype=np.float64)
+    if kernel.ndim != 2 or kernel.shape[0] % 2 == 0 or kernel.shape[1] % 2 == 0:
+        raise GmmRestoreError(f"{name}: expected a 2-D kernel with odd sizes, got shape "
+                              f"{kernel.shape}")
+    if not np.all(np.isfinite(kernel)):
+        raise GmmRestoreError(f"{name}: contains NaN or Inf")
+    total = kernel.sum()
+    if not abs(total) > 1e-12:
+        raise GmmRestoreError(f"{name}: sums to {total:g}; a blur kernel must sum to 1")
+    return kernel
+
+
+def blur(images: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """Convolve each image with ``kernel`` ("same" size, zero boundary).
+
+    images : (..., H, W);  kernel : (kh, kw), odd sizes.  Returns (..., H, W).
+    """
+    kernel = np.asarray(kernel, dtype=np.float64)
+    if kernel.shape == (1, 1):
+        return images * kernel[0, 0]
+    images = np.asarray(images)
+    weights = kernel.reshape((1,) * (images.ndim - 2) + kernel.shape)
+    return ndimage.convolve(images, weights, mode="constant", cval=0.0)
+
+
+def blur_adjoint(images: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """Adjoint of :func:`blur`: correlation with ``kernel`` (zero boundary).
+
+    images : (..., H, W).  ``<blur(x), y> == <x, blur_adjoint(y)>`` for odd kernels.
+    """
+    return blur(images, np.asarray(kernel)[::-1, ::-1])
+
+
+def blur_dense_matrix(kernel: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Dense (H·W, H·W) matrix of :func:`blur` on row-major flattened images.
+
+    Built column by column from unit images; for tests and tiny images only.
+    """
+    h, w = shape
+    basis = np.eye(h * w).reshape(h * w, h, w)
+    return blur(basis, kernel).reshape(h * w, h * w).T
+
+
+def patch_blur_matrix(kernel: np.ndarray, m: int) -> np.ndarray:
+    """Patch-level blur ``W`` (m², m²): the blur of a row-major m x m patch, zero outside it."""
+    return blur_dense_matrix(kernel, (m, m))
+
+
+def kernel_from_patch_matrix(W: np.ndarray, m: int, atol: float = 1e-8) -> np.ndarray:
+    """Recover the convolution kernel behind a patch matrix ``W`` (m², m²).
+
+    Every entry ``W[p, q]`` of a convolution matrix depends only on the offset between
+    output pixel p and input pixel q; offsets span ``-(m-1) .. m-1``, so the kernel comes
+    back as a (2m-1, 2m-1) array, trimmed of all-zero outer rings.  Raises a
+    ``GmmRestoreError`` if ``W`` is not such a matrix (it is then usable at patch level
+    only).
+    """
+    W = np.asarray(W, dtype=np.float64)
+    rows, cols = np.divmod(np.arange(m * m), m)
+    # offset of input pixel q relative to output pixel p is (rows[q]-rows[p], cols[q]-cols[p]);
+    # the kernel tap is at centre minus that offset (convolution flips).
+    dr = rows[:, None] - rows[None, :] + (m - 1)
+    dc = cols[:, None] - cols[None, :] + (m - 1)
+    size = 2 * m - 1
+    total = np.zeros((size, size))
+    count = np.zeros((size, size))
+    np.add.at(total, (dr, dc), W)
+    np.add.at(count, (dr, dc), 1.0)
+    kernel = total / count
+    if not np.allclose(kernel[dr, dc], W, atol=atol, rtol=1e-6):
+        raise GmmRestoreError(
+            "patch matrix W is not a 2-D convolution matrix (entries vary along diagonals); "
+            "it can only be used at patch level")
+    while kernel.shape[0] > 1 and np.allclose(kernel[[0, -1], :], 0, atol=atol) \
+            and np.allclose(kernel[:, [0, -1]], 0, atol=atol):
+        kernel = kernel[1:-1, 1:-1]
+    return kernel
+
+
+def validate_patch_matrix(W: np.ndarray, m: int, name: str = "W") -> np.ndarray:
+    """Check a user patch matrix: float dtype, (m², m²), finite.  Returns float64."""
+    W = np.asarray(W)
+    if W.dtype.kind != "f":
+        raise GmmRestoreError(f"{name}: dtype {W.dtype}, expected a floating-point matrix")
+    if W.shape != (m * m, m * m):
+        raise GmmRestoreError(f"{name}: shape {W.shape}, expected ({m * m}, {m * m}) for "
+                              f"patch size m={m}")
+    if not np.all(np.isfinite(W)):
+        raise GmmRestoreError(f"{name}: contains NaN or Inf")
+    return W.astype(np.float64)
+
+
+def load_patch_matrix(path: str, m: int) -> np.ndarray:
+    """Load and validate a user-supplied m² x m² patch blur matrix from a .npy file."""
+    try:
+        W = np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as err:
+        raise GmmRestoreError(f"{path}: cannot read as a .npy array: {err}") from None
+    return validate_patch_matrix(W, m, name=path)
