@@ -683,18 +683,28 @@ def test_match_mean_std_and_observation_stats():
     np.testing.assert_allclose(mapped.mean(axis=(1, 2)), 0.2)
     np.testing.assert_allclose(mapped.std(axis=(1, 2)), 0.05)
     np.testing.assert_allclose(mapped, gain[:, None, None] * x + offset[:, None, None])
-    # brute force: every patch, interior rows only, noise added to the variance
-    clean = rng.random((2, 6, 7))
-    W = gaussian_patch_matrix(4)
-    ys = []
-    for n in range(2):
-        for r in range(3):
-            for c in range(4):
-                ys.append(W @ clean[n, r:r + 4, c:c + 4].ravel())
-    ys = np.array(ys)[:, W.sum(axis=1) >= 0.99 * W.sum(axis=1).max()]
-    mean, std = datasets.observation_stats(clean, W, 0.1, max_patches=10_000)
-    np.testing.assert_allclose(mean, ys.mean())
-    np.testing.assert_allclose(std, np.sqrt(ys.var() + 0.01))
+    # the prediction equals a zero-padded "same" convolution when W is one (kernel fits)
+    from scipy.signal import convolve2d
+
+    clean = rng.random((3, 9, 11))
+    W = gaussian_patch_matrix(5)
+    r = np.arange(-1, 2)
+    k = np.exp(-(r[:, None] ** 2 + r[None, :] ** 2) / 2.0)
+    k /= k.sum()
+    expected = np.stack([convolve2d(im, k, mode="same") for im in clean])
+    np.testing.assert_allclose(datasets.predict_observations(clean, W), expected, atol=1e-14)
+    # any W: pixel by pixel with the clipped centred patch
+    Wr = rng.standard_normal((16, 16))
+    pred = datasets.predict_observations(clean, Wr)
+    for n, i, j in [(0, 0, 0), (1, 4, 5), (2, 8, 10), (0, 1, 9), (2, 6, 2)]:
+        pi, pj = min(max(i - 2, 0), 9 - 4), min(max(j - 2, 0), 11 - 4)
+        want = Wr[(i - pi) * 4 + (j - pj)] @ clean[n, pi:pi + 4, pj:pj + 4].ravel()
+        np.testing.assert_allclose(pred[n, i, j], want)
+    mean, std = datasets.observation_stats(clean, W, 0.1)
+    np.testing.assert_allclose(mean, expected.mean())
+    np.testing.assert_allclose(std, np.sqrt(np.mean([e.var() for e in expected]) + 0.01))
+    with pytest.raises(GmmRestoreError, match="smaller than the 4x4 patches"):
+        datasets.predict_observations(clean[:, :3], Wr)
 
 
 # ---------------------------------------------------------------------------------------

@@ -1030,7 +1030,10 @@ def load_paired(folder: str | os.PathLike
         originals (that would use the answer at restore time).  A caller who wants a
         correction uses :func:`match_mean_std` with target statistics computed from
         training data only (:func:`observation_stats`), as ``scripts/import_paired.py
-        --intensity match_stats`` does.
+        --intensity match_stats`` does.  On 300 MNIST digits blurred the seed's way
+        (7×7 Gaussian, std 2, σ = 25/255) and min-max rescaled to 8 bits, the RMSE to
+        the true y was 0.25 with the plain assumption and 0.07 after ``match_stats``
+        (below the noise level 0.098).
 
     Returns
     -------
@@ -1096,33 +1099,61 @@ def load_paired(folder: str | os.PathLike
     return np.stack(originals), np.stack(corrupted), W, ids
 
 
-def observation_stats(clean: np.ndarray, W: np.ndarray, sigma: float, *,
-                      max_patches: int = 20_000, rng: np.random.Generator | None = None
-                      ) -> tuple[float, float]:
-    """Mean and standard deviation of observed pixels y = W z + n predicted from clean data.
+def predict_observations(clean: np.ndarray, W: np.ndarray) -> np.ndarray:
+    """Noise-free observations of whole images under a patch blur matrix W.
 
-    Samples up to ``max_patches`` stride-1 m×m patches z of the ``clean`` (n, H, W)
-    images (training images, never the test originals), applies W, and keeps only the
-    rows of W whose sum is at least 99% of the largest row sum (pixels whose blur
-    footprint lies inside the patch, i.e. not shortened by the patch border).  The noise
-    adds ``sigma**2`` to the variance.
+    Pixel (r, c) is predicted from the m×m patch centred on it, shifted inside the image
+    near the borders (top-left corner ``clip(r - m//2, 0, H - m)``, same for columns),
+    with the row of W belonging to the pixel's position in that patch.  When W is a
+    zero-padded "same" convolution whose kernel fits in the patch (the seed's W), this
+    equals the zero-padded "same" convolution of the whole image exactly.
+
+    Parameters
+    ----------
+    clean : (n, H, W) images with H, W >= m
+    W : (m², m²)
+
+    Returns
+    -------
+    (n, H, W) float64
     """
     from numpy.lib.stride_tricks import sliding_window_view
 
-    rng = np.random.default_rng(0) if rng is None else rng
+    x = np.asarray(clean, dtype=np.float64)
     m = int(round(np.sqrt(W.shape[0])))
-    windows = sliding_window_view(np.asarray(clean, dtype=np.float64), (m, m), axis=(1, 2))
-    n, ph, pw = windows.shape[:3]
-    total = n * ph * pw
-    if total == 0:
-        raise GmmRestoreError(f"observation_stats: no {m}x{m} patch fits in the images")
-    flat = rng.choice(total, size=min(max_patches, total), replace=False)
-    i, r, c = np.unravel_index(flat, (n, ph, pw))
-    Z = windows[i, r, c].reshape(len(flat), m * m)
-    row_sums = W.sum(axis=1)
-    interior = row_sums >= 0.99 * row_sums.max()
-    Y = Z @ W[interior].T
-    return float(Y.mean()), float(np.sqrt(Y.var() + sigma ** 2))
+    n, height, width = x.shape
+    if height < m or width < m:
+        raise GmmRestoreError(f"{height}x{width} images are smaller than the {m}x{m} patches")
+    windows = sliding_window_view(x, (m, m), axis=(1, 2))  # (n, H-m+1, W-m+1, m, m)
+    cols = np.arange(width)
+    pc = np.clip(cols - m // 2, 0, width - m)
+    out = np.empty_like(x)
+    for r in range(height):  # one row of pixels at a time, vectorised over images, columns
+        pr = min(max(r - m // 2, 0), height - m)
+        rows_of_w = W[(r - pr) * m + (cols - pc)]  # (width, m²)
+        out[:, r, :] = np.einsum("nwd,wd->nw", windows[:, pr, pc].reshape(n, width, m * m),
+                                 rows_of_w)
+    return out
+
+
+def observation_stats(clean: np.ndarray, W: np.ndarray, sigma: float, *,
+                      max_images: int = 1000, rng: np.random.Generator | None = None
+                      ) -> tuple[float, float]:
+    """Target mean and std of an observed image y = W z + n, from clean training images.
+
+    Uses :func:`predict_observations` on at most ``max_images`` of ``clean`` (training
+    images, never the originals of the set being restored).  The mean is the mean of
+    all predicted pixels; the std is ``sqrt(mean over images of the per-image variance
+    + sigma**2)``, the typical per-image spread that :func:`match_mean_std` sets.
+    """
+    x = np.asarray(clean, dtype=np.float64)
+    if len(x) == 0:
+        raise GmmRestoreError("observation_stats: no training image given")
+    if len(x) > max_images:
+        rng = np.random.default_rng(0) if rng is None else rng
+        x = x[np.sort(rng.choice(len(x), size=max_images, replace=False))]
+    pred = predict_observations(x, W)
+    return float(pred.mean()), float(np.sqrt(pred.var(axis=(1, 2)).mean() + sigma ** 2))
 
 
 def match_mean_std(images: np.ndarray, target_mean: float, target_std: float
