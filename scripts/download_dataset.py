@@ -41,27 +41,27 @@ def build_parser() -> argparse.ArgumentParser:
                         choices=["mnist", "fashion_mnist", "folder", "natural"],
                         help="where the images come from")
     parser.add_argument("--name", default=None,
-                        help="dataset name stored in the file (default: the source name, "
+                        help="dataset name stored in the file (if omitted: the source name, "
                              "or the folder's name)")
     parser.add_argument("--out", required=True, help="output HDF5 file, e.g. data/mnist.h5")
     parser.add_argument("--cache-dir", default="data/cache",
                         help="folder for the downloaded IDX files (mnist, fashion_mnist)")
     parser.add_argument("--mirror", action="append", default=None, metavar="URL",
                         help="mirror base URL, tried in the order given (repeatable); "
-                             "default: the official location first, then known mirrors")
+                             "if omitted: the official location first, then known mirrors")
     parser.add_argument("--digests", default=None, metavar="JSON",
                         help="JSON file {file name: {size, md5, sha256?}} replacing the "
                              "pinned digests (private mirrors, tests); recorded in the output")
     parser.add_argument("--n-train", type=int, default=None,
                         help="training images drawn (seeded) from the train pool "
-                             "(default: all not used for validation)")
+                             "(if omitted: all not used for validation)")
     parser.add_argument("--n-validation", type=int, default=None,
-                        help="validation images (default: 10%% of the train pool for "
+                        help="validation images (if omitted: 10%% of the train pool for "
                              "mnist/fashion_mnist/natural, all validation tiles for folder)")
     parser.add_argument("--n-test", type=int, default=None,
-                        help="test images drawn (seeded) from the test pool (default: all)")
+                        help="test images drawn (seeded) from the test pool (if omitted: all)")
     parser.add_argument("--image-size", type=int, default=None,
-                        help="tile size for folder / natural (default 64); must be 28 or "
+                        help="tile size for folder / natural (if omitted: 64); must be 28 or "
                              "unset for mnist / fashion_mnist")
     parser.add_argument("--folder", default=None, help="image folder for --source folder")
     parser.add_argument("--validation-files", type=_fraction_or_count, default=0.15,
