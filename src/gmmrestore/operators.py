@@ -195,10 +195,18 @@ def validate_patch_matrix(W: np.ndarray, m: int, name: str = "W") -> np.ndarray:
     return W.astype(np.float64)
 
 
-def load_patch_matrix(path: str, m: int) -> np.ndarray:
-    """Load and validate a user-supplied m² x m² patch blur matrix from a .npy file."""
+def load_patch_matrix(path: str, m: int | None = None) -> np.ndarray:
+    """Load and validate a user-supplied m² x m² patch blur matrix from a .npy file.
+
+    ``m`` defaults to the square root of the matrix's first dimension.
+    """
     try:
         W = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as err:
         raise GmmRestoreError(f"{path}: cannot read as a .npy array: {err}") from None
+    if m is None:
+        m = int(round(np.sqrt(W.shape[0]))) if W.ndim == 2 else 0
+        if m < 1 or m * m != W.shape[0]:
+            raise GmmRestoreError(f"{path}: shape {W.shape}, expected (m², m²) for a patch "
+                                  "size m")
     return validate_patch_matrix(W, m, name=path)

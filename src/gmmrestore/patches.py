@@ -73,7 +73,7 @@ def patch_counts(image_shape: tuple[int, int], m: int) -> np.ndarray:
 
 
 def average_patches(patches: np.ndarray, image_shape: tuple[int, int], m: int) -> np.ndarray:
-    """Re-assemble images from overlapping patch estimates by averaging: (n, P, m*m) -> (n, H, W)."""
+    """Re-assemble images by averaging overlapping patch estimates: (n, P, m*m) -> (n, H, W)."""
     return accumulate_patches(patches, image_shape, m) / patch_counts(image_shape, m)
 
 

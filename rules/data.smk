@@ -1,0 +1,74 @@
+rule download_dataset:
+    input:
+        script=script_path("download_dataset.py"),
+    output:
+        f"{RESULTS}/data/{{dataset}}.h5",
+    log:
+        f"{RESULTS}/logs/download_dataset/{{dataset}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/download_dataset/{{dataset}}.tsv"
+    conda:
+        "../envs/data.yaml"
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    params:
+        args=dataset_args(),
+    shell:
+        "python {input.script} {params.args} --out {output} > {log} 2>&1"
+
+
+rule extract_patches:
+    input:
+        script=script_path("extract_patches.py"),
+        data=f"{RESULTS}/data/{{dataset}}.h5",
+    output:
+        f"{RESULTS}/{{dataset}}/patches/m{{m}}.h5",
+    log:
+        f"{RESULTS}/logs/extract_patches/{{dataset}}_m{{m}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/extract_patches/{{dataset}}_m{{m}}.tsv"
+    conda:
+        "../envs/data.yaml"
+    threads: 1
+    resources:
+        # the sampled patches (float32) plus the image stack
+        mem_mb=lambda wc, input: 1000
+        + int(config["patches"]["max_patches"] * int(wc.m) ** 2 * 8 / 1e6)
+        + int(3 * input.size_mb),
+        runtime=20,
+    params:
+        max_patches=config["patches"]["max_patches"],
+        heldout=config["patches"]["heldout_patches"],
+        seed=config["seed"],
+    shell:
+        "python {input.script} --dataset {input.data} --out {output}"
+        " --patch-size {wildcards.m} --max-patches {params.max_patches}"
+        " --heldout-patches {params.heldout} --seed {params.seed} > {log} 2>&1"
+
+
+rule corrupt_images:
+    input:
+        script=script_path("corrupt_images.py"),
+        data=f"{RESULTS}/data/{{dataset}}.h5",
+    output:
+        f"{RESULTS}/{{dataset}}/{{blur}}_s{{sigma}}/corrupted.h5",
+    log:
+        f"{RESULTS}/logs/corrupt_images/{{dataset}}_{{blur}}_s{{sigma}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/corrupt_images/{{dataset}}_{{blur}}_s{{sigma}}.tsv"
+    conda:
+        "../envs/data.yaml"
+    threads: 1
+    resources:
+        mem_mb=lambda wc, input: 1000 + int(6 * input.size_mb),
+        runtime=20,
+    params:
+        blur=blur_args,
+        n_test=config["dataset"]["n_test"],
+        seed=config["seed"],
+    shell:
+        "python {input.script} --dataset {input.data} --out {output}"
+        " {params.blur} --sigma {wildcards.sigma} --n-test {params.n_test}"
+        " --seed {params.seed} > {log} 2>&1"

@@ -1,0 +1,150 @@
+rule restore_images:
+    input:
+        script=script_path("restore_images.py"),
+        corrupted=f"{RESULTS}/{{dataset}}/{{blur}}_s{{sigma}}/corrupted.h5",
+        gmm=f"{RESULTS}/{{dataset}}/gmm/m{{m}}_K{{K}}.h5",
+    output:
+        f"{RESULTS}/{{dataset}}/{{blur}}_s{{sigma}}/m{{m}}_K{{K}}/{{method}}.h5",
+    log:
+        f"{RESULTS}/logs/restore_images/{{dataset}}_{{blur}}_s{{sigma}}_m{{m}}_K{{K}}_{{method}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/restore_images/{{dataset}}_{{blur}}_s{{sigma}}_m{{m}}_K{{K}}_{{method}}.tsv"
+    conda:
+        "../envs/restore.yaml"
+    threads: 2
+    resources:
+        mem_mb=restore_mem_mb,
+        runtime=60,
+    params:
+        extra=lambda wc: RESTORE_PARAMS["epll"] if wc.method == "epll" else "",
+        chunk=RESTORE_PARAMS["chunk"],
+    shell:
+        "OMP_NUM_THREADS={threads} OPENBLAS_NUM_THREADS={threads}"
+        " python {input.script} --corrupted {input.corrupted} --gmm {input.gmm}"
+        " --method {wildcards.method} --out {output} --images-per-chunk {params.chunk}"
+        " {params.extra} > {log} 2>&1"
+
+
+rule estimate_kernel:
+    input:
+        script=script_path("estimate_kernel.py"),
+        data=f"{RESULTS}/{{dataset}}/{{blur}}_s{{sigma}}/corrupted.h5",
+    output:
+        f"{RESULTS}/{{dataset}}/{{blur}}_s{{sigma}}/kernel_estimate.h5",
+    log:
+        f"{RESULTS}/logs/estimate_kernel/{{dataset}}_{{blur}}_s{{sigma}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/estimate_kernel/{{dataset}}_{{blur}}_s{{sigma}}.tsv"
+    conda:
+        "../envs/restore.yaml"
+    threads: 2
+    resources:
+        mem_mb=lambda wc, input: 1500 + int(8 * input.size_mb),
+        runtime=60,
+    params:
+        size=lambda wc: config["blurs"][wc.blur].get(
+            "kernel_size", max(config["blurs"][wc.blur]["size"], 3)
+        ),
+        seed=config["seed"],
+    shell:
+        "OMP_NUM_THREADS={threads} OPENBLAS_NUM_THREADS={threads}"
+        " python {input.script} --corrupted {input.data} --out {output}"
+        " --kernel-size {params.size} --seed {params.seed} > {log} 2>&1"
+
+
+rule restore_images_blind:
+    input:
+        script=script_path("restore_images.py"),
+        corrupted=f"{RESULTS}/{{dataset}}/{{blur}}_s{{sigma}}/corrupted.h5",
+        gmm=f"{RESULTS}/{{dataset}}/gmm/m{{m}}_K{{K}}.h5",
+        kernel=f"{RESULTS}/{{dataset}}/{{blur}}_s{{sigma}}/kernel_estimate.h5",
+    output:
+        f"{RESULTS}/{{dataset}}/{{blur}}_s{{sigma}}/m{{m}}_K{{K}}/{{method}}-blind.h5",
+    log:
+        f"{RESULTS}/logs/restore_images/{{dataset}}_{{blur}}_s{{sigma}}_m{{m}}_K{{K}}_{{method}}-blind.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/restore_images/{{dataset}}_{{blur}}_s{{sigma}}_m{{m}}_K{{K}}_{{method}}-blind.tsv"
+    conda:
+        "../envs/restore.yaml"
+    threads: 2
+    resources:
+        mem_mb=restore_mem_mb,
+        runtime=60,
+    params:
+        extra=lambda wc: RESTORE_PARAMS["epll"] if wc.method == "epll" else "",
+        chunk=RESTORE_PARAMS["chunk"],
+    shell:
+        "OMP_NUM_THREADS={threads} OPENBLAS_NUM_THREADS={threads}"
+        " python {input.script} --corrupted {input.corrupted} --gmm {input.gmm}"
+        " --kernel-file {input.kernel} --method {wildcards.method} --out {output}"
+        " --images-per-chunk {params.chunk} {params.extra} > {log} 2>&1"
+
+
+rule restore_baseline:
+    input:
+        script=script_path("restore_baseline.py"),
+        data=f"{RESULTS}/{{dataset}}/{{blur}}_s{{sigma}}/corrupted.h5",
+    output:
+        f"{RESULTS}/{{dataset}}/{{blur}}_s{{sigma}}/baseline/{{method}}.h5",
+    log:
+        f"{RESULTS}/logs/restore_baseline/{{dataset}}_{{blur}}_s{{sigma}}_{{method}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/restore_baseline/{{dataset}}_{{blur}}_s{{sigma}}_{{method}}.tsv"
+    conda:
+        "../envs/baselines.yaml"
+    threads: 1
+    resources:
+        mem_mb=lambda wc, input: 1500 + int(10 * input.size_mb),
+        runtime=60,
+    params:
+        seed=config["seed"],
+    shell:
+        "OMP_NUM_THREADS={threads} OPENBLAS_NUM_THREADS={threads}"
+        " python {input.script} --corrupted {input.data} --method {wildcards.method}"
+        " --out {output} --seed {params.seed} > {log} 2>&1"
+
+
+rule evaluate_corrupted:
+    input:
+        script=script_path("evaluate_restoration.py"),
+        data=f"{RESULTS}/{{dataset}}/{{blur}}_s{{sigma}}/corrupted.h5",
+    output:
+        f"{RESULTS}/{{dataset}}/{{blur}}_s{{sigma}}/metrics/corrupted.csv",
+    log:
+        f"{RESULTS}/logs/evaluate/{{dataset}}_{{blur}}_s{{sigma}}_corrupted.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/evaluate/{{dataset}}_{{blur}}_s{{sigma}}_corrupted.tsv"
+    conda:
+        "../envs/report.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    shell:
+        "python {input.script} --corrupted {input.data} --out {output}" " > {log} 2>&1"
+
+
+rule evaluate_restoration:
+    input:
+        script=script_path("evaluate_restoration.py"),
+        corrupted=f"{RESULTS}/{{dataset}}/{{blur}}_s{{sigma}}/corrupted.h5",
+        restored=lambda wc: (
+            f"{RESULTS}/{wc.dataset}/{wc.blur}_s{wc.sigma}/"
+            + wc.restoration.replace("__", "/")
+            + ".h5"
+        ),
+    output:
+        f"{RESULTS}/{{dataset}}/{{blur}}_s{{sigma}}/metrics/{{restoration}}.csv",
+    log:
+        f"{RESULTS}/logs/evaluate/{{dataset}}_{{blur}}_s{{sigma}}_{{restoration}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/evaluate/{{dataset}}_{{blur}}_s{{sigma}}_{{restoration}}.tsv"
+    conda:
+        "../envs/report.yaml"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    shell:
+        "python {input.script} --corrupted {input.corrupted}"
+        " --restored {input.restored} --out {output} > {log} 2>&1"

@@ -1,0 +1,68 @@
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gmmrestore import patches as P
+from gmmrestore.h5io import GmmRestoreError
+
+
+def brute_force_patches(image, m):
+    h, w = image.shape
+    return np.array([image[i:i + m, j:j + m].ravel()
+                     for i in range(h - m + 1) for j in range(w - m + 1)])
+
+
+def test_extract_matches_loops(rng):
+    images = rng.random((2, 6, 9))
+    out = P.extract_patches(images, 3)
+    assert out.shape == (2, 4 * 7, 9)
+    for n in range(2):
+        np.testing.assert_array_equal(out[n], brute_force_patches(images[n], 3))
+
+
+def test_accumulate_is_adjoint_of_extract(rng):
+    x = rng.normal(size=(2, 7, 5))
+    p = rng.normal(size=(2, 5 * 3, 9))
+    lhs = np.vdot(P.extract_patches(x, 3), p)
+    rhs = np.vdot(x, P.accumulate_patches(p, (7, 5), 3))
+    assert lhs == pytest.approx(rhs, rel=1e-12)
+
+
+def test_counts_match_loops():
+    h, w, m = 7, 10, 4
+    counts = np.zeros((h, w))
+    for i in range(h - m + 1):
+        for j in range(w - m + 1):
+            counts[i:i + m, j:j + m] += 1
+    np.testing.assert_array_equal(P.patch_counts((h, w), m), counts)
+
+
+@settings(max_examples=40, deadline=None)
+@given(h=st.integers(2, 12), w=st.integers(2, 12), m=st.integers(2, 6),
+       seed=st.integers(0, 2**31))
+def test_extract_then_average_is_exact(h, w, m, seed):
+    if m > min(h, w):
+        return
+    x = np.random.default_rng(seed).normal(size=(2, h, w))
+    np.testing.assert_allclose(P.average_patches(P.extract_patches(x, m), (h, w), m), x,
+                               atol=1e-12)
+
+
+def test_sample_patches_subset_and_seeded(rng):
+    images = rng.random((3, 8, 8))
+    allp = P.extract_patches(images, 4).reshape(-1, 16)
+    a = P.sample_patches(images, 4, 20, np.random.default_rng(1))
+    b = P.sample_patches(images, 4, 20, np.random.default_rng(1))
+    np.testing.assert_array_equal(a, b)
+    assert a.shape == (20, 16)
+    # every sampled patch is one of the patches, no repeats
+    idx = [int(np.flatnonzero((allp == row).all(axis=1))[0]) for row in a]
+    assert len(set(idx)) == 20
+    np.testing.assert_array_equal(P.sample_patches(images, 4, None, rng), allp)
+
+
+@pytest.mark.parametrize("m", [1, 9])
+def test_patch_size_errors(m):
+    with pytest.raises(GmmRestoreError, match="patch_size"):
+        P.extract_patches(np.zeros((1, 8, 8)), m)
