@@ -21,6 +21,8 @@ import logging
 import os
 import sys
 
+import _bootstrap  # noqa: F401  (puts src/ on sys.path)
+
 from gmmrestore import cli, datasets
 from gmmrestore.h5io import GmmRestoreError
 

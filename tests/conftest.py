@@ -6,6 +6,8 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS = os.path.join(ROOT, "scripts")
+# scripts import their sibling _bootstrap; tests load scripts as modules
+sys.path.insert(0, SCRIPTS)
 
 
 @pytest.fixture

@@ -647,7 +647,7 @@ def test_load_paired(tmp_path):
     ("size", r"id 2: original is 10x10, corrupted 10x9"),
     ("W_int", r"W.npy: dtype int64; the patch matrix must be float"),
     ("W_rect", r"W.npy: shape \(16, 15\); expected a square"),
-    ("W_not_m2", r"W.npy: 15x15 is not m²×m²"),
+    ("W_not_m2", r"W.npy: shape \(15, 15\): 15 is not m²"),
     ("W_nan", r"W.npy: 1 NaN/Inf"),
     ("no_W", r"W.npy: patch matrix file not found"),
 ])

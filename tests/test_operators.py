@@ -100,7 +100,7 @@ def test_load_patch_matrix_errors(tmp_path):
     with pytest.raises(GmmRestoreError, match="dtype int64"):
         op.load_patch_matrix(str(path))
     np.save(path, np.eye(15))
-    with pytest.raises(GmmRestoreError, match=r"shape \(15, 15\)"):
+    with pytest.raises(GmmRestoreError, match=r"shape \(15, 15\): 15 is not m²"):
         op.load_patch_matrix(str(path))
     bad = np.eye(16)
     bad[2, 3] = np.nan

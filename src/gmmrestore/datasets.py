@@ -62,6 +62,7 @@ from typing import Any
 import numpy as np
 
 from .h5io import GmmRestoreError, atomic_path, read_h5, write_h5
+from .operators import load_patch_matrix
 
 log = logging.getLogger("gmmrestore.datasets")
 
@@ -985,34 +986,6 @@ def load_natural(image_size: int, *, train_images: Sequence[str] = NATURAL_TRAIN
 
 def _id_key(stem: str) -> tuple:
     return (0, int(stem), stem) if stem.isdigit() else (1, 0, stem)
-
-
-def load_patch_matrix(path: str | os.PathLike) -> np.ndarray:
-    """Load an m²×m² patch blur matrix from ``.npy``: float dtype, square, finite.
-
-    Returns
-    -------
-    W : (d, d) float64 with d = m²
-    """
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise GmmRestoreError(f"{path}: patch matrix file not found")
-    try:
-        W = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as err:
-        raise GmmRestoreError(f"{path}: not a readable .npy array ({err})") from None
-    if W.dtype.kind != "f":
-        raise GmmRestoreError(f"{path}: dtype {W.dtype}; the patch matrix must be float")
-    if W.ndim != 2 or W.shape[0] != W.shape[1]:
-        raise GmmRestoreError(f"{path}: shape {W.shape}; expected a square (d, d) matrix")
-    m = int(round(np.sqrt(W.shape[0])))
-    if m * m != W.shape[0]:
-        raise GmmRestoreError(
-            f"{path}: {W.shape[0]}x{W.shape[0]} is not m²×m² for an integer patch size m")
-    bad = int(np.count_nonzero(~np.isfinite(W)))
-    if bad:
-        raise GmmRestoreError(f"{path}: {bad} NaN/Inf entries in the patch matrix")
-    return W.astype(np.float64)
 
 
 def load_paired(folder: str | os.PathLike

@@ -21,6 +21,9 @@ import numpy as np
 
 from . import FORMAT_VERSION, __version__
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
 
 class GmmRestoreError(ValueError):
     """A user-facing error: bad input, bad file or bad setting, with a clear message."""
@@ -44,6 +47,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
     os.close(fd)
     try:
         yield tmp
+        # mkstemp creates 0600; give the result the permissions a plain open() would.
+        os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

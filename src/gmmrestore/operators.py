@@ -18,6 +18,8 @@ the pixels just outside a patch that blur into it (the approximation the README 
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 from scipy import ndimage
 
@@ -182,31 +184,40 @@ def kernel_from_patch_matrix(W: np.ndarray, m: int, atol: float = 1e-8) -> np.nd
     return kernel
 
 
-def validate_patch_matrix(W: np.ndarray, m: int, name: str = "W") -> np.ndarray:
-    """Check a user patch matrix: float dtype, (m², m²), finite.  Returns float64."""
+def validate_patch_matrix(W: np.ndarray, m: int | None = None, name: str = "W") -> np.ndarray:
+    """Check a user patch matrix: float dtype, (m², m²), finite.  Returns it as float64.
+
+    ``m`` defaults to the square root of the matrix's size.
+    """
     W = np.asarray(W)
     if W.dtype.kind != "f":
-        raise GmmRestoreError(f"{name}: dtype {W.dtype}, expected a floating-point matrix")
+        raise GmmRestoreError(f"{name}: dtype {W.dtype}; the patch matrix must be float")
+    if W.ndim != 2 or W.shape[0] != W.shape[1]:
+        raise GmmRestoreError(f"{name}: shape {W.shape}; expected a square (m², m²) matrix")
+    if m is None:
+        m = int(round(np.sqrt(W.shape[0])))
+        if m * m != W.shape[0]:
+            raise GmmRestoreError(f"{name}: shape {W.shape}: {W.shape[0]} is not m² for an "
+                                  "integer patch size m")
     if W.shape != (m * m, m * m):
         raise GmmRestoreError(f"{name}: shape {W.shape}, expected ({m * m}, {m * m}) for "
                               f"patch size m={m}")
-    if not np.all(np.isfinite(W)):
-        raise GmmRestoreError(f"{name}: contains NaN or Inf")
+    bad = int(np.count_nonzero(~np.isfinite(W)))
+    if bad:
+        raise GmmRestoreError(f"{name}: {bad} NaN/Inf entries in the patch matrix")
     return W.astype(np.float64)
 
 
-def load_patch_matrix(path: str, m: int | None = None) -> np.ndarray:
+def load_patch_matrix(path: str | os.PathLike, m: int | None = None) -> np.ndarray:
     """Load and validate a user-supplied m² x m² patch blur matrix from a .npy file.
 
-    ``m`` defaults to the square root of the matrix's first dimension.
+    ``m`` defaults to the square root of the matrix's size.  Returns (m², m²) float64.
     """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise GmmRestoreError(f"{path}: patch matrix file not found")
     try:
         W = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as err:
-        raise GmmRestoreError(f"{path}: cannot read as a .npy array: {err}") from None
-    if m is None:
-        m = int(round(np.sqrt(W.shape[0]))) if W.ndim == 2 else 0
-        if m < 1 or m * m != W.shape[0]:
-            raise GmmRestoreError(f"{path}: shape {W.shape}, expected (m², m²) for a patch "
-                                  "size m")
+    except (OSError, ValueError, EOFError) as err:
+        raise GmmRestoreError(f"{path}: not a readable .npy array ({err})") from None
     return validate_patch_matrix(W, m, name=path)
