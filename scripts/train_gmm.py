@@ -1,0 +1,133 @@
+#!/usr/bin/env python3
+"""Train a K-component full-covariance Gaussian mixture on patches by EM.
+
+Reads the 'patches' HDF5 file of extract_patches.py (dataset 'patches', optional 'heldout'),
+writes a 'gmm' HDF5 file (weights, means, covariances, per-iteration training and held-out mean
+log-likelihood).  Patch sets larger than --memory-budget-mb are streamed from the file chunk by
+chunk (exact EM on accumulated sufficient statistics); smaller ones are loaded into memory.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+import numpy as np
+
+import _bootstrap  # noqa: F401  (puts src/ on sys.path)
+
+from gmmrestore import cli
+from gmmrestore.gmm import INIT_METHODS, fit_gmm, save_gmm
+from gmmrestore.h5io import GmmRestoreError, open_h5
+
+log = logging.getLogger("gmmrestore.train_gmm")
+
+
+def build_parser():
+    parser = cli.make_parser(__doc__)
+    parser.add_argument("--patches", required=True,
+                        help="input patches HDF5 (kind 'patches', dataset 'patches' (N, d))")
+    parser.add_argument("--out", required=True, help="output GMM HDF5 (kind 'gmm')")
+    parser.add_argument("--components", "-K", type=int, required=True,
+                        help="number of mixture components K (at most the number of patches)")
+    parser.add_argument("--max-iter", type=int, default=100,
+                        help="maximum number of EM iterations per restart")
+    parser.add_argument("--tol", type=float, default=1e-4,
+                        help="stop when the relative change of the mean training "
+                             "log-likelihood falls below this (0: run --max-iter iterations)")
+    parser.add_argument("--reg-covar", type=float, default=1e-4,
+                        help="added to the diagonal of every covariance matrix")
+    parser.add_argument("--init", choices=INIT_METHODS, default="kmeans++",
+                        help="initialisation: k-means++ seeding with Lloyd iterations, or "
+                             "random patches as centres (both on a seeded subsample)")
+    parser.add_argument("--n-init", type=int, default=1,
+                        help="number of restarts; the one with the best final log-likelihood "
+                             "is kept")
+    parser.add_argument("--seed", type=int, default=0, help="random seed of the initialisation")
+    parser.add_argument("--dtype", choices=("float64", "float32"), default="float64",
+                        help="precision of the matrix products (sums are always float64)")
+    parser.add_argument("--chunk-size", type=int, default=8192,
+                        help="patches per block (aligned with the HDF5 chunks when streaming)")
+    parser.add_argument("--memory-budget-mb", type=float, default=2048.0,
+                        help="load the patches into memory when they need at most this many "
+                             "MiB in --dtype, otherwise stream them from the file")
+    parser.add_argument("--remove-dc", action="store_true",
+                        help="subtract each patch's mean before training and keep all "
+                             "components zero-mean (the EPLL prior)")
+    parser.add_argument("--checkpoint", default=None,
+                        help="checkpoint file written after every iteration; a rerun with the "
+                             "same arguments resumes from it; removed once --out is written")
+    return parser
+
+
+def main(argv=None) -> None:
+    args = build_parser().parse_args(argv)
+    cli.setup_logging(args.quiet)
+    for name in ("max_iter", "n_init", "chunk_size"):
+        if getattr(args, name) < 1:
+            raise GmmRestoreError(f"--{name.replace('_', '-')} must be >= 1, "
+                                  f"got {getattr(args, name)}")
+    if args.components < 1:
+        raise GmmRestoreError(f"--components must be >= 1, got {args.components}")
+    if args.memory_budget_mb <= 0:
+        raise GmmRestoreError(f"--memory-budget-mb must be > 0, got {args.memory_budget_mb}")
+    dtype = np.dtype(args.dtype)
+
+    with open_h5(args.patches, "patches", ["patches"]) as fh:
+        patches = fh["patches"]
+        if patches.ndim != 2:
+            raise GmmRestoreError(f"{args.patches}: dataset 'patches' has shape "
+                                  f"{patches.shape}, expected (N, d)")
+        n, d = patches.shape
+        if args.components > n:
+            raise GmmRestoreError(f"K={args.components} larger than the number of training "
+                                  f"patches N={n} in {args.patches}")
+        m_attr = fh.attrs.get("patch_size")
+        m = int(m_attr) if m_attr is not None else None
+        if m is not None and m * m != d:
+            raise GmmRestoreError(f"{args.patches}: attribute patch_size={m} but patches have "
+                                  f"{d} values (expected {m * m})")
+        size_mb = n * d * dtype.itemsize / 2**20
+        streamed = size_mb > args.memory_budget_mb
+        if streamed:
+            log.info("%d patches of %d values (%.0f MiB as %s) exceed the memory budget of "
+                     "%.0f MiB: streaming from %s", n, d, size_mb, dtype.name,
+                     args.memory_budget_mb, args.patches)
+            X = patches
+        else:
+            log.info("loading %d patches of %d values (%.0f MiB as %s)", n, d, size_mb,
+                     dtype.name)
+            X = np.asarray(patches[()], dtype=dtype)
+        heldout = None
+        if "heldout" in fh and fh["heldout"].shape[0] > 0:
+            held = fh["heldout"]
+            held_mb = held.shape[0] * held.shape[1] * dtype.itemsize / 2**20
+            heldout = held if held_mb > args.memory_budget_mb else np.asarray(held[()], dtype)
+            log.info("scoring %d held-out patches after every iteration", held.shape[0])
+
+        gmm, history = fit_gmm(
+            X, args.components, max_iter=args.max_iter, tol=args.tol,
+            reg_covar=args.reg_covar, init=args.init, n_init=args.n_init, seed=args.seed,
+            dtype=dtype, chunk_size=args.chunk_size, remove_dc=args.remove_dc,
+            heldout=heldout, checkpoint_path=args.checkpoint,
+            memory_budget_mb=args.memory_budget_mb)
+        attrs = {"source": args.patches,
+                 "n_train_patches": int(n),
+                 "n_heldout_patches": 0 if heldout is None else int(heldout.shape[0]),
+                 "streamed": bool(streamed), "chunk_size": args.chunk_size,
+                 "dataset": fh.attrs.get("dataset", ""),
+                 "patches_seed": fh.attrs.get("seed", -1)}
+    if m is not None:
+        attrs["patch_size"] = m
+    save_gmm(args.out, gmm, history, attrs)
+    log.info("wrote %s: K=%d, %d iterations (%s), final mean log-likelihood %.6f", args.out,
+             gmm.n_components, history.n_iter,
+             "converged" if history.converged else "max_iter reached",
+             history.loglik_train[-1])
+    if args.checkpoint and os.path.exists(args.checkpoint):
+        os.remove(args.checkpoint)
+
+
+if __name__ == "__main__":
+    sys.exit(cli.run(main))
