@@ -128,9 +128,10 @@ def dataset_args():
         f"--n-train {ds['n_train']}",
         f"--n-validation {ds['n_validation']}",
         f"--n-test {ds['n_test']}",
-        f"--image-size {ds['image_size']}",
         f"--seed {config['seed']}",
     ]
+    if ds["source"] in ("folder", "natural"):
+        args.append(f"--image-size {ds['image_size']}")
     args += [f"--mirror {url}" for url in ds["mirrors"]]
     if ds.get("folder"):
         args.append(f"--folder {ds['folder']}")

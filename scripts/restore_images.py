@@ -21,7 +21,7 @@ from gmmrestore.gmm import load_gmm
 from gmmrestore.h5io import GmmRestoreError, read_h5, write_h5
 from gmmrestore.operators import kernel_from_patch_matrix, patch_blur_matrix, validate_kernel
 from gmmrestore.restore.epll import DEFAULT_BETA_FACTORS, epll_restore
-from gmmrestore.restore.mapk import map_k_restore
+from gmmrestore.restore.mapk import boundary_noise_covariance, map_k_restore
 
 log = logging.getLogger("gmmrestore.restore_images")
 METHODS = ("mapk", "epll")
@@ -77,6 +77,12 @@ def main(argv=None) -> None:
     parser.add_argument("--lam-factor", type=float, default=1.0,
                         help="EPLL: data weight lam = factor * d / sigma^2")
     parser.add_argument("--n-inner", type=int, default=1, help="EPLL: iterations per beta")
+    parser.add_argument("--boundary-model", choices=("covariance", "none"), default="covariance",
+                        help="MAP-k: 'covariance' treats the blur from pixels outside a patch as "
+                             "structured noise, its covariance measured on the clean validation "
+                             "images; 'none' is the seed's model (y = W z + n exactly)")
+    parser.add_argument("--epll-init", choices=("mapk", "corrupted"), default="mapk",
+                        help="EPLL: starting image")
     parser.add_argument("--images-per-chunk", type=int, default=64,
                         help="images processed at once (bounds memory)")
     args = parser.parse_args(argv)
@@ -100,21 +106,35 @@ def main(argv=None) -> None:
         rate = done / max(time.perf_counter() - started, 1e-9)
         log.info("%s: %d/%d images (%.1f images/s)", label, done, total, rate)
 
-    params: dict = {"images_per_chunk": args.images_per_chunk}
-    if args.method == "mapk":
+    params: dict = {"images_per_chunk": args.images_per_chunk,
+                    "boundary_model": args.boundary_model}
+    extra_cov = None
+    if args.boundary_model == "covariance":
+        val_clean = arrays.get("val_clean")
+        if kernel is None or val_clean is None or len(val_clean) == 0:
+            log.warning("no kernel or no clean validation images in %s: MAP-k uses the seed's "
+                        "patch model without the boundary term", args.corrupted)
+            params["boundary_model"] = "none"
+        else:
+            extra_cov = boundary_noise_covariance(val_clean, kernel, W, m)
+            log.info("boundary term: rms %.4g per pixel (noise sigma %.4g), from %d validation "
+                     "images", np.sqrt(np.trace(extra_cov) / (m * m)), sigma, len(val_clean))
+    restored = None
+    if args.method == "mapk" or args.epll_init == "mapk":
         restored = map_k_restore(corrupted, gmm.weights, gmm.means, gmm.covariances, W, sigma,
-                                 m, remove_dc=remove_dc, images_per_chunk=args.images_per_chunk,
-                                 progress=progress)
-    else:
+                                 m, remove_dc=remove_dc, extra_noise_cov=extra_cov,
+                                 images_per_chunk=args.images_per_chunk, progress=progress)
+    if args.method == "epll":
         if kernel is None:
             raise GmmRestoreError("EPLL needs an image-level blur kernel, but the patch matrix "
                                   "in the corrupted file is not a convolution")
         params.update(beta_factors=list(args.beta_factors), lam_factor=args.lam_factor,
-                      n_inner=args.n_inner)
+                      n_inner=args.n_inner, init=args.epll_init)
         restored = epll_restore(corrupted, gmm.weights, gmm.means, gmm.covariances, kernel,
                                 sigma, m, remove_dc=remove_dc, beta_factors=args.beta_factors,
                                 lam_factor=args.lam_factor, n_inner=args.n_inner,
-                                images_per_chunk=args.images_per_chunk, progress=progress)
+                                images_per_chunk=args.images_per_chunk, init=restored,
+                                progress=progress)
     seconds = time.perf_counter() - started
     if not np.all(np.isfinite(restored)):
         raise GmmRestoreError(f"{label}: restoration produced NaN or Inf; nothing written")

@@ -58,8 +58,9 @@ def plot_gmm(weights: np.ndarray, means: np.ndarray, covariances: np.ndarray,
     """EM log-likelihood per iteration; the heaviest components' means and leading
     covariance eigenvectors as m x m tiles."""
     order = np.argsort(weights)[::-1][:n_show]
-    fig = plt.figure(figsize=(max(8, 0.75 * len(order)), 3.2 + 0.8 * n_eig))
-    grid = fig.add_gridspec(2 + n_eig, len(order), height_ratios=[3, 1] + [1] * n_eig)
+    fig = plt.figure(figsize=(max(8, 0.75 * len(order)), 4.0 + 0.9 * n_eig),
+                     layout="constrained")
+    grid = fig.add_gridspec(2 + n_eig, len(order), height_ratios=[4, 1] + [1] * n_eig)
     ax = fig.add_subplot(grid[0, :])
     it = np.arange(1, len(loglik_train) + 1)
     ax.plot(it, loglik_train, "o-", ms=3, label="training patches")
@@ -78,8 +79,8 @@ def plot_gmm(weights: np.ndarray, means: np.ndarray, covariances: np.ndarray,
             v = vecs[:, -1 - e].reshape(m, m)
             a = float(np.abs(v).max()) or 1.0
             _tile(fig.add_subplot(grid[2 + e, col]), v, -a, a)
-    fig.text(0.005, 0.02, f"rows: means, then {n_eig} leading covariance eigenvectors",
-             fontsize=7)
+    fig.supxlabel(f"rows: component means (heaviest first), then their {n_eig} leading "
+                  "covariance eigenvectors", fontsize=8)
     return fig
 
 

@@ -69,11 +69,12 @@ def epll_restore(corrupted: np.ndarray, weights: np.ndarray, means: np.ndarray,
                  *, remove_dc: bool = False, beta_factors=DEFAULT_BETA_FACTORS,
                  lam_factor: float = 1.0, n_inner: int = 1, cg_rtol: float = 1e-6,
                  cg_maxiter: int = 200, images_per_chunk: int = 64, clip: bool = False,
-                 progress=None) -> np.ndarray:
+                 init: np.ndarray | None = None, progress=None) -> np.ndarray:
     """Restore images by EPLL with a GMM prior over m x m patches.
 
     corrupted : (n, H, W);  kernel : (kh, kw) image-level blur or None for denoising.
-    Returns (n, H, W).  ``n_inner`` patch/image alternations per beta.
+    Returns (n, H, W).  ``n_inner`` patch/image alternations per beta; ``init`` (n, H, W)
+    is the starting image (default: the corrupted image).
     """
     corrupted = np.asarray(corrupted, dtype=np.float64)
     n, h, w = corrupted.shape
@@ -88,7 +89,7 @@ def epll_restore(corrupted: np.ndarray, weights: np.ndarray, means: np.ndarray,
     for start in range(0, n, images_per_chunk):
         stop = min(start + images_per_chunk, n)
         y = corrupted[start:stop]
-        x = y.copy()
+        x = y.copy() if init is None else np.array(init[start:stop], dtype=np.float64)
         for beta, post in zip(betas, posteriors, strict=True):
             for _ in range(n_inner):
                 P = extract_patches(x, m)

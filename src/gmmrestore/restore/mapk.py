@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import linalg
 
+from ..operators import blur
 from ..patches import average_patches, extract_patches
 
 log = logging.getLogger("gmmrestore.mapk")
@@ -127,10 +128,13 @@ class PatchPosterior:
 
     @classmethod
     def build(cls, weights: np.ndarray, means: np.ndarray, covariances: np.ndarray,
-              W: np.ndarray | None, noise_var: float, remove_dc: bool = False
-              ) -> PatchPosterior:
+              W: np.ndarray | None, noise_var: float, remove_dc: bool = False,
+              extra_noise_cov: np.ndarray | None = None) -> PatchPosterior:
         """Precompute MAP-k for prior (weights (K,), means (K, d), covariances (K, d, d)),
-        patch blur ``W`` (d, d) (None for the identity) and noise variance ``noise_var``."""
+        patch blur ``W`` (d, d) (None for the identity) and noise variance ``noise_var``.
+
+        ``extra_noise_cov`` (d, d) is added to every ``C_k``: e.g. the covariance of what
+        the patch-level W misses (blur from pixels outside the patch)."""
         means = np.asarray(means, dtype=np.float64)
         covariances = np.asarray(covariances, dtype=np.float64)
         K, d = means.shape
@@ -151,6 +155,8 @@ class PatchPosterior:
         for k in range(K):
             WS = W @ covariances[k]                     # W Sigma_k
             C = WS @ W.T + noise_var * eye
+            if extra_noise_cov is not None:
+                C = C + extra_noise_cov
             L, _ = safe_cholesky(0.5 * (C + C.T), what=f"observation covariance of component {k}")
             P = linalg.cho_solve((L, True), eye, check_finite=False)
             score_matrix[:, k] = quadratic_form_coefficients(0.5 * (P + P.T), obs_means[k])
@@ -211,16 +217,35 @@ def map_k_flops(n_patches: int, n_components: int, d: int) -> float:
     return n_patches * (2.0 * n_score * n_components + d * (d + 1) / 2 + 2.0 * d * d)
 
 
+def boundary_noise_covariance(clean: np.ndarray, kernel: np.ndarray, W: np.ndarray, m: int
+                              ) -> np.ndarray:
+    """Second moment of what the patch-level model misses, ``e = P(k * x) - W P x``.
+
+    When the whole image is blurred, an observed patch also holds blur from pixels just
+    outside it, which the patch matrix ``W`` (zero outside the patch) does not model.
+    Measured on clean example images (never the test images), ``E[e e^T]`` (d, d) can be
+    added to every ``C_k`` so that MAP-k treats that part as structured noise.
+
+    clean : (n, H, W) clean images;  kernel : image-level blur;  W : (m², m²).
+    """
+    clean = np.asarray(clean, dtype=np.float64)
+    observed = extract_patches(blur(clean, kernel), m).reshape(-1, m * m)
+    residual = observed - extract_patches(clean, m).reshape(-1, m * m) @ W.T
+    return residual.T @ residual / max(len(residual), 1)
+
+
 def map_k_restore(corrupted: np.ndarray, weights: np.ndarray, means: np.ndarray,
                   covariances: np.ndarray, W: np.ndarray | None, sigma: float, m: int,
-                  remove_dc: bool = False, images_per_chunk: int = 64,
-                  progress=None) -> np.ndarray:
+                  remove_dc: bool = False, extra_noise_cov: np.ndarray | None = None,
+                  images_per_chunk: int = 64, progress=None) -> np.ndarray:
     """Restore images by MAP-k on every stride-1 patch, averaging overlapping estimates.
 
     corrupted : (n, H, W).  W : (m², m²) patch blur (None: identity).  Returns (n, H, W).
-    Images are processed ``images_per_chunk`` at a time so memory stays bounded.
+    ``extra_noise_cov`` (m², m²): see :func:`boundary_noise_covariance`.  Images are
+    processed ``images_per_chunk`` at a time so memory stays bounded.
     """
-    post = PatchPosterior.build(weights, means, covariances, W, sigma**2, remove_dc)
+    post = PatchPosterior.build(weights, means, covariances, W, sigma**2, remove_dc,
+                                extra_noise_cov)
     corrupted = np.asarray(corrupted, dtype=np.float64)
     n, h, w = corrupted.shape
     out = np.empty_like(corrupted)
