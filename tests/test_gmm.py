@@ -301,6 +301,26 @@ def test_streamed_equals_in_memory(tmp_path, rng, data):
     np.testing.assert_allclose(ha.loglik_heldout, hb.loglik_heldout, rtol=1e-10)
 
 
+def test_streaming_reads_bounded_chunk_aligned_blocks(tmp_path, data, monkeypatch):
+    path = tmp_path / "patches.h5"
+    write_dataset(path, data, chunk_rows=64)
+    reads = []
+    original = G._Blocks._read
+
+    def spy(self, start, stop):
+        if self.is_h5:
+            reads.append((start, stop))
+        return original(self, start, stop)
+
+    monkeypatch.setattr(G._Blocks, "_read", spy)
+    with h5py.File(path, "r") as fh:
+        G.fit_gmm(fh["patches"], 3, max_iter=2, tol=0, chunk_size=150)
+    assert reads
+    # 150 rounded to whole HDF5 chunks of 64 rows: 128-row reads starting on chunk borders
+    assert all(start % 64 == 0 and stop - start <= 128 for start, stop in reads)
+    assert max(stop for _, stop in reads) == len(data)
+
+
 def test_streamed_float32_file_with_remove_dc(tmp_path, data):
     path = tmp_path / "p.h5"
     X = data.astype(np.float32)

@@ -8,9 +8,14 @@ The mixture is a small frozen dataclass, :class:`GaussianMixture`.  :func:`fit_g
   component by **one GEMM**; squared norms (``einsum``), log-sum-exp and the responsibilities
   follow on the ``(rows, K)`` block.
 * **M-step statistics** of the same block: counts ``N_k``, first moments ``R^T X`` and the K
-  weighted Gram matrices from **one stacked GEMM** ``X^T [r_1 (X - mu_1), ..., r_K (X - mu_K)]``
-  (centred at the current means for accuracy; no per-patch outer products).  The ``(rows, K d)``
-  temporary is bounded by :data:`BLOCK_ELEMENTS`, never ``N x K x d``.
+  weighted Gram matrices from **one stacked GEMM** ``X^T [r_1 X, ..., r_K X]`` (data shifted by
+  the mixture's mean; in float32 each component's block is centred at its current mean for
+  accuracy); no per-patch outer products.  The ``(rows, K d)`` temporary is bounded by
+  :data:`BLOCK_ELEMENTS`, never ``N x K x d``.
+* Blocks are processed by worker threads, each with a single-threaded BLAS (a multi-threaded
+  BLAS synchronises on every call, which costs a lot on a busy machine, and numpy's
+  element-wise work would stay on one core); their float64 partial sums are folded in block
+  order, so results do not depend on the number of threads.
 * Statistics are summed in float64 over blocks, so the same code runs on an in-memory array or
   streams an ``h5py.Dataset`` chunk by chunk (reads aligned with the HDF5 chunking, prefetched in
   a background thread): exact EM whatever the size, with memory set by the chunk size.
