@@ -145,11 +145,11 @@ def test_loglik_non_decreasing(data):
 
 
 def test_convergence_on_tolerance(data):
-    _, hist = G.fit_gmm(data, 3, max_iter=500, tol=1e-6, seed=0)
-    assert hist.converged and hist.n_iter < 500
+    _, hist = G.fit_gmm(data, 3, max_iter=500, tol=1e-5, seed=0)
+    assert hist.converged and 2 < hist.n_iter < 500
     ll = np.concatenate([[hist.loglik_init], hist.loglik_train])
     rel = np.abs(np.diff(ll)) / np.maximum(np.abs(ll[:-1]), 1.0)
-    assert rel[-1] < 1e-6 and np.all(rel[:-1] >= 1e-6)
+    assert rel[-1] < 1e-5 and np.all(rel[:-1] >= 1e-5)
 
 
 def test_deterministic_and_seed_matters(data):

@@ -8,10 +8,11 @@ The mixture is a small frozen dataclass, :class:`GaussianMixture`.  :func:`fit_g
   component by **one GEMM**; squared norms (``einsum``), log-sum-exp and the responsibilities
   follow on the ``(rows, K)`` block.
 * **M-step statistics** of the same block: counts ``N_k``, first moments ``R^T X`` and the K
-  weighted Gram matrices from **one stacked GEMM** ``X^T [r_1 X, ..., r_K X]`` (data shifted by
-  the mixture's mean; in float32 each component's block is centred at its current mean for
-  accuracy); no per-patch outer products.  The ``(rows, K d)`` temporary is bounded by
-  :data:`BLOCK_ELEMENTS`, never ``N x K x d``.
+  weighted Gram matrices from **one stacked GEMM** ``X^T [r_1 Y_1, ..., r_K Y_K]`` where
+  ``Y_k`` are the whitened patches the E-step left in its buffer (centred per component, so
+  float32 stays accurate); ``sum_n r_nk x_n (x_n - mu_k)^T`` follows by multiplying with
+  ``L_k^T`` once per pass.  No per-patch outer products.  The ``(rows, K d)`` temporary is
+  bounded by :data:`BLOCK_ELEMENTS`, never ``N x K x d``.
 * Blocks are processed by worker threads, each with a single-threaded BLAS (a multi-threaded
   BLAS synchronises on every call, which costs a lot on a busy machine, and numpy's
   element-wise work would stay on one core); their float64 partial sums are folded in block
@@ -290,10 +291,7 @@ class _Prepared:
         W = P.transpose(1, 0, 2).reshape(d, K * d)
         b = np.einsum("kd,kde->ke", self.delta64, P).reshape(K * d)
         self.W_aug = np.ascontiguousarray(np.vstack([W, -b]), dtype=dtype)   # (d + 1, K d)
-        self.delta = self.delta64.astype(dtype)
-        # float64 Gram matrices about the global shift c are accurate enough; float32 ones are
-        # taken about each component's current mean (one more pass over the block buffer)
-        self.center_components = np.dtype(dtype) == np.float32
+        self.chol = chol                                               # (K, d, d) float64
         self.shift_w = self.shift.astype(dtype)
         self.K, self.d, self.dtype = K, d, np.dtype(dtype)
 
@@ -365,14 +363,10 @@ def _process_block(X: np.ndarray, start: int, prep: _Prepared, stats: bool, n_wo
         R /= total[:, None]                                         # responsibilities
         res.counts = R.sum(axis=0)
         res.first = R.T @ np.asarray(Xc, dtype=np.float64)
-        # Z_k = r_k (x - c) (float64) or r_k (x - mu_k) (float32: centred per component for
-        # accuracy), stacked (n, K*d): one GEMM gives all K weighted Gram matrices
-        Rw = R.astype(dt, copy=False)[:, :, None]
-        if prep.center_components:
-            np.subtract(Xc[:, None, :], prep.delta[None, :, :], out=Y3)
-            Y3 *= Rw
-        else:
-            np.multiply(Xc[:, None, :], Rw, out=Y3)
+        # Z_k = r_k y_k with y_k = P_k^T (x - mu_k) the whitened patches still in the buffer
+        # (centred per component, which keeps float32 accurate), stacked (n, K*d): one GEMM
+        # gives H_k = sum_n r_nk (x_n - c) y_nk^T for all k; sum r (x - c)(x - mu_k)^T = H_k L_k^T
+        Y3 *= R.astype(dt, copy=False)[:, :, None]
         res.gram = Xc.T @ Y                                         # (d, K*d)
     return res
 
@@ -438,11 +432,9 @@ def _run_pass(blocks: _Blocks, prep: _Prepared, *, stats: bool, n_worst: int = 0
         raise GmmRestoreError(
             f"{blocks.name} ({_describe(blocks.data)}): log-likelihood is not finite; the "
             "patches contain NaN or Inf, or a component is degenerate")
-    if stats:
-        gram = acc.gram.reshape(d, K, d).transpose(1, 0, 2)
-        if not prep.center_components:    # sum r (x-c)(x-c)^T  ->  sum r (x-c)(x-mu_k)^T
-            gram = gram - acc.first[:, :, None] * prep.delta64[:, None, :]
-        acc.gram = np.ascontiguousarray(gram)
+    if stats:   # H_k L_k^T = sum_n r_nk (x_n - c)(x_n - mu_k)^T
+        acc.gram = np.matmul(acc.gram.reshape(d, K, d).transpose(1, 0, 2),
+                             prep.chol.transpose(0, 2, 1))
     return acc
 
 
