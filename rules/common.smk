@@ -1,5 +1,9 @@
+import collections
+import csv
 import itertools
 import os
+import sys
+import tempfile
 
 from snakemake.utils import validate
 
@@ -22,11 +26,92 @@ def fmt_sigma(value):
     return f"{float(value):g}"
 
 
-def _check_config():
-    unknown = [b for b in SWEEP["blur"] if b not in config["blurs"]]
-    if unknown:
+Setting = collections.namedtuple("Setting", "patch_size n_components blur noise_sigma")
+SWEEP_COLUMNS = Setting._fields
+SWEEP_PARAMETERS = (
+    "noise_sigma",
+    "n_components",
+    "patch_size",
+)  # plotted when they vary
+
+
+def read_sweep_table(path):
+    """Settings listed in a TSV file: a header naming the columns patch_size, n_components,
+    blur and noise_sigma (any order), then one setting per row; '#' lines are comments.
+    """
+    if not os.path.isfile(path):
         raise ValueError(
-            f"config: sweep.blur lists {unknown}, not defined under 'blurs' "
+            f"config: sweep_table '{path}' not found (relative paths are relative to the "
+            f"working directory {os.getcwd()})"
+        )
+    with open(path, newline="", encoding="utf-8") as fh:
+        lines = [ln for ln in fh if ln.strip() and not ln.lstrip().startswith("#")]
+    reader = csv.DictReader(lines, delimiter="\t")
+    columns = reader.fieldnames or []
+    if sorted(columns) != sorted(SWEEP_COLUMNS):
+        raise ValueError(
+            f"config: sweep_table '{path}' has columns {columns}; expected exactly "
+            f"{list(SWEEP_COLUMNS)}, separated by tabs"
+        )
+    settings = []
+    for number, row in enumerate(reader, start=2):
+        try:
+            setting = Setting(
+                patch_size=int(row["patch_size"]),
+                n_components=int(row["n_components"]),
+                blur=row["blur"].strip(),
+                noise_sigma=fmt_sigma(row["noise_sigma"]),
+            )
+            ok = setting.patch_size >= 2 and setting.n_components >= 1
+            ok = ok and float(setting.noise_sigma) >= 0 and setting.blur != ""
+        except (AttributeError, TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise ValueError(
+                f"config: sweep_table '{path}', setting {number - 1}: {dict(row)} is not "
+                "valid (expected integer patch_size >= 2, integer n_components >= 1, "
+                "a blur name, noise_sigma >= 0)"
+            )
+        if setting in settings:
+            raise ValueError(f"config: sweep_table '{path}' lists {dict(row)} twice")
+        settings.append(setting)
+    if not settings:
+        raise ValueError(f"config: sweep_table '{path}' lists no settings")
+    return settings
+
+
+def sweep_settings():
+    """Every (patch_size, n_components, blur, noise_sigma) setting of the experiment, the one
+    list every target is built from: the rows of config['sweep_table'] when it is set, else
+    the cartesian product of the config['sweep'] lists."""
+    if config.get("sweep_table"):
+        return read_sweep_table(config["sweep_table"])
+    return [
+        Setting(m, k, blur, fmt_sigma(sigma))
+        for m, k, blur, sigma in itertools.product(
+            SWEEP["patch_size"],
+            SWEEP["n_components"],
+            SWEEP["blur"],
+            SWEEP["noise_sigma"],
+        )
+    ]
+
+
+def unique(values):
+    """``values`` without repeats, in first-seen order."""
+    return list(dict.fromkeys(values))
+
+
+def _check_config():
+    unknown = unique(s.blur for s in SETTINGS if s.blur not in config["blurs"])
+    if unknown:
+        where = (
+            f"sweep_table '{config['sweep_table']}'"
+            if config.get("sweep_table")
+            else "sweep.blur"
+        )
+        raise ValueError(
+            f"config: {where} lists {unknown}, not defined under 'blurs' "
             f"(defined: {sorted(config['blurs'])})"
         )
     for name, spec in config["blurs"].items():
@@ -34,9 +119,14 @@ def _check_config():
             raise ValueError(f"config: blurs.{name} has type 'matrix' but no 'path'")
 
 
+SETTINGS = sweep_settings()
 _check_config()
-
-SIGMAS = [fmt_sigma(s) for s in SWEEP["noise_sigma"]]
+NOISE_SETTINGS = unique(
+    (s.blur, s.noise_sigma) for s in SETTINGS
+)  # corrupted image sets
+GMM_MODELS = unique(
+    (s.patch_size, s.n_components) for s in SETTINGS
+)  # trained mixtures
 GMM_LIST = [m for m in config["restore"]["methods"] if m in GMM_METHODS]
 BASELINE_LIST = [m for m in config["restore"]["methods"] if m not in GMM_METHODS]
 
@@ -67,25 +157,83 @@ def gmm_methods(blur):
 
 def restored_files(blur, sigma):
     """Every restoration of one (blur, sigma): GMM methods per (m, K), then baselines."""
+    return [path for _, path in restorations(blur, sigma)]
+
+
+def restorations(blur, sigma):
+    """(m, K, method) and output file of every restoration of one (blur, sigma)."""
     folder = setting_dir(blur, sigma)
-    files = [
-        f"{folder}/m{m}_K{k}/{method}.h5"
-        for m, k in itertools.product(SWEEP["patch_size"], SWEEP["n_components"])
+    models = unique(
+        (s.patch_size, s.n_components)
+        for s in SETTINGS
+        if (s.blur, s.noise_sigma) == (blur, sigma)
+    )
+    items = [
+        ((m, k, method), f"{folder}/m{m}_K{k}/{method}.h5")
+        for m, k in models
         for method in gmm_methods(blur)
     ]
-    files += [f"{folder}/baseline/{method}.h5" for method in BASELINE_LIST]
-    return files
+    items += [
+        (("", "", method), f"{folder}/baseline/{method}.h5") for method in BASELINE_LIST
+    ]
+    return items
+
+
+def expected_metrics():
+    """(row of sweep_status.csv without status, metrics file) of every scored setting."""
+    expected = []
+    for blur, sigma in NOISE_SETTINGS:
+        folder = setting_dir(blur, sigma)
+        items = [(("", "", "corrupted"), f"{folder}/corrupted.h5")]
+        for (m, k, method), path in items + restorations(blur, sigma):
+            subfolder, name = os.path.split(os.path.relpath(path, folder))
+            if subfolder:
+                metrics = f"{folder}/metrics/{subfolder}__{name[:-3]}.csv"
+            else:
+                metrics = f"{folder}/metrics/{name[:-3]}.csv"
+            row = {
+                "dataset": DATASET,
+                "blur": blur,
+                "noise_sigma": sigma,
+                "patch_size": m,
+                "n_components": k,
+                "method": method,
+            }
+            expected.append((row, metrics))
+    return expected
 
 
 def metric_files():
-    files = []
-    for blur, sigma in itertools.product(SWEEP["blur"], SIGMAS):
-        folder = setting_dir(blur, sigma)
-        files.append(f"{folder}/metrics/corrupted.csv")
-        for path in restored_files(blur, sigma):
-            subfolder, name = os.path.split(os.path.relpath(path, folder))
-            files.append(f"{folder}/metrics/{subfolder}__{name[:-3]}.csv")
-    return files
+    return [path for _, path in expected_metrics()]
+
+
+def write_sweep_status(path=f"{RESULTS}/sweep_status.csv"):
+    """List every expected setting x method with status 'ok' (its metrics file exists) or
+    'missing' (its job failed or has not run), so failed settings are reported, not
+    dropped; called when the workflow ends (onsuccess / onerror)."""
+    rows = [
+        {**row, "status": "ok" if os.path.exists(f) else "missing", "metrics_file": f}
+        for row, f in expected_metrics()
+    ]
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    with tempfile.NamedTemporaryFile(
+        "w", dir=os.path.dirname(path) or ".", suffix=".tmp", delete=False, newline=""
+    ) as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]), lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    os.chmod(fh.name, 0o644)
+    os.replace(fh.name, path)
+    missing = [r for r in rows if r["status"] == "missing"]
+    message = f"sweep status: {len(rows) - len(missing)} of {len(rows)} ok -> {path}"
+    if missing:
+        message += "; missing: " + ", ".join(
+            "{blur} s={noise_sigma} m={patch_size} K={n_components} {method}".format(
+                **r
+            )
+            for r in missing
+        )
+    return message
 
 
 def all_targets():
@@ -93,28 +241,18 @@ def all_targets():
         f"{RESULTS}/metrics.csv",
         f"{RESULTS}/summary.csv",
     ]
-    targets += expand(
-        f"{RESULTS}/figures/gmm_{DATASET}_m{{m}}_K{{K}}.png",
-        m=SWEEP["patch_size"],
-        K=SWEEP["n_components"],
-    )
-    targets += expand(
-        f"{RESULTS}/figures/examples_{DATASET}_{{blur}}_s{{sigma}}.png",
-        blur=SWEEP["blur"],
-        sigma=SIGMAS,
-    )
+    targets += [f"{RESULTS}/figures/gmm_{DATASET}_m{m}_K{k}.png" for m, k in GMM_MODELS]
+    targets += [
+        f"{RESULTS}/figures/examples_{DATASET}_{blur}_s{sigma}.png"
+        for blur, sigma in NOISE_SETTINGS
+    ]
     targets += [
         f"{RESULTS}/figures/kernels_{DATASET}_{blur}_s{sigma}.png"
-        for blur in SWEEP["blur"]
+        for blur, sigma in NOISE_SETTINGS
         if is_blind(blur)
-        for sigma in SIGMAS
     ]
-    for parameter, values in (
-        ("noise_sigma", SIGMAS),
-        ("n_components", SWEEP["n_components"]),
-        ("patch_size", SWEEP["patch_size"]),
-    ):
-        if len(values) > 1:
+    for parameter in SWEEP_PARAMETERS:
+        if len(unique(getattr(s, parameter) for s in SETTINGS)) > 1:
             targets.append(f"{RESULTS}/figures/sweep_psnr_vs_{parameter}.png")
     return targets
 
@@ -170,6 +308,15 @@ def gmm_args():
     if g["remove_dc"]:
         args.append("--remove-dc")
     return " ".join(args)
+
+
+def gmm_threads(wildcards):
+    """BLAS threads for EM, from its cost of about 4 N K d^2 flops per iteration: one thread
+    per 2 GFLOP, 1 to 8 (capped by --cores locally and by --max-threads everywhere)."""
+    flops = (
+        4 * config["patches"]["max_patches"] * int(wildcards.K) * int(wildcards.m) ** 4
+    )
+    return int(min(8, max(1, flops // 2e9)))
 
 
 def epll_args():

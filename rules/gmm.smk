@@ -10,7 +10,7 @@ rule train_gmm:
         f"{RESULTS}/benchmarks/train_gmm/{{dataset}}_m{{m}}_K{{K}}.tsv"
     conda:
         "../envs/gmm.yaml"
-    threads: workflow.cores
+    threads: gmm_threads
     resources:
         # patches in memory (or streamed within the budget) + N x K responsibilities
         mem_mb=lambda wc, input: 1500

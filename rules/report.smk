@@ -113,3 +113,11 @@ rule plot_kernels:
     shell:
         "python {input.script} --corrupted {input.corrupted}"
         " --estimate {input.estimate} --out {output} > {log} 2>&1"
+
+
+onsuccess:
+    print(write_sweep_status(), file=sys.stderr)
+
+
+onerror:
+    print(write_sweep_status(), file=sys.stderr)
