@@ -1,0 +1,906 @@
+"""Blind kernel estimation by EM under a Gaussian gradient prior (MAP_k, the second seed).
+
+Model
+-----
+Observed images ``y_i = k * x_i + n_i`` (i = 1..n, all blurred by the SAME kernel ``k``),
+``n_i ~ N(0, eta^2 I)``, with ``*`` exactly :func:`gmmrestore.operators.blur`: "same"-size
+2-D convolution with the kernel centre at ``(s // 2, s // 2)`` and ZERO boundary (pixels
+outside the image are 0).  The same zero-boundary model is used for the data term of both
+implementations below, by the corrupt stage and by the restore stage, so they all agree.
+Prior on the sharp image: independent Gaussian horizontal and vertical differences
+``[-1 1]`` taken inside the image only ("valid" differences, the seed's matrices
+``f_h``, ``f_v``), ``p(x) ∝ exp(-(|D_h x|^2 + |D_v x|^2) / (2 prior_std^2))``.
+
+EM for the kernel (maximises the marginal likelihood ``p(y | k)`` = MAP_k of Levin et al.)
+------------------------------------------------------------------------------------------
+* E-step: ``q(x) = p(x | y, k) = N(mu, C)`` with precision
+  ``A_x = T_k^T T_k / eta^2 + (D_h^T D_h + D_v^T D_v) / prior_std^2`` and
+  ``mu = A_x^{-1} T_k^T y / eta^2``, ``C = A_x^{-1}``.
+* M-step: ``k = argmin E_q |k * x - y|^2 = k^T A_k k - 2 b_k^T k + |y|^2`` with
+  ``A_k = sum_p E[X_p X_p^T] = sum_p (mu_p mu_p^T + C_p)`` and ``b_k = sum_p y_p mu_p``, where
+  ``X_p`` (s^2,) holds the pixels of x that output pixel p sees (tap ``(a, b)`` sees
+  ``x[p - (a, b) + c]``, zero outside), pooled over all images of a batch.  Solved under
+  ``k >= 0`` and ``sum k = 1`` EXACTLY (a convex QP on the simplex; :func:`solve_kernel_qp`:
+  NNLS with a Lagrange multiplier for the sum found by root finding, then a KKT polish).
+  Levin's "NNLS then normalise" is available as ``constraint="nnls"``; it is not an exact
+  M-step, so it may break the monotonicity of EM.
+
+Two implementations
+-------------------
+* Dense reference (test oracle, tiny images): ``reference_*`` functions build the N x N
+  matrices and use Cholesky factorisations; ``C`` is exact.
+* Scalable (what users run): convolutions by :func:`operators.blur` (direct) or FFT with zero
+  padding (identical numbers), ``mu`` by preconditioned conjugate gradients batched over all
+  images of a batch (one array, per-image step sizes; the preconditioner is the circulant
+  approximation of ``A_x`` on a zero-padded grid, applied by FFT), and ``C`` by its
+  mean-field diagonal ``C ≈ diag(1 / diag(A_x))`` (Levin 2011).  For a Gaussian posterior the
+  mean-field mean is exact and ``1 / diag(A_x)`` is the optimal factorised variance, so the
+  algorithm is variational EM: :func:`em_objective` (the evidence lower bound with a
+  factorised q) does not decrease at fixed ``eta`` (CG from a warm start only increases it,
+  the exact M-step too).  ``1 / A_ii <= C_ii`` always (the mean-field variance is a lower
+  bound of the exact marginal variance).
+* On top of EM (:func:`estimate_kernel`): a decreasing schedule of ``eta`` (clipped below at
+  a noise floor, estimated from the data by default), coarse-to-fine over a pyramid (images
+  scaled by ``1/sqrt(2)`` per level, odd kernel sizes, kernel upsampled between levels), the
+  180-degree flip ambiguity resolved by running both candidates and keeping the higher
+  objective, and a re-centering of the kernel (centre of mass to the middle pixel) after
+  every level, since a shift of k against x is otherwise undetermined.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import fft as sfft
+from scipy import linalg, optimize, signal
+from scipy.linalg import blas
+
+from .h5io import GmmRestoreError
+from .operators import blur, blur_adjoint, blur_dense_matrix
+
+log = logging.getLogger("gmmrestore.deconv")
+
+LOG_2PI = float(np.log(2.0 * np.pi))
+
+# Kernels with more taps than this are applied by FFT instead of direct convolution.
+FFT_MIN_TAPS = 64
+
+
+# --------------------------------------------------------------------------------------
+# Small shared helpers
+# --------------------------------------------------------------------------------------
+
+def _conv(x: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """``operators.blur`` for (..., H, W) arrays; FFT with zero padding for large kernels."""
+    if kernel.size < FFT_MIN_TAPS:
+        return blur(x, kernel)
+    k = kernel.reshape((1,) * (x.ndim - 2) + kernel.shape)
+    return signal.fftconvolve(x, k, mode="same", axes=(-2, -1))
+
+
+def _corr(x: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """Adjoint of :func:`_conv` (correlation, zero boundary) = ``operators.blur_adjoint``."""
+    if kernel.size < FFT_MIN_TAPS:
+        return blur_adjoint(x, kernel)
+    return _conv(x, kernel[::-1, ::-1])
+
+
+def _grad_normal(x: np.ndarray) -> np.ndarray:
+    """``(D_h^T D_h + D_v^T D_v) x`` for valid [-1 1] differences; x : (..., H, W)."""
+    gh = np.diff(x, axis=-1)
+    gv = np.diff(x, axis=-2)
+    pad_h = [(0, 0)] * (x.ndim - 1) + [(1, 1)]
+    pad_v = [(0, 0)] * (x.ndim - 2) + [(1, 1), (0, 0)]
+    return -np.diff(np.pad(gh, pad_h), axis=-1) - np.diff(np.pad(gv, pad_v), axis=-2)
+
+
+def _grad_sq_norm(x: np.ndarray) -> float:
+    """``|D_h x|^2 + |D_v x|^2`` summed over everything."""
+    return float(np.sum(np.diff(x, axis=-1) ** 2) + np.sum(np.diff(x, axis=-2) ** 2))
+
+
+def _grad_normal_diag(shape: tuple[int, int]) -> np.ndarray:
+    """Diagonal of ``D_h^T D_h + D_v^T D_v``, (H, W): number of differences per pixel."""
+    h, w = shape
+    dh = np.full(w, 2.0)
+    dv = np.full(h, 2.0)
+    dh[[0, -1]] = 1.0 if w > 1 else 0.0
+    dv[[0, -1]] = 1.0 if h > 1 else 0.0
+    return dv[:, None] + dh[None, :]
+
+
+def _n_grad_rows(shape: tuple[int, int]) -> int:
+    h, w = shape
+    return h * (w - 1) + (h - 1) * w
+
+
+def _as_batch(y: np.ndarray, name: str = "images") -> np.ndarray:
+    y = np.asarray(y, dtype=np.float64)
+    if y.ndim == 2:
+        y = y[None]
+    if y.ndim != 3:
+        raise GmmRestoreError(f"{name}: expected (n, H, W) or (H, W) images, got shape "
+                              f"{y.shape}")
+    if not np.all(np.isfinite(y)):
+        raise GmmRestoreError(f"{name}: contains NaN or Inf")
+    return y
+
+
+def _check_kernel_size(kernel_size: int) -> int:
+    if int(kernel_size) != kernel_size or kernel_size < 1 or kernel_size % 2 == 0:
+        raise GmmRestoreError(f"kernel size must be a positive odd integer, got {kernel_size}")
+    return int(kernel_size)
+
+
+def _windows(x: np.ndarray, s: int) -> np.ndarray:
+    """Tap windows of the zero-padded images, (s*s, n*H*W): row ``a*s + b`` holds
+    ``x[p - (a, b) + c]`` for every output pixel p (zero outside), x : (n, H, W)."""
+    c = s // 2
+    n, h, w = x.shape
+    xp = np.pad(x, ((0, 0), (c, c), (c, c)))
+    view = np.lib.stride_tricks.sliding_window_view(xp, (h, w), axis=(1, 2))  # (n,s,s,h,w)
+    view = view[:, ::-1, ::-1]  # tap a sees offset 2c - a
+    return np.ascontiguousarray(np.moveaxis(view, 0, 2)).reshape(s * s, n * h * w)
+
+
+# --------------------------------------------------------------------------------------
+# Dense reference implementation (tiny images only; the test oracle)
+# --------------------------------------------------------------------------------------
+
+def finite_difference_matrices(shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Dense valid-difference matrices of the seed.
+
+    Returns ``(D_h, D_v)``: D_h (H*(W-1), H*W) with ``(D_h x)[i, j] = x[i, j+1] - x[i, j]``,
+    D_v ((H-1)*W, H*W) with ``(D_v x)[i, j] = x[i+1, j] - x[i, j]`` (row-major flattening).
+    """
+    h, w = shape
+    idx = np.arange(h * w).reshape(h, w)
+    dh = np.zeros((h * (w - 1), h * w))
+    rows = np.arange(h * (w - 1))
+    dh[rows, idx[:, :-1].ravel()] = -1.0
+    dh[rows, idx[:, 1:].ravel()] = 1.0
+    dv = np.zeros(((h - 1) * w, h * w))
+    rows = np.arange((h - 1) * w)
+    dv[rows, idx[:-1, :].ravel()] = -1.0
+    dv[rows, idx[1:, :].ravel()] = 1.0
+    return dh, dv
+
+
+def tap_selection_matrices(kernel_size: int, shape: tuple[int, int]) -> np.ndarray:
+    """Dense tap selectors, (s*s, H*W, H*W): ``(S_ab x)[p] = x[p - (a, b) + c]`` (zero
+    outside), so that the convolution matrix is ``T_k = sum_ab k[a, b] S_ab``."""
+    s = _check_kernel_size(kernel_size)
+    mats = np.empty((s * s, shape[0] * shape[1], shape[0] * shape[1]))
+    for t in range(s * s):
+        unit = np.zeros(s * s)
+        unit[t] = 1.0
+        mats[t] = blur_dense_matrix(unit.reshape(s, s), shape)
+    return mats
+
+
+def reference_precision(kernel: np.ndarray, shape: tuple[int, int], eta: float,
+                        prior_std: float) -> np.ndarray:
+    """Dense posterior precision ``A_x`` (H*W, H*W) of the seed's E-step."""
+    T = blur_dense_matrix(kernel, shape)
+    dh, dv = finite_difference_matrices(shape)
+    return T.T @ T / eta**2 + (dh.T @ dh + dv.T @ dv) / prior_std**2
+
+
+def reference_estep(y: np.ndarray, kernel: np.ndarray, eta: float,
+                    prior_std: float) -> tuple[np.ndarray, np.ndarray]:
+    """Exact E-step with dense matrices.
+
+    y : (n, H, W) or (H, W).  Returns ``mu`` (same shape as y) and ``C = A_x^{-1}``
+    (H*W, H*W), shared by all images (it does not depend on y).
+    """
+    y = np.asarray(y, dtype=np.float64)
+    shape = y.shape[-2:]
+    A = reference_precision(kernel, shape, eta, prior_std)
+    T = blur_dense_matrix(kernel, shape)
+    factor = linalg.cho_factor(A, lower=True)
+    rhs = T.T @ y.reshape(-1, shape[0] * shape[1]).T / eta**2  # (N, n)
+    mu = linalg.cho_solve(factor, rhs).T.reshape(y.shape)
+    C = linalg.cho_solve(factor, np.eye(len(A)))
+    return mu, 0.5 * (C + C.T)
+
+
+def reference_mstep_system(y: np.ndarray, mu: np.ndarray, C: np.ndarray,
+                           kernel_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Dense M-step quadratic ``E_q |k * x - y|^2 = k^T A k - 2 b^T k + |y|^2``.
+
+    y, mu : (n, H, W) or (H, W);  C : (H*W, H*W) shared, or (n, H*W, H*W).
+    Returns ``A`` (s*s, s*s) and ``b`` (s*s,), taps in row-major order of the kernel, pooled
+    over the images.
+    """
+    y = _as_batch(y, "y")
+    mu = _as_batch(mu, "mu")
+    shape = y.shape[-2:]
+    S = tap_selection_matrices(kernel_size, shape)  # (t, N, N)
+    Cs = np.broadcast_to(C, (len(y),) + C.shape[-2:])
+    A = np.zeros((len(S), len(S)))
+    b = np.zeros(len(S))
+    for yi, mi, Ci in zip(y.reshape(len(y), -1), mu.reshape(len(mu), -1), Cs, strict=True):
+        X = S @ mi  # (t, N): X[t, p] = tap t's view of pixel p
+        A += X @ X.T + np.einsum("tpq,qr,upr->tu", S, Ci, S)
+        b += X @ yi
+    return A, b
+
+
+def reference_objective(y: np.ndarray, kernel: np.ndarray, mu: np.ndarray, C: np.ndarray,
+                        eta: float, prior_std: float) -> float:
+    """Evidence lower bound ``E_q[log p(y|x,k) + log p(x)] + H(q)`` for ``q = N(mu, C)``,
+    dense, summed over the images.  At the exact E-step it equals ``log p(y | k)`` (up to the
+    constant of the improper prior, taken as that of the ``D`` rows).
+
+    y, mu : (n, H, W) or (H, W);  C : (H*W, H*W) shared by the images.
+    """
+    y = _as_batch(y, "y")
+    mu = _as_batch(mu, "mu")
+    n = len(y)
+    shape = y.shape[-2:]
+    N = shape[0] * shape[1]
+    T = blur_dense_matrix(kernel, shape)
+    dh, dv = finite_difference_matrices(shape)
+    m = mu.reshape(n, N)
+    resid = m @ T.T - y.reshape(n, N)
+    data = np.sum(resid**2) + n * np.trace(T @ C @ T.T)
+    prior = np.sum((m @ dh.T) ** 2) + np.sum((m @ dv.T) ** 2) \
+        + n * (np.trace(dh @ C @ dh.T) + np.trace(dv @ C @ dv.T))
+    sign, logdet = np.linalg.slogdet(C)
+    if sign <= 0:
+        raise np.linalg.LinAlgError("covariance C is not positive definite")
+    n_rows = _n_grad_rows(shape)
+    return float(-data / (2 * eta**2) - n * N / 2 * (LOG_2PI + 2 * np.log(eta))
+                 - prior / (2 * prior_std**2) - n * n_rows / 2 * (LOG_2PI + 2 * np.log(prior_std))
+                 + n / 2 * (N * (LOG_2PI + 1.0) + logdet))
+
+
+def reference_em(y: np.ndarray, kernel_init: np.ndarray, eta: float, prior_std: float,
+                 n_iter: int = 10, constraint: str = "simplex"
+                 ) -> tuple[np.ndarray, list[float]]:
+    """Exact dense EM at fixed ``eta``: E-step, exact M-step, repeat.
+
+    Returns the kernel and the objective after every E-step (non-decreasing; for the exact
+    E-step the objective is the log marginal likelihood ``log p(y | k)``).
+    """
+    kernel = np.asarray(kernel_init, dtype=np.float64)
+    s = kernel.shape[0]
+    history = []
+    for _ in range(n_iter):
+        mu, C = reference_estep(y, kernel, eta, prior_std)
+        history.append(reference_objective(y, kernel, mu, C, eta, prior_std))
+        A, b = reference_mstep_system(y, mu, C, s)
+        kernel = solve_kernel_qp(A, b, constraint=constraint).reshape(s, s)
+    return kernel, history
+
+
+# --------------------------------------------------------------------------------------
+# Scalable implementation
+# --------------------------------------------------------------------------------------
+
+def _circulant_symbol(kernel: np.ndarray, grid: tuple[int, int], eta: float,
+                      prior_std: float) -> np.ndarray:
+    """Fourier symbol of the circulant approximation of ``A_x`` on ``grid`` (rfft layout)."""
+    K = sfft.rfft2(kernel, s=grid)
+    fh = np.zeros(grid)
+    fh[0, 0], fh[0, 1] = -1.0, 1.0
+    Fh = sfft.rfft2(fh)
+    Fv = sfft.rfft2(fh.T.copy(), s=grid)
+    return np.abs(K) ** 2 / eta**2 + (np.abs(Fh) ** 2 + np.abs(Fv) ** 2) / prior_std**2
+
+
+def estep_mean(y: np.ndarray, kernel: np.ndarray, eta: float, prior_std: float,
+               x0: np.ndarray | None = None, tol: float = 1e-6, maxiter: int = 500,
+               precondition: bool = True) -> tuple[np.ndarray, dict]:
+    """Posterior mean ``mu = A_x^{-1} T_k^T y / eta^2`` by conjugate gradients.
+
+    All images of the batch are solved together (one array; per-image step sizes), with
+    the operator applied by convolutions (never a dense matrix).
+
+    Parameters
+    ----------
+    y : (n, H, W) or (H, W)
+    kernel : (s, s), odd
+    eta, prior_std : float
+        Noise standard deviation and prior standard deviation of the image differences.
+    x0 : array like y, optional
+        Warm start (e.g. the previous EM iteration's mean).
+    tol : float
+        Stop when every image's residual norm is below ``tol`` times its right-hand side's.
+    precondition : bool
+        Use the circulant (FFT) approximation of ``A_x`` on a zero-padded grid as
+        preconditioner (symmetric positive definite, so CG stays exact).
+
+    Returns
+    -------
+    mu : array like y
+    info : dict with ``iterations`` and ``residual`` (max relative residual).
+    """
+    y = np.asarray(y, dtype=np.float64)
+    single = y.ndim == 2
+    yb = y[None] if single else y
+    kernel = np.asarray(kernel, dtype=np.float64)
+    h, w = yb.shape[-2:]
+    inv_eta2 = 1.0 / eta**2
+    inv_p2 = 1.0 / prior_std**2
+
+    def apply_A(x):
+        return _corr(_conv(x, kernel), kernel) * inv_eta2 + _grad_normal(x) * inv_p2
+
+    if precondition:
+        s = kernel.shape[0]
+        grid = (sfft.next_fast_len(h + s), sfft.next_fast_len(w + s))
+        inv_symbol = 1.0 / _circulant_symbol(kernel, grid, eta, prior_std)
+
+        def apply_M(r):
+            return sfft.irfft2(sfft.rfft2(r, s=grid) * inv_symbol, s=grid)[..., :h, :w]
+    else:
+        def apply_M(r):
+            return r
+
+    def dot(a, b):
+        return np.einsum("nij,nij->n", a, b)[:, None, None]
+
+    b = _corr(yb, kernel) * inv_eta2
+    x = np.zeros_like(yb) if x0 is None else np.array(x0, dtype=np.float64).reshape(yb.shape)
+    r = b - apply_A(x) if x0 is not None else b.copy()
+    bnorm = np.sqrt(np.einsum("nij,nij->n", b, b))
+    bnorm[bnorm == 0] = 1.0
+    z = apply_M(r)
+    p = z.copy()
+    rz = dot(r, z)
+    it = 0
+    rel = np.sqrt(np.einsum("nij,nij->n", r, r)) / bnorm
+    while it < maxiter and rel.max() > tol:
+        Ap = apply_A(p)
+        pAp = dot(p, Ap)
+        active = (pAp > 0) & (rz > 0)
+        alpha = np.where(active, rz / np.where(active, pAp, 1.0), 0.0)
+        x += alpha * p
+        r -= alpha * Ap
+        z = apply_M(r)
+        rz_new = dot(r, z)
+        beta = np.where(active, rz_new / np.where(rz > 0, rz, 1.0), 0.0)
+        p = z + beta * p
+        rz = rz_new
+        it += 1
+        rel = np.sqrt(np.einsum("nij,nij->n", r, r)) / bnorm
+    info = {"iterations": it, "residual": float(rel.max())}
+    return (x[0] if single else x), info
+
+
+def estep_variance(kernel: np.ndarray, shape: tuple[int, int], eta: float,
+                   prior_std: float) -> np.ndarray:
+    """Mean-field diagonal of the posterior covariance, ``1 / diag(A_x)``, (H, W).
+
+    ``diag(T_k^T T_k)`` is the sum of the squared kernel taps that land inside the image
+    (zero boundary); ``diag(D^T D)`` counts the differences touching each pixel.  It is a
+    lower bound of the exact marginal variance ``diag(A_x^{-1})``, tight where the posterior
+    correlations are weak.  Shared by all images of the same size.
+    """
+    kernel = np.asarray(kernel, dtype=np.float64)
+    t = blur_adjoint(np.ones(shape), kernel**2)
+    return 1.0 / (t / eta**2 + _grad_normal_diag(shape) / prior_std**2)
+
+
+def stationary_covariance(kernel: np.ndarray, shape: tuple[int, int], eta: float,
+                          prior_std: float, max_offset: int) -> np.ndarray:
+    """Posterior auto-covariance of the circulant (periodic) approximation of ``A_x``.
+
+    ``c(delta) = IFFT[1 / (|K|^2 / eta^2 + (|F_h|^2 + |F_v|^2) / prior_std^2)](delta)`` on a
+    grid of the image size plus the kernel size (the exact posterior covariance of the
+    same model with periodic boundaries on that grid).  Returns ``c`` for offsets
+    ``-max_offset..max_offset`` in both axes, (2 max_offset + 1, 2 max_offset + 1), centre =
+    zero offset.
+    """
+    kernel = np.asarray(kernel, dtype=np.float64)
+    s = kernel.shape[0]
+    grid = (sfft.next_fast_len(shape[0] + s), sfft.next_fast_len(shape[1] + s))
+    cov = sfft.irfft2(1.0 / _circulant_symbol(kernel, grid, eta, prior_std), s=grid)
+    m = int(max_offset)
+    idx0 = np.arange(-m, m + 1) % grid[0]
+    idx1 = np.arange(-m, m + 1) % grid[1]
+    return cov[np.ix_(idx0, idx1)]
+
+
+def _overlap_counts(s: int, n: int) -> np.ndarray:
+    """(s, s) counts: for taps a, a2, the output rows i in [0, n) for which both
+    ``i - a + c`` and ``i - a2 + c`` fall inside [0, n)."""
+    c = s // 2
+    a = np.arange(s)
+    hi = np.maximum(np.maximum(a[:, None], a[None, :]), c)
+    lo = np.minimum(np.minimum(a[:, None], a[None, :]), c)
+    return np.maximum(n - (hi - lo), 0).astype(np.float64)
+
+
+def mstep_system(y: np.ndarray, mu: np.ndarray, var: np.ndarray | None,
+                 kernel_size: int, autocov: np.ndarray | None = None,
+                 chunk_bytes: int = 64 * 2**20) -> tuple[np.ndarray, np.ndarray]:
+    """M-step quadratic from the E-step moments, pooled over the images, without dense
+    N x N matrices.
+
+    Parameters
+    ----------
+    y, mu : (n, H, W) or (H, W)
+    var : (H, W) or (n, H, W) or None
+        Diagonal of the posterior covariance (shared by the images if (H, W)); None
+        means no diagonal term.
+    kernel_size : int (odd)
+    autocov : (2s-1, 2s-1), optional
+        Instead of (or on top of) ``var``: a stationary posterior covariance
+        ``C[q1, q2] = autocov[q2 - q1 + s - 1]`` between pixels inside the image (zero
+        outside), e.g. :func:`stationary_covariance`; contributes
+        ``autocov[ab - a'b'] * (number of output pixels whose two taps fall inside)``.
+
+    Returns
+    -------
+    A : (s*s, s*s)  ``sum_p mu_p mu_p^T + diag(sum_p var_p)`` over images and pixels.
+    b : (s*s,)      ``sum_p y_p mu_p``.
+    """
+    s = _check_kernel_size(kernel_size)
+    y = _as_batch(y, "y")
+    mu = _as_batch(mu, "mu")
+    n, h, w = y.shape
+    A = np.zeros((s * s, s * s))
+    b = np.zeros(s * s)
+    step = max(1, int(chunk_bytes // (8 * s * s * h * w)))
+    for start in range(0, n, step):
+        X = _windows(mu[start:start + step], s)
+        A += blas.dsyrk(1.0, X)  # upper triangle of X X^T, several times faster than X @ X.T
+        b += X @ y[start:start + step].ravel()
+    A = np.triu(A) + np.triu(A, 1).T
+    if var is not None:
+        var = np.asarray(var, dtype=np.float64)
+        if var.ndim == 2:
+            A[np.diag_indices_from(A)] += n * _windows(var[None], s).sum(axis=1)
+        else:
+            A[np.diag_indices_from(A)] += _windows(var, s).sum(axis=1)
+    if autocov is not None:
+        autocov = np.asarray(autocov, dtype=np.float64)
+        if autocov.shape != (2 * s - 1, 2 * s - 1):
+            raise GmmRestoreError(f"autocov: expected shape {(2 * s - 1, 2 * s - 1)}, got "
+                                  f"{autocov.shape}")
+        a = np.arange(s)
+        da = a[:, None] - a[None, :] + s - 1  # (a - a2) + s - 1: offset of q2 - q1
+        counts = (_overlap_counts(s, h)[:, None, :, None] * _overlap_counts(s, w)[None, :, None, :])
+        cov = autocov[da[:, None, :, None], da[None, :, None, :]]  # [a, b, a2, b2]
+        A += n * (cov * counts).reshape(s * s, s * s)
+    return A, b
+
+
+def solve_kernel_qp(A: np.ndarray, b: np.ndarray, constraint: str = "simplex") -> np.ndarray:
+    """Minimise ``k^T A k - 2 b^T k`` over the kernel taps.
+
+    Parameters
+    ----------
+    A : (t, t) symmetric positive definite;  b : (t,)
+    constraint : {"simplex", "nnls"}
+        ``"simplex"``: exact solution under ``k >= 0`` and ``sum k = 1``.  For a multiplier
+        ``lam`` the problem ``min k^T A k - 2 (b + lam 1)^T k, k >= 0`` is a non-negative
+        least-squares problem (``|L^T k - L^{-1}(b + lam 1)|^2`` with ``A = L L^T``) whose
+        solution's sum grows monotonically with ``lam``; ``lam`` is found by root finding,
+        then the KKT system on the support is solved exactly and checked.
+        ``"nnls"``: Levin's rule, ``k >= 0`` by NNLS, then scaled to sum 1.
+
+    Returns
+    -------
+    k : (t,) non-negative, summing to 1.
+    """
+    A = np.asarray(A, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    t = len(b)
+    scale = float(np.trace(A)) / t
+    L = linalg.cholesky(A + scale * 1e-13 * np.eye(t), lower=True)
+
+    def nnls_for(lam: float) -> np.ndarray:
+        rhs = linalg.solve_triangular(L, b + lam, lower=True)
+        return optimize.nnls(L.T, rhs, maxiter=50 * t)[0]
+
+    if constraint == "nnls":
+        k = nnls_for(0.0)
+        total = k.sum()
+        if not total > 0:
+            return np.full(t, 1.0 / t)
+        return k / total
+    if constraint != "simplex":
+        raise GmmRestoreError(f"unknown kernel constraint '{constraint}'; expected 'simplex' "
+                              "or 'nnls'")
+
+    lo = -float(np.max(b))  # b + lo <= 0: k = 0, sum 0 < 1
+    step = max(scale, float(np.max(np.abs(b))), 1e-300)
+    hi = lo + step
+    while nnls_for(hi).sum() < 1.0:
+        step *= 2.0
+        hi = lo + step
+    lam = optimize.brentq(lambda v: nnls_for(v).sum() - 1.0, lo, hi, xtol=1e-14 * step,
+                          rtol=4 * np.finfo(float).eps, maxiter=200)
+    k = nnls_for(lam)
+    polished = _kkt_polish(A, b, k)
+    if polished is not None:
+        return polished
+    k = np.maximum(k, 0.0)
+    return k / k.sum()
+
+
+def _kkt_polish(A: np.ndarray, b: np.ndarray, k: np.ndarray) -> np.ndarray | None:
+    """Exact simplex-QP solution on the support of ``k`` if it satisfies the KKT
+    conditions, else None."""
+    tol = 1e-10 * max(k.max(), 1e-300)
+    free = k > tol
+    if not free.any():
+        return None
+    Aff = A[np.ix_(free, free)]
+    try:
+        fac = linalg.cho_factor(Aff, lower=True)
+    except linalg.LinAlgError:
+        return None
+    u = linalg.cho_solve(fac, b[free])
+    v = linalg.cho_solve(fac, np.ones(free.sum()))
+    tau = (1.0 - u.sum()) / v.sum()
+    kf = u + tau * v
+    if np.any(kf < 0):
+        return None
+    out = np.zeros_like(k)
+    out[free] = kf
+    grad = A @ out - b - tau  # must be >= 0 off the support
+    gscale = max(float(np.max(np.abs(A @ out))), float(np.max(np.abs(b))), 1e-300)
+    if np.any(grad[~free] < -1e-9 * gscale):
+        return None
+    return out / out.sum()
+
+
+def em_objective(y: np.ndarray, kernel: np.ndarray, mu: np.ndarray, var: np.ndarray,
+                 eta: float, prior_std: float) -> float:
+    """Evidence lower bound for the factorised ``q = N(mu, diag(var))``, summed over images.
+
+    ``E_q[log p(y|x,k)] + E_q[log p(x)] + H(q)``: the quantity variational EM increases
+    (it does not decrease over iterations at fixed ``eta``).  Identical to
+    :func:`reference_objective` with ``C = diag(var)``.
+
+    y, mu : (n, H, W) or (H, W);  var : (H, W) shared by the images.
+    """
+    y = _as_batch(y, "y")
+    mu = _as_batch(mu, "mu")
+    kernel = np.asarray(kernel, dtype=np.float64)
+    var = np.asarray(var, dtype=np.float64)
+    n = len(y)
+    shape = y.shape[-2:]
+    N = shape[0] * shape[1]
+    t = blur_adjoint(np.ones(shape), kernel**2)
+    data = float(np.sum((_conv(mu, kernel) - y) ** 2)) + n * float(np.sum(var * t))
+    prior = _grad_sq_norm(mu) + n * float(np.sum(var * _grad_normal_diag(shape)))
+    n_rows = _n_grad_rows(shape)
+    return float(-data / (2 * eta**2) - n * N / 2 * (LOG_2PI + 2 * np.log(eta))
+                 - prior / (2 * prior_std**2) - n * n_rows / 2 * (LOG_2PI + 2 * np.log(prior_std))
+                 + n / 2 * (N * (LOG_2PI + 1.0) + float(np.sum(np.log(var)))))
+
+
+# --------------------------------------------------------------------------------------
+# Kernel utilities and evaluation
+# --------------------------------------------------------------------------------------
+
+def recenter_kernel(kernel: np.ndarray) -> np.ndarray:
+    """Shift ``kernel`` by whole pixels so its centre of mass is nearest the middle pixel.
+
+    Mass shifted out of the support is dropped; the result is non-negative and sums to 1.
+    """
+    k = np.maximum(np.asarray(kernel, dtype=np.float64), 0.0)
+    total = k.sum()
+    if not total > 0:
+        raise GmmRestoreError("cannot re-center a kernel with no positive mass")
+    s0, s1 = k.shape
+    r = np.arange(s0) @ k.sum(axis=1) / total
+    c = np.arange(s1) @ k.sum(axis=0) / total
+    dr = int(np.round(s0 // 2 - r))
+    dc = int(np.round(s1 // 2 - c))
+    out = np.zeros_like(k)
+    src_r = slice(max(0, -dr), min(s0, s0 - dr))
+    dst_r = slice(max(0, dr), min(s0, s0 + dr))
+    src_c = slice(max(0, -dc), min(s1, s1 - dc))
+    dst_c = slice(max(0, dc), min(s1, s1 + dc))
+    out[dst_r, dst_c] = k[src_r, src_c]
+    if not out.sum() > 0:
+        return k / total
+    return out / out.sum()
+
+
+def kernel_error(k_est: np.ndarray, k_true: np.ndarray) -> float:
+    """Relative L2 kernel error after the best integer shift.
+
+    Both kernels are normalised to sum 1; ``min_shift |shift(k_est) - k_true| / |k_true|``
+    over all integer shifts (zero fill, no wrap; kernels of different sizes allowed).
+    """
+    a = np.asarray(k_est, dtype=np.float64)
+    b = np.asarray(k_true, dtype=np.float64)
+    if a.ndim != 2 or b.ndim != 2:
+        raise GmmRestoreError(f"kernel_error: expected 2-D kernels, got {a.shape} and {b.shape}")
+    if not (a.sum() != 0 and b.sum() != 0):
+        raise GmmRestoreError("kernel_error: a kernel sums to 0")
+    a = a / a.sum()
+    b = b / b.sum()
+    cross = signal.correlate(b, a, mode="full", method="direct").max()
+    sq = max(float(np.sum(a**2) + np.sum(b**2) - 2.0 * cross), 0.0)
+    return float(np.sqrt(sq / np.sum(b**2)))
+
+
+def error_ratio(restored_est: np.ndarray, restored_true: np.ndarray,
+                clean: np.ndarray) -> float:
+    """Levin's error ratio ``SSD(restored_est, clean) / SSD(restored_true, clean)``.
+
+    restored_est : restoration with the estimated kernel; restored_true : the same method
+    with the true kernel; all (..., H, W) of equal shape, summed over everything.
+    """
+    clean = np.asarray(clean, dtype=np.float64)
+    ssd_est = float(np.sum((np.asarray(restored_est, dtype=np.float64) - clean) ** 2))
+    ssd_true = float(np.sum((np.asarray(restored_true, dtype=np.float64) - clean) ** 2))
+    if ssd_true == 0:
+        return float("inf") if ssd_est > 0 else 1.0
+    return ssd_est / ssd_true
+
+
+def deconvolve_gaussian(y: np.ndarray, kernel: np.ndarray, noise_sigma: float,
+                        prior_std: float = 0.1, tol: float = 1e-6) -> np.ndarray:
+    """Non-blind restoration under the same Gaussian gradient prior (the E-step mean with
+    the kernel fixed, ``eta = noise_sigma``): a Wiener-like deconvolution, zero boundary.
+
+    y : (n, H, W) or (H, W).  Returns an array like y.
+    """
+    eta = max(float(noise_sigma), 1e-4)
+    return estep_mean(y, kernel, eta, prior_std, tol=tol, maxiter=2000)[0]
+
+
+def estimate_noise_sigma(y: np.ndarray) -> float:
+    """Noise standard deviation from the finest-scale diagonal Haar coefficients (median
+    absolute deviation / 0.6745, Donoho), median over the images.  y : (n, H, W)."""
+    y = _as_batch(y, "y")
+    h, w = (y.shape[1] // 2) * 2, (y.shape[2] // 2) * 2
+    z = y[:, :h, :w]
+    hh = (z[:, 0::2, 0::2] - z[:, 0::2, 1::2] - z[:, 1::2, 0::2] + z[:, 1::2, 1::2]) / 2.0
+    mad = np.median(np.abs(hh.reshape(len(y), -1)), axis=1) / 0.6745
+    return float(np.median(mad))
+
+
+# --------------------------------------------------------------------------------------
+# Coarse-to-fine blind estimation
+# --------------------------------------------------------------------------------------
+
+DEFAULT_NOISE_SCHEDULE = (0.2, 0.1, 0.05, 0.03, 0.02, 0.01)
+
+
+@dataclass(frozen=True)
+class _Level:
+    kernel_size: int
+    shape: tuple[int, int]
+
+
+def _odd(x: float) -> int:
+    return int(2 * np.round((x - 1.0) / 2.0) + 1)
+
+
+def pyramid_levels(kernel_size: int, shape: tuple[int, int], n_levels: int | None = None,
+                   min_kernel_size: int = 3) -> list[tuple[int, tuple[int, int]]]:
+    """Coarse-to-fine levels ``[(kernel_size, (H, W)), ...]``, coarsest first.
+
+    Level j from the finest scales images by ``(1/sqrt 2)^j`` and the kernel size to the
+    nearest odd integer of ``kernel_size (1/sqrt 2)^j`` (at least ``min_kernel_size``);
+    by default levels are added until the kernel size reaches ``min_kernel_size``.
+    """
+    s = _check_kernel_size(kernel_size)
+    levels = []
+    j = 0
+    while True:
+        f = 2.0 ** (-j / 2)
+        ks = max(_odd(s * f), min(min_kernel_size, s))
+        hs = (max(int(round(shape[0] * f)), ks), max(int(round(shape[1] * f)), ks))
+        if levels and ks == levels[-1][0] and n_levels is None:
+            break
+        levels.append((ks, hs))
+        j += 1
+        if n_levels is not None and j >= n_levels:
+            break
+        if n_levels is None and ks <= min_kernel_size:
+            break
+    return levels[::-1]
+
+
+def _resize_images(y: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    from skimage.transform import resize
+
+    if tuple(y.shape[-2:]) == tuple(shape):
+        return y
+    moved = np.moveaxis(y, 0, -1)
+    out = resize(moved, shape, order=1, mode="constant", cval=0.0, anti_aliasing=True,
+                 preserve_range=True)
+    return np.ascontiguousarray(np.moveaxis(out, -1, 0))
+
+
+def _resize_kernel(kernel: np.ndarray, size: int) -> np.ndarray:
+    from skimage.transform import resize
+
+    if kernel.shape == (size, size):
+        return kernel
+    k = resize(kernel, (size, size), order=1, mode="constant", cval=0.0, anti_aliasing=False)
+    k = np.maximum(k, 0.0)
+    return k / k.sum()
+
+
+def estimate_kernel(
+    images: np.ndarray,
+    kernel_size: int,
+    *,
+    noise_schedule: Sequence[float] = DEFAULT_NOISE_SCHEDULE,
+    noise_floor: float | str | None = "auto",
+    prior_std: float = 0.1,
+    n_iter: int = 5,
+    n_levels: int | None = None,
+    init_std: float | None = None,
+    try_flip: bool = True,
+    flip_iter: int = 3,
+    constraint: str = "simplex",
+    covariance: str = "stationary",
+    cg_tol: float = 1e-4,
+    cg_maxiter: int = 200,
+    seed: int = 0,
+    callback: Callable[[dict], None] | None = None,
+) -> tuple[np.ndarray, dict]:
+    """Estimate one blur kernel shared by a batch of blurred images (MAP_k by EM).
+
+    Parameters
+    ----------
+    images : (n, H, W) or (H, W)
+        Blurred, noisy images (zero-boundary "same" convolution, see module docstring).
+    kernel_size : int
+        Odd size s of the estimated (s, s) kernel.
+    noise_schedule : sequence of float
+        Decreasing values of ``eta`` run in turn (``n_iter`` EM iterations each) at every
+        pyramid level; values below the noise floor are clipped to it (and duplicates
+        dropped).
+    noise_floor : float, "auto" or None
+        Lower bound for ``eta``: a number, ``"auto"`` (estimated from the finest-scale
+        wavelet coefficients of the images, :func:`estimate_noise_sigma`), or None.
+    prior_std : float
+        Standard deviation of the Gaussian prior on image differences.
+    n_iter : int
+        EM iterations per value of ``eta``.
+    n_levels : int, optional
+        Pyramid levels (default: down to a 3 x 3 kernel).
+    init_std : float, optional
+        Std (pixels) of the Gaussian initial kernel at the coarsest level (default: a
+        quarter of its size, at least 0.5).
+    try_flip : bool
+        At the end of every level, also run the 180-degree rotated kernel for ``flip_iter``
+        iterations and keep whichever reaches the higher objective.
+    constraint : {"simplex", "nnls"}
+        M-step constraint, see :func:`solve_kernel_qp`.
+    cg_tol, cg_maxiter : CG settings of the E-step.
+    seed : int
+        Recorded for reproducibility; the algorithm itself is deterministic.
+    callback : callable, optional
+        Called with a dict (level, eta, iteration, kernel, objective) after every M-step.
+
+    Returns
+    -------
+    kernel : (s, s) non-negative, sums to 1, centre of mass at the middle pixel.
+    info : dict
+        ``objective`` (list per iteration: level, eta, iteration, objective per pixel,
+        cg_iterations), ``levels`` ([(kernel_size, H, W)]), ``flips``, ``noise_floor``,
+        ``seconds``.
+    """
+    t0 = time.perf_counter()
+    y = _as_batch(images, "images")
+    s = _check_kernel_size(kernel_size)
+    if not prior_std > 0:
+        raise GmmRestoreError(f"prior_std must be > 0, got {prior_std}")
+    if n_iter < 1:
+        raise GmmRestoreError(f"n_iter must be >= 1, got {n_iter}")
+    schedule = [float(v) for v in noise_schedule]
+    if not schedule or any(not v > 0 for v in schedule):
+        raise GmmRestoreError(f"noise schedule must be a non-empty list of positive values, "
+                              f"got {list(noise_schedule)}")
+    if noise_floor == "auto":
+        floor = estimate_noise_sigma(y)
+    elif noise_floor is None:
+        floor = 0.0
+    else:
+        floor = float(noise_floor)
+    etas = []
+    for v in schedule:
+        v = max(v, floor)
+        if not etas or v < etas[-1] * (1 - 1e-9):
+            etas.append(v)
+    levels = pyramid_levels(s, y.shape[-2:], n_levels)
+    log.info("blind kernel estimation: %d images %dx%d, kernel %dx%d, levels %s, "
+             "eta %s (floor %.4g)", len(y), y.shape[1], y.shape[2], s, s,
+             [ks for ks, _ in levels], [round(e, 4) for e in etas], floor)
+
+    ks0 = levels[0][0]
+    kernel = _gaussian(ks0, init_std if init_std is not None else max(0.5, ks0 / 4))
+    history: list[dict] = []
+    flips: list[bool] = []
+    mu = None
+    for li, (ks, shape) in enumerate(levels):
+        yl = _resize_images(y, shape)
+        kernel = _resize_kernel(kernel, ks)
+        if mu is not None:
+            mu = _resize_images(mu, shape)
+        npix = yl.size
+        for eta in etas:
+            kernel, mu = _em_iterations(yl, kernel, mu, eta, prior_std, n_iter, constraint,
+                                        covariance, cg_tol, cg_maxiter, li, history,
+                                        callback, npix)
+        kernel = recenter_kernel(kernel)
+        flipped = False
+        if try_flip and kernel_error(kernel, kernel[::-1, ::-1]) > 0.05:
+            eta = etas[-1]
+            trials = []
+            for cand in (kernel, kernel[::-1, ::-1].copy()):
+                k_c, mu_c = _em_iterations(yl, cand, None, eta, prior_std, flip_iter,
+                                           constraint, covariance, cg_tol, cg_maxiter, li,
+                                           None, None, npix)
+                var = estep_variance(k_c, shape, eta, prior_std)
+                mu_c, _ = estep_mean(yl, k_c, eta, prior_std, x0=mu_c, tol=cg_tol,
+                                     maxiter=cg_maxiter)
+                trials.append((em_objective(yl, k_c, mu_c, var, eta, prior_std), k_c, mu_c))
+            flipped = trials[1][0] > trials[0][0]
+            _, kernel, mu = trials[1] if flipped else trials[0]
+            kernel = recenter_kernel(kernel)
+            log.info("level %d: flip check objective %.6g (as is) vs %.6g (flipped): %s",
+                     li, trials[0][0] / npix, trials[1][0] / npix,
+                     "flipped" if flipped else "kept")
+        flips.append(flipped)
+        log.info("level %d/%d done: kernel %dx%d on %dx%d images, %.1f s", li + 1,
+                 len(levels), ks, ks, shape[0], shape[1], time.perf_counter() - t0)
+    info = {
+        "objective": history,
+        "levels": [(ks, sh[0], sh[1]) for ks, sh in levels],
+        "flips": flips,
+        "noise_floor": floor,
+        "noise_schedule": etas,
+        "seconds": time.perf_counter() - t0,
+        "n_images": len(y),
+        "seed": seed,
+    }
+    return kernel, info
+
+
+def _gaussian(size: int, std: float) -> np.ndarray:
+    r = np.arange(size) - size // 2
+    g = np.exp(-0.5 * (r / std) ** 2)
+    k = np.outer(g, g)
+    return k / k.sum()
+
+
+def _em_iterations(y, kernel, mu, eta, prior_std, n_iter, constraint, covariance, cg_tol,
+                   cg_maxiter, level, history, callback, npix):
+    """``n_iter`` variational EM iterations at fixed eta; returns (kernel, mu)."""
+    s = kernel.shape[0]
+    shape = y.shape[-2:]
+    for it in range(n_iter):
+        mu, cg = estep_mean(y, kernel, eta, prior_std, x0=mu, tol=cg_tol, maxiter=cg_maxiter)
+        var = estep_variance(kernel, shape, eta, prior_std)
+        if history is not None:
+            obj = em_objective(y, kernel, mu, var, eta, prior_std)
+            record = {"level": level, "eta": eta, "iteration": it, "objective": obj / npix,
+                      "cg_iterations": cg["iterations"]}
+            history.append(record)
+            log.debug("level %d eta %.4g iter %d: objective/pixel %.6f, CG %d", level, eta,
+                      it, obj / npix, cg["iterations"])
+        if covariance == "meanfield":
+            A, b = mstep_system(y, mu, var, s)
+        elif covariance == "stationary":
+            ac = stationary_covariance(kernel, shape, eta, prior_std, s - 1)
+            A, b = mstep_system(y, mu, None, s, autocov=ac)
+        elif covariance == "stationary_diag":
+            ac = stationary_covariance(kernel, shape, eta, prior_std, 0)
+            A, b = mstep_system(y, mu, np.full(shape, ac[0, 0]), s)
+        else:
+            raise GmmRestoreError(f"unknown covariance '{covariance}'")
+        kernel = solve_kernel_qp(A, b, constraint=constraint).reshape(s, s)
+        if callback is not None:
+            callback({"level": level, "eta": eta, "iteration": it, "kernel": kernel,
+                      "objective": history[-1]["objective"] if history else None})
+    return kernel, mu
