@@ -308,18 +308,39 @@ class _PassResult:
     worst_x: np.ndarray | None = None     # the corresponding patches
 
 
-def _block_rows(K: int, d: int, chunk_rows: int) -> int:
-    return int(max(16, min(chunk_rows, BLOCK_ELEMENTS // max(1, K * d))))
+def _block_rows(K: int, d: int, chunk_rows: int, n_samples: int | None = None) -> int:
+    """Rows per work block: the (rows, K*d) buffer stays within :data:`BLOCK_ELEMENTS`, and
+    small data sets still make about 16 blocks for the worker threads (the partition depends on
+    the data and chunk size only, never on the thread count)."""
+    rows = min(chunk_rows, BLOCK_ELEMENTS // max(1, K * d))
+    if n_samples is not None:
+        rows = min(rows, max(64, -(-n_samples // 16)))
+    return int(max(16, rows))
+
+
+_CONTROLLER: list = []
+
+
+def _blas_controller():
+    """A cached threadpoolctl controller (building one inspects every loaded library)."""
+    if not _CONTROLLER:
+        from threadpoolctl import ThreadpoolController
+
+        _CONTROLLER.append(ThreadpoolController())
+    return _CONTROLLER[0]
+
+
+def _one_blas_thread():
+    """Context manager: the BLAS libraries use a single thread inside."""
+    return _blas_controller().limit(limits=1, user_api="blas")
 
 
 def default_threads() -> int:
     """Worker threads for the passes over the data: as many as the BLAS would use."""
     try:
-        from threadpoolctl import threadpool_info
-
-        n = max((int(i.get("num_threads") or 1) for i in threadpool_info()
+        n = max((int(i.get("num_threads") or 1) for i in _blas_controller().info()
                  if i.get("user_api") == "blas"), default=1)
-    except Exception:  # threadpoolctl missing or confused: no harm in one thread
+    except Exception:  # threadpoolctl confused: no harm in one thread
         n = 1
     try:
         n = min(n, len(os.sched_getaffinity(0)))
@@ -402,7 +423,7 @@ def _run_pass(blocks: _Blocks, prep: _Prepared, *, stats: bool, n_worst: int = 0
     the number of threads or their timing.
     """
     K, d = prep.K, prep.d
-    rows = _block_rows(K, d, blocks.block_rows)
+    rows = _block_rows(K, d, blocks.block_rows, blocks.n_samples)
     acc = _PassResult(n=0, loglik_sum=0.0)
     buffers: dict = {}
 
@@ -416,9 +437,7 @@ def _run_pass(blocks: _Blocks, prep: _Prepared, *, stats: bool, n_worst: int = 0
             _fold(acc, _process_block(X, start, prep, stats, n_worst, out_logdens, buffers),
                   n_worst)
     else:
-        from threadpoolctl import threadpool_limits
-
-        with threadpool_limits(limits=1, user_api="blas"), \
+        with _one_blas_thread(), \
                 concurrent.futures.ThreadPoolExecutor(max_workers=n_threads) as pool:
             pending: collections.deque = collections.deque()
             for start, X in tasks():
@@ -598,9 +617,7 @@ def _initialise(blocks: _Blocks, K: int, init: str, reg_covar: float, rng: np.ra
         raise GmmRestoreError(f"{blocks.name} ({_describe(blocks.data)}) contains NaN or Inf")
     # many small and medium BLAS calls: one BLAS thread avoids the synchronisation cost of
     # a multi-threaded BLAS on a busy machine (the results are the same)
-    from threadpoolctl import threadpool_limits
-
-    with threadpool_limits(limits=1, user_api="blas"):
+    with _one_blas_thread():
         return _cluster_init(S, K, init, reg_covar, rng, zero_mean)
 
 
