@@ -28,3 +28,21 @@ def python_env():
     env["PYTHONPATH"] = os.path.join(ROOT, "src") + os.pathsep + env.get("PYTHONPATH", "")
     env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
     return env
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory):
+    """Working folder of one complete run of the workflow on tests/configs/tiny.yaml, shared
+    by every test that inspects a finished run (one run per pytest session)."""
+    import subprocess
+
+    workdir = tmp_path_factory.mktemp("tiny_run")
+    snakemake = os.path.join(os.path.dirname(sys.executable), "snakemake")
+    result = subprocess.run(
+        [snakemake, "-s", os.path.join(ROOT, "Snakefile"), "--directory", str(workdir),
+         "--cores", "2", "--configfile", os.path.join(ROOT, "tests", "configs", "tiny.yaml")],
+        capture_output=True, text=True, env=python_env(), timeout=600)
+    if result.returncode != 0:
+        raise AssertionError(f"tiny workflow failed:\n{result.stdout[-3000:]}\n"
+                             f"{result.stderr[-5000:]}")
+    return workdir
