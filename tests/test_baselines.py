@@ -101,6 +101,7 @@ def test_tuning_picks_the_brute_force_best(rng, name, grid):
     np.testing.assert_allclose(table["mean_psnr"], brute, rtol=1e-12)
     assert best == expected_grid[int(np.argmax(brute))] == table["best"]
     assert table["best_mean_psnr"] == max(brute)
+    assert table["at_grid_edge"] == (int(np.argmax(brute)) in (0, len(brute) - 1))
     assert table["param_name"] == BASELINES[name].param_name
     assert len(set(np.round(brute, 6))) > 1  # the grid really matters here
 
@@ -110,6 +111,7 @@ def test_tuning_without_free_parameter_has_one_row(rng):
     y = corrupt(rng, x, GAUSS, 0.1)
     best, table = tune_baseline("unsupervised_wiener", x, y, GAUSS, 0.1, seed=3)
     assert best is None and table["params"] == [None] and table["seed"] == 3
+    assert not table["at_grid_edge"]
     assert table["mean_psnr"][0] == np.mean(psnr(x, restore_baseline(
         "unsupervised_wiener", y, GAUSS, 0.1, seed=3)))
 
@@ -248,3 +250,12 @@ def test_bm3d_identity_is_plain_bm3d(rng):
     ours = restore_baseline("bm3d", y, IDENTITY, 0.1, clip=False)
     # bm3d computes in float32 (and not bit-reproducibly)
     np.testing.assert_allclose(ours[0], bm3d.bm3d(y[0], sigma_psd=0.1), atol=1e-5)
+
+
+@pytest.mark.parametrize("kernel", [GAUSS, np.outer([1.0, 2.0, 4.0], [3.0, 1.0, 0.0, 0.5, 1.0]),
+                                    np.arange(9.0).reshape(3, 3), IDENTITY])
+def test_blur_operators_equal_the_operators_module(rng, kernel):
+    x = rng.standard_normal((2, 9, 11))
+    forward, adjoint = bl.blur_operators(kernel)
+    np.testing.assert_allclose(forward(x), blur(x, kernel), atol=1e-12)
+    np.testing.assert_allclose(adjoint(x), blur(x, kernel[::-1, ::-1]), atol=1e-12)
