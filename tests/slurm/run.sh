@@ -159,10 +159,11 @@ else
   say "started munged (pid $STARTED_MUNGED)"
 fi
 
+log_tail() { tail -n 3 "$1" 2>/dev/null | tr '\n' ' '; }
 slurmctld -f "$SLURM_CONF" -i >"$WORK/log/slurmctld.out" 2>&1 \
-  || skip "slurmctld does not start: $(tail -n 3 "$WORK/log/slurmctld.log" 2>/dev/null | tr '\n' ' ')"
+  || skip "slurmctld does not start: $(log_tail "$WORK/log/slurmctld.log")"
 slurmd -f "$SLURM_CONF" -N localhost >"$WORK/log/slurmd.out" 2>&1 \
-  || skip "slurmd does not start: $(tail -n 3 "$WORK/log/slurmd.log" 2>/dev/null | tr '\n' ' ')"
+  || skip "slurmd does not start: $(log_tail "$WORK/log/slurmd.log")"
 
 STATE=""
 for _ in $(seq 1 60); do
