@@ -1,4 +1,4 @@
-"""Blind kernel estimation by EM under a Gaussian gradient prior (MAP_k, the second seed).
+"""Blind kernel estimation by EM under a Gaussian image prior (MAP_k, the second seed).
 
 Model
 -----
@@ -7,15 +7,24 @@ Observed images ``y_i = k * x_i + n_i`` (i = 1..n, all blurred by the SAME kerne
 2-D convolution with the kernel centre at ``(s // 2, s // 2)`` and ZERO boundary (pixels
 outside the image are 0).  The same zero-boundary model is used for the data term of both
 implementations below, by the corrupt stage and by the restore stage, so they all agree.
-Prior on the sharp image: independent Gaussian horizontal and vertical differences
-``[-1 1]`` taken inside the image only ("valid" differences, the seed's matrices
-``f_h``, ``f_v``), ``p(x) ∝ exp(-(|D_h x|^2 + |D_v x|^2) / (2 prior_std^2))``.
+
+Gaussian priors on the sharp image, ``p(x) ∝ exp(-x^T P x / 2)``:
+
+* :class:`GradientPrior` (the seed's): independent ``N(0, std^2)`` horizontal and vertical
+  differences ``[-1 1]`` taken inside the image ("valid" differences, the seed's matrices
+  ``f_h``, ``f_v``): ``P = (D_h^T D_h + D_v^T D_v) / std^2``.
+* :class:`SpectralPrior`: a stationary Gaussian whose power spectrum is learned from sharp
+  training images (the average periodogram of the zero-padded images on an FFT grid about
+  twice the image size, divided by the image area), conditioned on the pixels outside the
+  image being zero: ``P = E^T Circ(1 / spectrum) E`` (``E`` embeds the image in the grid).
+  Digits are not ``1/f``-images; a gradient prior biases the kernel estimate because the
+  Gaussian marginal likelihood matches the blur's power spectrum to ``|Y|^2 / spectrum``.
 
 EM for the kernel (maximises the marginal likelihood ``p(y | k)`` = MAP_k of Levin et al.)
 ------------------------------------------------------------------------------------------
-* E-step: ``q(x) = p(x | y, k) = N(mu, C)`` with precision
-  ``A_x = T_k^T T_k / eta^2 + (D_h^T D_h + D_v^T D_v) / prior_std^2`` and
-  ``mu = A_x^{-1} T_k^T y / eta^2``, ``C = A_x^{-1}``.
+* E-step: ``q(x) = p(x | y, k) = N(mu, C)`` with precision ``A_x = T_k^T T_k / eta^2 + P``
+  (the seed's ``A_x`` for the gradient prior), ``mu = A_x^{-1} T_k^T y / eta^2``,
+  ``C = A_x^{-1}``.
 * M-step: ``k = argmin E_q |k * x - y|^2 = k^T A_k k - 2 b_k^T k + |y|^2`` with
   ``A_k = sum_p E[X_p X_p^T] = sum_p (mu_p mu_p^T + C_p)`` and ``b_k = sum_p y_p mu_p``, where
   ``X_p`` (s^2,) holds the pixels of x that output pixel p sees (tap ``(a, b)`` sees
@@ -30,15 +39,22 @@ Two implementations
 * Dense reference (test oracle, tiny images): ``reference_*`` functions build the N x N
   matrices and use Cholesky factorisations; ``C`` is exact.
 * Scalable (what users run): convolutions by :func:`operators.blur` (direct) or FFT with zero
-  padding (identical numbers), ``mu`` by preconditioned conjugate gradients batched over all
+  padding (identical numbers); ``mu`` by preconditioned conjugate gradients batched over all
   images of a batch (one array, per-image step sizes; the preconditioner is the circulant
-  approximation of ``A_x`` on a zero-padded grid, applied by FFT), and ``C`` by its
-  mean-field diagonal ``C ≈ diag(1 / diag(A_x))`` (Levin 2011).  For a Gaussian posterior the
-  mean-field mean is exact and ``1 / diag(A_x)`` is the optimal factorised variance, so the
-  algorithm is variational EM: :func:`em_objective` (the evidence lower bound with a
-  factorised q) does not decrease at fixed ``eta`` (CG from a warm start only increases it,
-  the exact M-step too).  ``1 / A_ii <= C_ii`` always (the mean-field variance is a lower
-  bound of the exact marginal variance).
+  approximation of ``A_x`` on a zero-padded grid, applied by FFT); ``C`` approximated for
+  the M-step in one of two ways (``covariance=``):
+
+  - ``"meanfield"``: ``C ≈ diag(1 / diag(A_x))`` (Levin 2011).  For a Gaussian posterior
+    the mean-field mean is exact and ``1 / diag(A_x)`` is the optimal factorised variance,
+    so the algorithm is variational EM: :func:`em_objective` (the evidence lower bound of
+    the factorised q) does not decrease at fixed ``eta``.  ``1 / A_ii <= C_ii`` always: it
+    underestimates the variance of the poorly determined frequencies, which pulls the
+    kernel towards a delta.
+  - ``"stationary"`` (default): the full covariance of the periodic model on the padded
+    grid, ``IFFT[1 / (|K|^2 / eta^2 + symbol(P))]``, restricted to the image
+    (:func:`stationary_covariance`): close to the exact ``A_x^{-1}`` away from the border
+    and with its off-diagonal terms, but EM is then not guaranteed monotone.
+
 * On top of EM (:func:`estimate_kernel`): a decreasing schedule of ``eta`` (clipped below at
   a noise floor, estimated from the data by default), coarse-to-fine over a pyramid (images
   scaled by ``1/sqrt(2)`` per level, odd kernel sizes, kernel upsampled between levels), the
@@ -52,12 +68,11 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import numpy as np
 from scipy import fft as sfft
 from scipy import linalg, optimize, signal
-from scipy.linalg import blas
+from threadpoolctl import threadpool_limits
 
 from .h5io import GmmRestoreError
 from .operators import blur, blur_adjoint, blur_dense_matrix
@@ -147,6 +162,176 @@ def _windows(x: np.ndarray, s: int) -> np.ndarray:
     return np.ascontiguousarray(np.moveaxis(view, 0, 2)).reshape(s * s, n * h * w)
 
 
+def _full_grid_mean(half: np.ndarray, grid: tuple[int, int]) -> float:
+    """Mean over the full FFT grid of a real, Hermitian-symmetric array given in rfft
+    layout (e.g. a power spectrum)."""
+    return float(sfft.irfft2(half, s=grid)[0, 0])
+
+
+# --------------------------------------------------------------------------------------
+# Image priors
+# --------------------------------------------------------------------------------------
+
+class GradientPrior:
+    """The seed's prior: independent ``N(0, std^2)`` valid [-1 1] differences.
+
+    Precision ``P = (D_h^T D_h + D_v^T D_v) / std^2`` (improper: constant images are free;
+    ``A_x`` is still definite because a kernel summing to 1 sees constants).
+    """
+
+    def __init__(self, std: float):
+        if not (np.isfinite(std) and std > 0):
+            raise GmmRestoreError(f"prior std must be finite and > 0, got {std}")
+        self.std = float(std)
+
+    def __repr__(self) -> str:
+        return f"GradientPrior(std={self.std:g})"
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        """``P x`` for images x (..., H, W)."""
+        return _grad_normal(x) / self.std**2
+
+    def diag(self, shape: tuple[int, int]) -> np.ndarray:
+        """Diagonal of P, (H, W)."""
+        return _grad_normal_diag(shape) / self.std**2
+
+    def fft_grid(self, shape: tuple[int, int], kernel_size: int) -> tuple[int, int]:
+        """FFT grid for preconditioner and stationary covariance: image plus kernel."""
+        return (sfft.next_fast_len(shape[0] + kernel_size),
+                sfft.next_fast_len(shape[1] + kernel_size))
+
+    def symbol(self, grid: tuple[int, int]) -> np.ndarray:
+        """Fourier symbol of the periodic version of P on ``grid`` (rfft layout)."""
+        fh = np.zeros(grid)
+        fh[0, 0], fh[0, 1] = -1.0, 1.0
+        Fh = sfft.rfft2(fh)
+        Fv = sfft.rfft2(fh.T.copy(), s=grid)
+        return (np.abs(Fh) ** 2 + np.abs(Fv) ** 2) / self.std**2
+
+    def energy(self, mu: np.ndarray) -> float:
+        """``sum_images mu^T P mu``."""
+        return _grad_sq_norm(mu) / self.std**2
+
+    def log_normaliser(self, shape: tuple[int, int]) -> float:
+        """Log normalising constant per image (that of the difference rows)."""
+        return -_n_grad_rows(shape) / 2 * (LOG_2PI + 2 * np.log(self.std))
+
+    def dense(self, shape: tuple[int, int]) -> np.ndarray:
+        """Dense P, (H*W, H*W)."""
+        dh, dv = finite_difference_matrices(shape)
+        return (dh.T @ dh + dv.T @ dv) / self.std**2
+
+    def at_shape(self, shape: tuple[int, int]) -> GradientPrior:
+        return self
+
+
+class SpectralPrior:
+    """Stationary Gaussian prior with a learned power spectrum, zero outside the image.
+
+    ``x`` embedded in a periodic ``grid`` is Gaussian with power spectrum ``spectrum``
+    (so precision ``Circ(1 / spectrum)``), conditioned on the pixels outside the image
+    being zero: ``P = E^T Circ(1 / spectrum) E``.
+
+    Parameters
+    ----------
+    precision : (grid[0], grid[1] // 2 + 1)
+        ``1 / spectrum`` in rfft layout, positive.
+    grid : (G0, G1)
+    shape : (H, W)
+        Image size the prior is meant for (``grid >= shape``).
+    """
+
+    def __init__(self, precision: np.ndarray, grid: tuple[int, int], shape: tuple[int, int]):
+        precision = np.asarray(precision, dtype=np.float64)
+        grid = (int(grid[0]), int(grid[1]))
+        if precision.shape != (grid[0], grid[1] // 2 + 1):
+            raise GmmRestoreError(f"spectral prior: precision shape {precision.shape} does not "
+                                  f"match grid {grid}")
+        if not np.all(np.isfinite(precision)) or not np.all(precision > 0):
+            raise GmmRestoreError("spectral prior: precision must be finite and > 0")
+        if grid[0] < shape[0] or grid[1] < shape[1]:
+            raise GmmRestoreError(f"spectral prior: grid {grid} smaller than images {shape}")
+        self.precision = precision
+        self.grid = grid
+        self.shape = (int(shape[0]), int(shape[1]))
+
+    def __repr__(self) -> str:
+        return f"SpectralPrior(shape={self.shape}, grid={self.grid})"
+
+    @classmethod
+    def from_images(cls, images: np.ndarray, grid: tuple[int, int] | None = None,
+                    rel_floor: float = 1e-8) -> SpectralPrior:
+        """Learn the spectrum from sharp images (n, H, W): the mean periodogram of the
+        zero-padded images, ``mean |FFT(x)|^2 / (H W)`` (the spectrum of a stationary
+        field seen through the H x W window), floored at ``rel_floor`` times its maximum.
+        ``grid`` defaults to about twice the image size (no wrap-around of correlations
+        within the image)."""
+        x = _as_batch(images, "prior images")
+        h, w = x.shape[-2:]
+        if grid is None:
+            grid = (sfft.next_fast_len(2 * h), sfft.next_fast_len(2 * w))
+        power = np.zeros((grid[0], grid[1] // 2 + 1))
+        for start in range(0, len(x), 256):
+            power += np.sum(np.abs(sfft.rfft2(x[start:start + 256], s=grid)) ** 2, axis=0)
+        spectrum = power / (len(x) * h * w)
+        spectrum = np.maximum(spectrum, rel_floor * spectrum.max())
+        return cls(1.0 / spectrum, grid, (h, w))
+
+    def _check(self, shape: tuple[int, int]) -> None:
+        if tuple(shape) != self.shape:
+            raise GmmRestoreError(f"spectral prior learned for {self.shape[0]}x{self.shape[1]} "
+                                  f"images, used on {shape[0]}x{shape[1]}")
+
+    def apply(self, x: np.ndarray) -> np.ndarray:
+        self._check(x.shape[-2:])
+        h, w = self.shape
+        return sfft.irfft2(sfft.rfft2(x, s=self.grid) * self.precision, s=self.grid)[..., :h, :w]
+
+    def diag(self, shape: tuple[int, int]) -> np.ndarray:
+        self._check(shape)
+        return np.full(shape, _full_grid_mean(self.precision, self.grid))
+
+    def fft_grid(self, shape: tuple[int, int], kernel_size: int) -> tuple[int, int]:
+        self._check(shape)
+        return self.grid
+
+    def symbol(self, grid: tuple[int, int]) -> np.ndarray:
+        if tuple(grid) != self.grid:
+            raise GmmRestoreError(f"spectral prior: grid {grid} requested, learned on "
+                                  f"{self.grid}")
+        return self.precision
+
+    def energy(self, mu: np.ndarray) -> float:
+        return float(np.sum(mu * self.apply(mu)))
+
+    def log_normaliser(self, shape: tuple[int, int]) -> float:
+        """``-HW/2 log 2pi + 1/2 log det P`` per image, with ``log det P`` approximated by
+        ``HW * mean(log precision)`` (stationary, Szegő); a constant at fixed level."""
+        n_pix = shape[0] * shape[1]
+        return -n_pix / 2 * LOG_2PI + 0.5 * n_pix * _full_grid_mean(np.log(self.precision),
+                                                                    self.grid)
+
+    def dense(self, shape: tuple[int, int]) -> np.ndarray:
+        self._check(shape)
+        n_pix = shape[0] * shape[1]
+        basis = np.eye(n_pix).reshape(n_pix, *shape)
+        P = self.apply(basis).reshape(n_pix, n_pix)
+        return 0.5 * (P + P.T)
+
+    def at_shape(self, shape: tuple[int, int]) -> SpectralPrior:
+        self._check(shape)
+        return self
+
+
+Prior = GradientPrior | SpectralPrior
+
+
+def _as_prior(prior: float | Prior) -> Prior:
+    if isinstance(prior, GradientPrior | SpectralPrior):
+        return prior
+    return GradientPrior(float(prior))
+
+
 # --------------------------------------------------------------------------------------
 # Dense reference implementation (tiny images only; the test oracle)
 # --------------------------------------------------------------------------------------
@@ -183,23 +368,23 @@ def tap_selection_matrices(kernel_size: int, shape: tuple[int, int]) -> np.ndarr
 
 
 def reference_precision(kernel: np.ndarray, shape: tuple[int, int], eta: float,
-                        prior_std: float) -> np.ndarray:
-    """Dense posterior precision ``A_x`` (H*W, H*W) of the seed's E-step."""
+                        prior: float | Prior) -> np.ndarray:
+    """Dense posterior precision ``A_x = T_k^T T_k / eta^2 + P`` (H*W, H*W); a float
+    ``prior`` is the seed's gradient prior std (``P = (D_h^T D_h + D_v^T D_v) / std^2``)."""
     T = blur_dense_matrix(kernel, shape)
-    dh, dv = finite_difference_matrices(shape)
-    return T.T @ T / eta**2 + (dh.T @ dh + dv.T @ dv) / prior_std**2
+    return T.T @ T / eta**2 + _as_prior(prior).dense(shape)
 
 
 def reference_estep(y: np.ndarray, kernel: np.ndarray, eta: float,
-                    prior_std: float) -> tuple[np.ndarray, np.ndarray]:
-    """Exact E-step with dense matrices.
+                    prior: float | Prior) -> tuple[np.ndarray, np.ndarray]:
+    """Exact E-step with dense matrices and Cholesky solves.
 
     y : (n, H, W) or (H, W).  Returns ``mu`` (same shape as y) and ``C = A_x^{-1}``
     (H*W, H*W), shared by all images (it does not depend on y).
     """
     y = np.asarray(y, dtype=np.float64)
     shape = y.shape[-2:]
-    A = reference_precision(kernel, shape, eta, prior_std)
+    A = reference_precision(kernel, shape, eta, prior)
     T = blur_dense_matrix(kernel, shape)
     factor = linalg.cho_factor(A, lower=True)
     rhs = T.T @ y.reshape(-1, shape[0] * shape[1]).T / eta**2  # (N, n)
@@ -231,35 +416,34 @@ def reference_mstep_system(y: np.ndarray, mu: np.ndarray, C: np.ndarray,
 
 
 def reference_objective(y: np.ndarray, kernel: np.ndarray, mu: np.ndarray, C: np.ndarray,
-                        eta: float, prior_std: float) -> float:
+                        eta: float, prior: float | Prior) -> float:
     """Evidence lower bound ``E_q[log p(y|x,k) + log p(x)] + H(q)`` for ``q = N(mu, C)``,
-    dense, summed over the images.  At the exact E-step it equals ``log p(y | k)`` (up to the
-    constant of the improper prior, taken as that of the ``D`` rows).
+    dense, summed over the images.  At the exact E-step it equals ``log p(y | k)`` (the
+    prior's normalising constant as in ``prior.log_normaliser``).
 
     y, mu : (n, H, W) or (H, W);  C : (H*W, H*W) shared by the images.
     """
     y = _as_batch(y, "y")
     mu = _as_batch(mu, "mu")
+    prior = _as_prior(prior)
     n = len(y)
     shape = y.shape[-2:]
     N = shape[0] * shape[1]
     T = blur_dense_matrix(kernel, shape)
-    dh, dv = finite_difference_matrices(shape)
+    P = prior.dense(shape)
     m = mu.reshape(n, N)
     resid = m @ T.T - y.reshape(n, N)
     data = np.sum(resid**2) + n * np.trace(T @ C @ T.T)
-    prior = np.sum((m @ dh.T) ** 2) + np.sum((m @ dv.T) ** 2) \
-        + n * (np.trace(dh @ C @ dh.T) + np.trace(dv @ C @ dv.T))
+    prior_energy = np.einsum("ni,ij,nj->", m, P, m) + n * np.sum(P * C)
     sign, logdet = np.linalg.slogdet(C)
     if sign <= 0:
         raise np.linalg.LinAlgError("covariance C is not positive definite")
-    n_rows = _n_grad_rows(shape)
     return float(-data / (2 * eta**2) - n * N / 2 * (LOG_2PI + 2 * np.log(eta))
-                 - prior / (2 * prior_std**2) - n * n_rows / 2 * (LOG_2PI + 2 * np.log(prior_std))
+                 - prior_energy / 2 + n * prior.log_normaliser(shape)
                  + n / 2 * (N * (LOG_2PI + 1.0) + logdet))
 
 
-def reference_em(y: np.ndarray, kernel_init: np.ndarray, eta: float, prior_std: float,
+def reference_em(y: np.ndarray, kernel_init: np.ndarray, eta: float, prior: float | Prior,
                  n_iter: int = 10, constraint: str = "simplex"
                  ) -> tuple[np.ndarray, list[float]]:
     """Exact dense EM at fixed ``eta``: E-step, exact M-step, repeat.
@@ -271,8 +455,8 @@ def reference_em(y: np.ndarray, kernel_init: np.ndarray, eta: float, prior_std: 
     s = kernel.shape[0]
     history = []
     for _ in range(n_iter):
-        mu, C = reference_estep(y, kernel, eta, prior_std)
-        history.append(reference_objective(y, kernel, mu, C, eta, prior_std))
+        mu, C = reference_estep(y, kernel, eta, prior)
+        history.append(reference_objective(y, kernel, mu, C, eta, prior))
         A, b = reference_mstep_system(y, mu, C, s)
         kernel = solve_kernel_qp(A, b, constraint=constraint).reshape(s, s)
     return kernel, history
@@ -282,18 +466,14 @@ def reference_em(y: np.ndarray, kernel_init: np.ndarray, eta: float, prior_std: 
 # Scalable implementation
 # --------------------------------------------------------------------------------------
 
-def _circulant_symbol(kernel: np.ndarray, grid: tuple[int, int], eta: float,
-                      prior_std: float) -> np.ndarray:
+def _posterior_symbol(kernel: np.ndarray, grid: tuple[int, int], eta: float,
+                      prior: Prior) -> np.ndarray:
     """Fourier symbol of the circulant approximation of ``A_x`` on ``grid`` (rfft layout)."""
     K = sfft.rfft2(kernel, s=grid)
-    fh = np.zeros(grid)
-    fh[0, 0], fh[0, 1] = -1.0, 1.0
-    Fh = sfft.rfft2(fh)
-    Fv = sfft.rfft2(fh.T.copy(), s=grid)
-    return np.abs(K) ** 2 / eta**2 + (np.abs(Fh) ** 2 + np.abs(Fv) ** 2) / prior_std**2
+    return np.abs(K) ** 2 / eta**2 + prior.symbol(grid)
 
 
-def estep_mean(y: np.ndarray, kernel: np.ndarray, eta: float, prior_std: float,
+def estep_mean(y: np.ndarray, kernel: np.ndarray, eta: float, prior: float | Prior,
                x0: np.ndarray | None = None, tol: float = 1e-6, maxiter: int = 500,
                precondition: bool = True) -> tuple[np.ndarray, dict]:
     """Posterior mean ``mu = A_x^{-1} T_k^T y / eta^2`` by conjugate gradients.
@@ -305,8 +485,10 @@ def estep_mean(y: np.ndarray, kernel: np.ndarray, eta: float, prior_std: float,
     ----------
     y : (n, H, W) or (H, W)
     kernel : (s, s), odd
-    eta, prior_std : float
-        Noise standard deviation and prior standard deviation of the image differences.
+    eta : float
+        Noise standard deviation.
+    prior : float or GradientPrior or SpectralPrior
+        A float is the std of the seed's gradient prior.
     x0 : array like y, optional
         Warm start (e.g. the previous EM iteration's mean).
     tol : float
@@ -324,17 +506,16 @@ def estep_mean(y: np.ndarray, kernel: np.ndarray, eta: float, prior_std: float,
     single = y.ndim == 2
     yb = y[None] if single else y
     kernel = np.asarray(kernel, dtype=np.float64)
+    prior = _as_prior(prior)
     h, w = yb.shape[-2:]
     inv_eta2 = 1.0 / eta**2
-    inv_p2 = 1.0 / prior_std**2
 
     def apply_A(x):
-        return _corr(_conv(x, kernel), kernel) * inv_eta2 + _grad_normal(x) * inv_p2
+        return _corr(_conv(x, kernel), kernel) * inv_eta2 + prior.apply(x)
 
     if precondition:
-        s = kernel.shape[0]
-        grid = (sfft.next_fast_len(h + s), sfft.next_fast_len(w + s))
-        inv_symbol = 1.0 / _circulant_symbol(kernel, grid, eta, prior_std)
+        grid = prior.fft_grid((h, w), kernel.shape[0])
+        inv_symbol = 1.0 / _posterior_symbol(kernel, grid, eta, prior)
 
         def apply_M(r):
             return sfft.irfft2(sfft.rfft2(r, s=grid) * inv_symbol, s=grid)[..., :h, :w]
@@ -374,33 +555,32 @@ def estep_mean(y: np.ndarray, kernel: np.ndarray, eta: float, prior_std: float,
 
 
 def estep_variance(kernel: np.ndarray, shape: tuple[int, int], eta: float,
-                   prior_std: float) -> np.ndarray:
+                   prior: float | Prior) -> np.ndarray:
     """Mean-field diagonal of the posterior covariance, ``1 / diag(A_x)``, (H, W).
 
     ``diag(T_k^T T_k)`` is the sum of the squared kernel taps that land inside the image
-    (zero boundary); ``diag(D^T D)`` counts the differences touching each pixel.  It is a
-    lower bound of the exact marginal variance ``diag(A_x^{-1})``, tight where the posterior
-    correlations are weak.  Shared by all images of the same size.
+    (zero boundary).  It is a lower bound of the exact marginal variance
+    ``diag(A_x^{-1})``, tight only where the posterior correlations are weak.  Shared by
+    all images of the same size.
     """
     kernel = np.asarray(kernel, dtype=np.float64)
     t = blur_adjoint(np.ones(shape), kernel**2)
-    return 1.0 / (t / eta**2 + _grad_normal_diag(shape) / prior_std**2)
+    return 1.0 / (t / eta**2 + _as_prior(prior).diag(shape))
 
 
 def stationary_covariance(kernel: np.ndarray, shape: tuple[int, int], eta: float,
-                          prior_std: float, max_offset: int) -> np.ndarray:
+                          prior: float | Prior, max_offset: int) -> np.ndarray:
     """Posterior auto-covariance of the circulant (periodic) approximation of ``A_x``.
 
-    ``c(delta) = IFFT[1 / (|K|^2 / eta^2 + (|F_h|^2 + |F_v|^2) / prior_std^2)](delta)`` on a
-    grid of the image size plus the kernel size (the exact posterior covariance of the
-    same model with periodic boundaries on that grid).  Returns ``c`` for offsets
-    ``-max_offset..max_offset`` in both axes, (2 max_offset + 1, 2 max_offset + 1), centre =
-    zero offset.
+    ``c(delta) = IFFT[1 / (|K|^2 / eta^2 + symbol(P))](delta)`` on the prior's FFT grid
+    (the exact posterior covariance of the same model with periodic boundaries on that
+    grid).  Returns ``c`` for offsets ``-max_offset..max_offset`` in both axes,
+    (2 max_offset + 1, 2 max_offset + 1), centre = zero offset.
     """
     kernel = np.asarray(kernel, dtype=np.float64)
-    s = kernel.shape[0]
-    grid = (sfft.next_fast_len(shape[0] + s), sfft.next_fast_len(shape[1] + s))
-    cov = sfft.irfft2(1.0 / _circulant_symbol(kernel, grid, eta, prior_std), s=grid)
+    prior = _as_prior(prior)
+    grid = prior.fft_grid(shape, kernel.shape[0])
+    cov = sfft.irfft2(1.0 / _posterior_symbol(kernel, grid, eta, prior), s=grid)
     m = int(max_offset)
     idx0 = np.arange(-m, m + 1) % grid[0]
     idx1 = np.arange(-m, m + 1) % grid[1]
@@ -435,10 +615,12 @@ def mstep_system(y: np.ndarray, mu: np.ndarray, var: np.ndarray | None,
         ``C[q1, q2] = autocov[q2 - q1 + s - 1]`` between pixels inside the image (zero
         outside), e.g. :func:`stationary_covariance`; contributes
         ``autocov[ab - a'b'] * (number of output pixels whose two taps fall inside)``.
+    chunk_bytes : int
+        Memory bound of the tap-window matrix (images are processed in chunks).
 
     Returns
     -------
-    A : (s*s, s*s)  ``sum_p mu_p mu_p^T + diag(sum_p var_p)`` over images and pixels.
+    A : (s*s, s*s)  ``sum_p E[X_p X_p^T]`` over images and pixels.
     b : (s*s,)      ``sum_p y_p mu_p``.
     """
     s = _check_kernel_size(kernel_size)
@@ -450,9 +632,12 @@ def mstep_system(y: np.ndarray, mu: np.ndarray, var: np.ndarray | None,
     step = max(1, int(chunk_bytes // (8 * s * s * h * w)))
     for start in range(0, n, step):
         X = _windows(mu[start:start + step], s)
-        A += blas.dsyrk(1.0, X)  # upper triangle of X X^T, several times faster than X @ X.T
+        # One BLAS thread: OpenBLAS's threaded kernels are erratic (up to 50x slower under
+        # load) for this short-and-wide shape; single-threaded it runs near peak.
+        with threadpool_limits(1, user_api="blas"):
+            A += X @ X.T
         b += X @ y[start:start + step].ravel()
-    A = np.triu(A) + np.triu(A, 1).T
+    A = 0.5 * (A + A.T)
     if var is not None:
         var = np.asarray(var, dtype=np.float64)
         if var.ndim == 2:
@@ -466,7 +651,7 @@ def mstep_system(y: np.ndarray, mu: np.ndarray, var: np.ndarray | None,
                                   f"{autocov.shape}")
         a = np.arange(s)
         da = a[:, None] - a[None, :] + s - 1  # (a - a2) + s - 1: offset of q2 - q1
-        counts = (_overlap_counts(s, h)[:, None, :, None] * _overlap_counts(s, w)[None, :, None, :])
+        counts = _overlap_counts(s, h)[:, None, :, None] * _overlap_counts(s, w)[None, :, None, :]
         cov = autocov[da[:, None, :, None], da[None, :, None, :]]  # [a, b, a2, b2]
         A += n * (cov * counts).reshape(s * s, s * s)
     return A, b
@@ -554,29 +739,29 @@ def _kkt_polish(A: np.ndarray, b: np.ndarray, k: np.ndarray) -> np.ndarray | Non
 
 
 def em_objective(y: np.ndarray, kernel: np.ndarray, mu: np.ndarray, var: np.ndarray,
-                 eta: float, prior_std: float) -> float:
+                 eta: float, prior: float | Prior) -> float:
     """Evidence lower bound for the factorised ``q = N(mu, diag(var))``, summed over images.
 
     ``E_q[log p(y|x,k)] + E_q[log p(x)] + H(q)``: the quantity variational EM increases
-    (it does not decrease over iterations at fixed ``eta``).  Identical to
-    :func:`reference_objective` with ``C = diag(var)``.
+    (it does not decrease over iterations at fixed ``eta`` with ``covariance="meanfield"``).
+    Identical to :func:`reference_objective` with ``C = diag(var)``.
 
-    y, mu : (n, H, W) or (H, W);  var : (H, W) shared by the images.
+    y, mu : (n, H, W) or (H, W);  var : (H, W) shared by the images, or (n, H, W).
     """
     y = _as_batch(y, "y")
     mu = _as_batch(mu, "mu")
+    prior = _as_prior(prior)
     kernel = np.asarray(kernel, dtype=np.float64)
-    var = np.asarray(var, dtype=np.float64)
+    var = np.broadcast_to(np.asarray(var, dtype=np.float64), y.shape)
     n = len(y)
     shape = y.shape[-2:]
     N = shape[0] * shape[1]
     t = blur_adjoint(np.ones(shape), kernel**2)
-    data = float(np.sum((_conv(mu, kernel) - y) ** 2)) + n * float(np.sum(var * t))
-    prior = _grad_sq_norm(mu) + n * float(np.sum(var * _grad_normal_diag(shape)))
-    n_rows = _n_grad_rows(shape)
+    data = float(np.sum((_conv(mu, kernel) - y) ** 2)) + float(np.sum(var * t))
+    prior_energy = prior.energy(mu) + float(np.sum(var * prior.diag(shape)))
     return float(-data / (2 * eta**2) - n * N / 2 * (LOG_2PI + 2 * np.log(eta))
-                 - prior / (2 * prior_std**2) - n * n_rows / 2 * (LOG_2PI + 2 * np.log(prior_std))
-                 + n / 2 * (N * (LOG_2PI + 1.0) + float(np.sum(np.log(var)))))
+                 - prior_energy / 2 + n * prior.log_normaliser(shape)
+                 + 0.5 * (n * N * (LOG_2PI + 1.0) + float(np.sum(np.log(var)))))
 
 
 # --------------------------------------------------------------------------------------
@@ -643,14 +828,14 @@ def error_ratio(restored_est: np.ndarray, restored_true: np.ndarray,
 
 
 def deconvolve_gaussian(y: np.ndarray, kernel: np.ndarray, noise_sigma: float,
-                        prior_std: float = 0.1, tol: float = 1e-6) -> np.ndarray:
-    """Non-blind restoration under the same Gaussian gradient prior (the E-step mean with
-    the kernel fixed, ``eta = noise_sigma``): a Wiener-like deconvolution, zero boundary.
+                        prior: float | Prior = 0.3, tol: float = 1e-6) -> np.ndarray:
+    """Non-blind restoration under the same Gaussian prior: the E-step mean with the kernel
+    fixed and ``eta = noise_sigma`` (a Wiener-like deconvolution, zero boundary).
 
     y : (n, H, W) or (H, W).  Returns an array like y.
     """
     eta = max(float(noise_sigma), 1e-4)
-    return estep_mean(y, kernel, eta, prior_std, tol=tol, maxiter=2000)[0]
+    return estep_mean(y, kernel, eta, prior, tol=tol, maxiter=2000)[0]
 
 
 def estimate_noise_sigma(y: np.ndarray) -> float:
@@ -669,12 +854,7 @@ def estimate_noise_sigma(y: np.ndarray) -> float:
 # --------------------------------------------------------------------------------------
 
 DEFAULT_NOISE_SCHEDULE = (0.2, 0.1, 0.05, 0.03, 0.02, 0.01)
-
-
-@dataclass(frozen=True)
-class _Level:
-    kernel_size: int
-    shape: tuple[int, int]
+COVARIANCES = ("stationary", "meanfield")
 
 
 def _odd(x: float) -> int:
@@ -728,20 +908,47 @@ def _resize_kernel(kernel: np.ndarray, size: int) -> np.ndarray:
     return k / k.sum()
 
 
+def _em_step(y, kernel, mu, eta, prior, *, covariance, constraint, cg_tol, cg_maxiter):
+    """One EM iteration at fixed eta: E-step (``mu`` by CG, covariance approximation),
+    exact M-step for the kernel.
+
+    Returns ``(kernel, mu, objective, cg_iterations)``; ``objective`` is
+    :func:`em_objective` after the E-step, before the M-step; it does not decrease over
+    iterations for ``covariance="meanfield"``.
+    """
+    s = kernel.shape[0]
+    shape = y.shape[-2:]
+    mu, cg = estep_mean(y, kernel, eta, prior, x0=mu, tol=cg_tol, maxiter=cg_maxiter)
+    var = estep_variance(kernel, shape, eta, prior)
+    objective = em_objective(y, kernel, mu, var, eta, prior)
+    if covariance == "meanfield":
+        A, b = mstep_system(y, mu, var, s)
+    elif covariance == "stationary":
+        autocov = stationary_covariance(kernel, shape, eta, prior, s - 1)
+        A, b = mstep_system(y, mu, None, s, autocov=autocov)
+    else:
+        raise GmmRestoreError(f"unknown covariance '{covariance}'; expected one of "
+                              f"{', '.join(COVARIANCES)}")
+    kernel = solve_kernel_qp(A, b, constraint=constraint).reshape(s, s)
+    return kernel, mu, objective, cg["iterations"]
+
+
 def estimate_kernel(
     images: np.ndarray,
     kernel_size: int,
     *,
     noise_schedule: Sequence[float] = DEFAULT_NOISE_SCHEDULE,
     noise_floor: float | str | None = "auto",
-    prior_std: float = 0.1,
+    prior_std: float = 0.3,
+    prior_images: np.ndarray | None = None,
     n_iter: int = 5,
     n_levels: int | None = None,
     init_std: float | None = None,
+    init_kernel: np.ndarray | None = None,
+    covariance: str = "stationary",
+    constraint: str = "simplex",
     try_flip: bool = True,
     flip_iter: int = 3,
-    constraint: str = "simplex",
-    covariance: str = "stationary",
     cg_tol: float = 1e-4,
     cg_maxiter: int = 200,
     seed: int = 0,
@@ -753,17 +960,22 @@ def estimate_kernel(
     ----------
     images : (n, H, W) or (H, W)
         Blurred, noisy images (zero-boundary "same" convolution, see module docstring).
+        All images pool their statistics in every M-step.
     kernel_size : int
         Odd size s of the estimated (s, s) kernel.
     noise_schedule : sequence of float
         Decreasing values of ``eta`` run in turn (``n_iter`` EM iterations each) at every
-        pyramid level; values below the noise floor are clipped to it (and duplicates
-        dropped).
+        pyramid level; values below the noise floor are clipped to it (duplicates dropped).
     noise_floor : float, "auto" or None
-        Lower bound for ``eta``: a number, ``"auto"`` (estimated from the finest-scale
-        wavelet coefficients of the images, :func:`estimate_noise_sigma`), or None.
+        Lower bound for ``eta``: a number, ``"auto"`` (estimated from the images,
+        :func:`estimate_noise_sigma`), or None.
     prior_std : float
-        Standard deviation of the Gaussian prior on image differences.
+        Std of the seed's Gaussian prior on image differences (used when
+        ``prior_images`` is None).
+    prior_images : (m, H', W'), optional
+        Sharp training images (never the images being restored): the prior is then a
+        :class:`SpectralPrior` learned from them, at every pyramid level from the
+        training images resized like the data.  Their size must equal the data's.
     n_iter : int
         EM iterations per value of ``eta``.
     n_levels : int, optional
@@ -771,95 +983,128 @@ def estimate_kernel(
     init_std : float, optional
         Std (pixels) of the Gaussian initial kernel at the coarsest level (default: a
         quarter of its size, at least 0.5).
-    try_flip : bool
-        At the end of every level, also run the 180-degree rotated kernel for ``flip_iter``
-        iterations and keep whichever reaches the higher objective.
+    init_kernel : (s0, s0), optional
+        Initial kernel instead (resized to the coarsest level's size).
+    covariance : {"stationary", "meanfield"}
+        Posterior covariance used by the M-step (module docstring).
     constraint : {"simplex", "nnls"}
         M-step constraint, see :func:`solve_kernel_qp`.
+    try_flip, flip_iter
+        At the end of every level, if the kernel is not centro-symmetric, run it and its
+        180-degree rotation for ``flip_iter`` iterations at the last eta each and keep
+        whichever reaches the higher objective.
     cg_tol, cg_maxiter : CG settings of the E-step.
     seed : int
         Recorded for reproducibility; the algorithm itself is deterministic.
     callback : callable, optional
-        Called with a dict (level, eta, iteration, kernel, objective) after every M-step.
+        Called after every M-step with a dict (level, eta, iteration, kernel, objective).
 
     Returns
     -------
     kernel : (s, s) non-negative, sums to 1, centre of mass at the middle pixel.
     info : dict
-        ``objective`` (list per iteration: level, eta, iteration, objective per pixel,
-        cg_iterations), ``levels`` ([(kernel_size, H, W)]), ``flips``, ``noise_floor``,
-        ``seconds``.
+        ``objective`` (one record per EM iteration: level, eta, iteration, objective per
+        pixel, cg_iterations), ``levels`` ([(kernel_size, H, W)]), ``flips``,
+        ``noise_floor``, ``noise_schedule`` (the etas used), ``prior``, ``seconds``,
+        ``n_images``, ``seed``.
     """
     t0 = time.perf_counter()
     y = _as_batch(images, "images")
     s = _check_kernel_size(kernel_size)
-    if not prior_std > 0:
-        raise GmmRestoreError(f"prior_std must be > 0, got {prior_std}")
     if n_iter < 1:
         raise GmmRestoreError(f"n_iter must be >= 1, got {n_iter}")
+    if covariance not in COVARIANCES:
+        raise GmmRestoreError(f"unknown covariance '{covariance}'; expected one of "
+                              f"{', '.join(COVARIANCES)}")
     schedule = [float(v) for v in noise_schedule]
     if not schedule or any(not v > 0 for v in schedule):
         raise GmmRestoreError(f"noise schedule must be a non-empty list of positive values, "
                               f"got {list(noise_schedule)}")
+    if prior_images is None:
+        gradient_prior = GradientPrior(prior_std)
+    else:
+        prior_images = _as_batch(prior_images, "prior images")
+        if prior_images.shape[1:] != y.shape[1:]:
+            raise GmmRestoreError(f"prior images are {prior_images.shape[1]}x"
+                                  f"{prior_images.shape[2]}, the blurred images "
+                                  f"{y.shape[1]}x{y.shape[2]}: sizes must match")
     if noise_floor == "auto":
         floor = estimate_noise_sigma(y)
     elif noise_floor is None:
         floor = 0.0
     else:
         floor = float(noise_floor)
-    etas = []
+    etas: list[float] = []
     for v in schedule:
         v = max(v, floor)
         if not etas or v < etas[-1] * (1 - 1e-9):
             etas.append(v)
     levels = pyramid_levels(s, y.shape[-2:], n_levels)
     log.info("blind kernel estimation: %d images %dx%d, kernel %dx%d, levels %s, "
-             "eta %s (floor %.4g)", len(y), y.shape[1], y.shape[2], s, s,
-             [ks for ks, _ in levels], [round(e, 4) for e in etas], floor)
+             "eta %s (floor %.4g), %s prior", len(y), y.shape[1], y.shape[2], s, s,
+             [ks for ks, _ in levels], [round(e, 4) for e in etas], floor,
+             "gradient" if prior_images is None else "spectral")
+    opts = {"covariance": covariance, "constraint": constraint, "cg_tol": cg_tol,
+            "cg_maxiter": cg_maxiter}
 
     ks0 = levels[0][0]
-    kernel = _gaussian(ks0, init_std if init_std is not None else max(0.5, ks0 / 4))
+    if init_kernel is not None:
+        kernel = np.maximum(np.asarray(init_kernel, dtype=np.float64), 0.0)
+        if kernel.ndim != 2 or not kernel.sum() > 0:
+            raise GmmRestoreError("init_kernel: expected a 2-D kernel with positive mass")
+        kernel = _resize_kernel(kernel / kernel.sum(), ks0)
+    else:
+        kernel = _gaussian(ks0, init_std if init_std is not None else max(0.5, ks0 / 4))
     history: list[dict] = []
     flips: list[bool] = []
     mu = None
     for li, (ks, shape) in enumerate(levels):
         yl = _resize_images(y, shape)
+        if prior_images is None:
+            prior = gradient_prior
+        else:
+            prior = SpectralPrior.from_images(_resize_images(prior_images, shape))
         kernel = _resize_kernel(kernel, ks)
-        if mu is not None:
-            mu = _resize_images(mu, shape)
+        mu = None if mu is None else _resize_images(mu, shape)
         npix = yl.size
         for eta in etas:
-            kernel, mu = _em_iterations(yl, kernel, mu, eta, prior_std, n_iter, constraint,
-                                        covariance, cg_tol, cg_maxiter, li, history,
-                                        callback, npix)
+            for it in range(n_iter):
+                kernel, mu, obj, cg_it = _em_step(yl, kernel, mu, eta, prior, **opts)
+                record = {"level": li, "eta": eta, "iteration": it, "objective": obj / npix,
+                          "cg_iterations": cg_it}
+                history.append(record)
+                log.debug("level %d eta %.4g iter %d: objective/pixel %.6f, CG %d", li, eta,
+                          it, obj / npix, cg_it)
+                if callback is not None:
+                    callback({**record, "kernel": kernel})
         kernel = recenter_kernel(kernel)
         flipped = False
         if try_flip and kernel_error(kernel, kernel[::-1, ::-1]) > 0.05:
-            eta = etas[-1]
             trials = []
             for cand in (kernel, kernel[::-1, ::-1].copy()):
-                k_c, mu_c = _em_iterations(yl, cand, None, eta, prior_std, flip_iter,
-                                           constraint, covariance, cg_tol, cg_maxiter, li,
-                                           None, None, npix)
-                var = estep_variance(k_c, shape, eta, prior_std)
-                mu_c, _ = estep_mean(yl, k_c, eta, prior_std, x0=mu_c, tol=cg_tol,
-                                     maxiter=cg_maxiter)
-                trials.append((em_objective(yl, k_c, mu_c, var, eta, prior_std), k_c, mu_c))
+                k_c, mu_c = cand, None
+                for _ in range(flip_iter):
+                    k_c, mu_c, _, _ = _em_step(yl, k_c, mu_c, etas[-1], prior, **opts)
+                # the objective of the final kernel needs one more E-step
+                _, mu_c, obj, _ = _em_step(yl, k_c, mu_c, etas[-1], prior, **opts)
+                trials.append((obj, k_c, mu_c))
             flipped = trials[1][0] > trials[0][0]
             _, kernel, mu = trials[1] if flipped else trials[0]
             kernel = recenter_kernel(kernel)
-            log.info("level %d: flip check objective %.6g (as is) vs %.6g (flipped): %s",
+            log.info("level %d: flip check, objective/pixel %.6f as is vs %.6f rotated: %s",
                      li, trials[0][0] / npix, trials[1][0] / npix,
-                     "flipped" if flipped else "kept")
+                     "rotated" if flipped else "kept")
         flips.append(flipped)
-        log.info("level %d/%d done: kernel %dx%d on %dx%d images, %.1f s", li + 1,
-                 len(levels), ks, ks, shape[0], shape[1], time.perf_counter() - t0)
+        log.info("level %d/%d: kernel %dx%d on %dx%d images, %.1f s", li + 1, len(levels),
+                 ks, ks, shape[0], shape[1], time.perf_counter() - t0)
     info = {
         "objective": history,
         "levels": [(ks, sh[0], sh[1]) for ks, sh in levels],
         "flips": flips,
         "noise_floor": floor,
         "noise_schedule": etas,
+        "prior": f"gradient(std={prior_std:g})" if prior_images is None
+        else f"spectral({len(prior_images)} images)",
         "seconds": time.perf_counter() - t0,
         "n_images": len(y),
         "seed": seed,
@@ -872,35 +1117,3 @@ def _gaussian(size: int, std: float) -> np.ndarray:
     g = np.exp(-0.5 * (r / std) ** 2)
     k = np.outer(g, g)
     return k / k.sum()
-
-
-def _em_iterations(y, kernel, mu, eta, prior_std, n_iter, constraint, covariance, cg_tol,
-                   cg_maxiter, level, history, callback, npix):
-    """``n_iter`` variational EM iterations at fixed eta; returns (kernel, mu)."""
-    s = kernel.shape[0]
-    shape = y.shape[-2:]
-    for it in range(n_iter):
-        mu, cg = estep_mean(y, kernel, eta, prior_std, x0=mu, tol=cg_tol, maxiter=cg_maxiter)
-        var = estep_variance(kernel, shape, eta, prior_std)
-        if history is not None:
-            obj = em_objective(y, kernel, mu, var, eta, prior_std)
-            record = {"level": level, "eta": eta, "iteration": it, "objective": obj / npix,
-                      "cg_iterations": cg["iterations"]}
-            history.append(record)
-            log.debug("level %d eta %.4g iter %d: objective/pixel %.6f, CG %d", level, eta,
-                      it, obj / npix, cg["iterations"])
-        if covariance == "meanfield":
-            A, b = mstep_system(y, mu, var, s)
-        elif covariance == "stationary":
-            ac = stationary_covariance(kernel, shape, eta, prior_std, s - 1)
-            A, b = mstep_system(y, mu, None, s, autocov=ac)
-        elif covariance == "stationary_diag":
-            ac = stationary_covariance(kernel, shape, eta, prior_std, 0)
-            A, b = mstep_system(y, mu, np.full(shape, ac[0, 0]), s)
-        else:
-            raise GmmRestoreError(f"unknown covariance '{covariance}'")
-        kernel = solve_kernel_qp(A, b, constraint=constraint).reshape(s, s)
-        if callback is not None:
-            callback({"level": level, "eta": eta, "iteration": it, "kernel": kernel,
-                      "objective": history[-1]["objective"] if history else None})
-    return kernel, mu
