@@ -7,12 +7,13 @@ The mixture is a small frozen dataclass, :class:`GaussianMixture`.  :func:`fit_g
   factors are stacked into one ``(d, K d)`` matrix, so a block of patches is whitened for every
   component by **one GEMM**; squared norms (``einsum``), log-sum-exp and the responsibilities
   follow on the ``(rows, K)`` block.
-* **M-step statistics** of the same block: counts ``N_k``, first moments ``R^T X`` and the K
-  weighted Gram matrices from **one stacked GEMM** ``X^T [r_1 Y_1, ..., r_K Y_K]`` where
-  ``Y_k`` are the whitened patches the E-step left in its buffer (centred per component, so
-  float32 stays accurate); ``sum_n r_nk x_n (x_n - mu_k)^T`` follows by multiplying with
-  ``L_k^T`` once per pass.  No per-patch outer products.  The ``(rows, K d)`` temporary is
-  bounded by :data:`BLOCK_ELEMENTS`, never ``N x K x d``.
+* **M-step statistics** of the same block: counts ``N_k``, first moments ``R^T X`` and, from
+  the whitened patches ``Y_k`` the E-step left in its buffer (scaled in place by
+  ``sqrt(r_k)``), one symmetric rank-update ``S_k = Y_k^T diag(r_k) Y_k`` per component
+  (BLAS ``syrk``: no per-patch outer products).  ``S_k`` is centred at the component's mean,
+  which keeps float32 accurate; ``sum_n r_nk (x_n - mu_k)(x_n - mu_k)^T = L_k S_k L_k^T``
+  follows once per pass.  The ``(rows, K d)`` temporary is bounded by :data:`BLOCK_ELEMENTS`,
+  never ``N x K x d``.
 * Blocks are processed by worker threads, each with a single-threaded BLAS (a multi-threaded
   BLAS synchronises on every call, which costs a lot on a busy machine, and numpy's
   element-wise work would stay on one core); their float64 partial sums are folded in block
@@ -302,7 +303,7 @@ class _PassResult:
     loglik_sum: float
     counts: np.ndarray | None = None      # (K,) sum_n r_nk
     first: np.ndarray | None = None       # (K, d) sum_n r_nk (x_n - c)
-    gram: np.ndarray | None = None        # (K, d, d) sum_n r_nk (x_n - c)(x_n - mu_k)^T
+    gram: np.ndarray | None = None        # (K, d, d) sum_n r_nk (x_n - mu_k)(x_n - mu_k)^T
     #                                       (per block: (d, K*d) in the working dtype)
     worst_logp: np.ndarray | None = None  # lowest log p(x) seen, ascending
     worst_x: np.ndarray | None = None     # the corresponding patches
@@ -377,18 +378,24 @@ def _process_block(X: np.ndarray, start: int, prep: _Prepared, stats: bool, n_wo
     logp = np.log(total) + top[:, 0]
     res = _PassResult(n=n, loglik_sum=float(logp.sum()))
     if n_worst:
-        idx = np.argsort(logp, kind="stable")[:n_worst]
+        idx = np.arange(n) if n <= n_worst else np.argpartition(logp, n_worst - 1)[:n_worst]
+        idx = idx[np.argsort(logp[idx], kind="stable")]
         res.worst_logp = logp[idx]
         res.worst_x = np.asarray(X[idx], dtype=np.float64)
     if stats:
         R /= total[:, None]                                         # responsibilities
         res.counts = R.sum(axis=0)
         res.first = R.T @ np.asarray(Xc, dtype=np.float64)
-        # Z_k = r_k y_k with y_k = P_k^T (x - mu_k) the whitened patches still in the buffer
-        # (centred per component, which keeps float32 accurate), stacked (n, K*d): one GEMM
-        # gives H_k = sum_n r_nk (x_n - c) y_nk^T for all k; sum r (x - c)(x - mu_k)^T = H_k L_k^T
-        Y3 *= R.astype(dt, copy=False)[:, :, None]
-        res.gram = Xc.T @ Y                                         # (d, K*d)
+        # y_k = P_k^T (x - mu_k), the whitened patches still in the buffer, scaled in place by
+        # sqrt(r_k): S_k = sum_n r_nk y_nk y_nk^T is one symmetric rank-n update (numpy calls
+        # BLAS syrk for a.T @ a) per component, centred at the component's mean so that float32
+        # stays accurate; sum_n r_nk (x_n - mu_k)(x_n - mu_k)^T = L_k S_k L_k^T
+        Y3 *= np.sqrt(R).astype(dt, copy=False)[:, :, None]
+        gram = np.empty((K, d, d), dtype=dt)
+        for k in range(K):
+            Yk = Y3[:, k, :]
+            np.matmul(Yk.T, Yk, out=gram[k])
+        res.gram = gram
     return res
 
 
@@ -451,9 +458,8 @@ def _run_pass(blocks: _Blocks, prep: _Prepared, *, stats: bool, n_worst: int = 0
         raise GmmRestoreError(
             f"{blocks.name} ({_describe(blocks.data)}): log-likelihood is not finite; the "
             "patches contain NaN or Inf, or a component is degenerate")
-    if stats:   # H_k L_k^T = sum_n r_nk (x_n - c)(x_n - mu_k)^T
-        acc.gram = np.matmul(acc.gram.reshape(d, K, d).transpose(1, 0, 2),
-                             prep.chol.transpose(0, 2, 1))
+    if stats:   # L_k S_k L_k^T = sum_n r_nk (x_n - mu_k)(x_n - mu_k)^T
+        acc.gram = prep.chol @ acc.gram @ prep.chol.transpose(0, 2, 1)
     return acc
 
 
@@ -675,7 +681,7 @@ def _m_step(res: _PassResult, prep: _Prepared, reg_covar: float, zero_mean: bool
         s = res.first - counts[:, None] * delta                  # sum r (x - mu_old)
         e = s / safe[:, None]                                   # mu_new - mu_old
         means = prep.shift + res.first / safe[:, None]
-        covs = (res.gram - delta[:, :, None] * s[:, None, :]) / safe[:, None, None]
+        covs = res.gram / safe[:, None, None]
         covs -= e[:, :, None] * e[:, None, :]
     covs = 0.5 * (covs + covs.transpose(0, 2, 1))
     covs[:, np.arange(d), np.arange(d)] += reg_covar
