@@ -2,7 +2,10 @@
 """Estimate the unknown blur kernel of corrupted images by EM (blind deconvolution, MAP_k).
 
 Reads ONLY the corrupted images of a 'corrupted' HDF5 file (the true kernel and the clean
-images in that file are never read).  The images are split into consecutive batches of
+images in that file are never read).  The image prior is the seed's Gaussian prior on
+image differences, or, with --prior-dataset, a stationary Gaussian prior whose power
+spectrum is learned from the TRAINING split of a 'dataset' file (sharp images, never the
+test images being restored).  The images are split into consecutive batches of
 --batch-size; each batch pools its statistics in one EM (gmmrestore.deconv.estimate_kernel)
 and gives one kernel.  The output's `kernel` is the batch kernel when there is one batch,
 else the element-wise median of the (re-centred) batch kernels, normalised to sum 1;
@@ -11,6 +14,7 @@ else the element-wise median of the (re-centred) batch kernels, normalised to su
 
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
 import time
@@ -29,16 +33,17 @@ from gmmrestore.deconv import (
 from gmmrestore.h5io import GmmRestoreError, open_h5, write_h5
 
 log = logging.getLogger("gmmrestore.estimate_kernel")
+STAGE_SEED = 7  # independent random stream (choice of the prior images)
 
 
 def _float_list(text: str) -> list[float]:
     try:
         values = [float(v) for v in text.replace(",", " ").split()]
     except ValueError:
-        raise GmmRestoreError(f"--noise-schedule: expected comma-separated numbers, got "
-                              f"'{text}'") from None
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated numbers, got '{text}'") from None
     if not values or any(not (v > 0 and np.isfinite(v)) for v in values):
-        raise GmmRestoreError(f"--noise-schedule: expected positive numbers, got '{text}'")
+        raise argparse.ArgumentTypeError(f"expected positive numbers, got '{text}'")
     return values
 
 
@@ -50,10 +55,10 @@ def _noise_floor(text: str) -> float | str | None:
     try:
         value = float(text)
     except ValueError:
-        raise GmmRestoreError(f"--noise-floor: expected 'auto', 'none' or a number, got "
-                              f"'{text}'") from None
+        raise argparse.ArgumentTypeError(
+            f"expected 'auto', 'none' or a number, got '{text}'") from None
     if not value >= 0:
-        raise GmmRestoreError(f"--noise-floor: must be >= 0, got {value}")
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
     return value
 
 
@@ -84,7 +89,15 @@ def main(argv=None) -> None:
                         help="lower bound of eta: 'auto' (estimated from the images), 'none' "
                              "or a number")
     parser.add_argument("--prior-std", type=float, default=0.3,
-                        help="std of the Gaussian prior on image differences")
+                        help="std of the Gaussian prior on image differences (without "
+                             "--prior-dataset)")
+    parser.add_argument("--prior-dataset", default=None,
+                        help="dataset HDF5 (kind 'dataset'): learn a spectral prior from its "
+                             "training images")
+    parser.add_argument("--prior-split", default="train",
+                        help="split of --prior-dataset to learn the prior from")
+    parser.add_argument("--prior-max-images", type=int, default=2000,
+                        help="at most this many prior images (a seeded random subset)")
     parser.add_argument("--n-iter", type=int, default=5, help="EM iterations per eta")
     parser.add_argument("--n-levels", type=int, default=None,
                         help="pyramid levels (default: down to a 3x3 kernel)")
@@ -121,19 +134,38 @@ def main(argv=None) -> None:
         raise GmmRestoreError(f"--kernel-size {s} is larger than the images "
                               f"{images.shape[1]}x{images.shape[2]}")
 
+    prior_images = None
+    if args.prior_dataset:
+        with open_h5(args.prior_dataset, "dataset", [args.prior_split]) as fh:
+            dset = fh[args.prior_split]
+            m = dset.shape[0]
+            if m < 1:
+                raise GmmRestoreError(f"{args.prior_dataset}: split '{args.prior_split}' is "
+                                      "empty")
+            if tuple(dset.shape[1:]) != images.shape[1:]:
+                raise GmmRestoreError(
+                    f"{args.prior_dataset}: '{args.prior_split}' images are "
+                    f"{dset.shape[1]}x{dset.shape[2]}, the corrupted images "
+                    f"{images.shape[1]}x{images.shape[2]}; the sizes must match")
+            rng = np.random.default_rng([args.seed, STAGE_SEED])
+            take = np.sort(rng.choice(m, size=min(m, args.prior_max_images), replace=False))
+            prior_images = np.asarray(dset[take], dtype=np.float64)
+        log.info("spectral prior from %d '%s' images of %s", len(prior_images),
+                 args.prior_split, args.prior_dataset)
+
     batches = batch_slices(n, args.batch_size)
     t0 = time.perf_counter()
-    kernels, seconds, floors, priors, histories = [], [], [], [], []
+    kernels, seconds, floors, histories = [], [], [], []
     batch_index = np.zeros(n, dtype=np.int64)
     for bi, sl in enumerate(batches):
         kernel, info = estimate_kernel(
             images[sl], s, noise_schedule=args.noise_schedule, noise_floor=args.noise_floor,
-            prior_std=args.prior_std, n_iter=args.n_iter, n_levels=args.n_levels,
+            prior_std=args.prior_std, prior_images=prior_images, n_iter=args.n_iter,
+            n_levels=args.n_levels,
             covariance=args.covariance, seed=args.seed)
         kernels.append(kernel)
         seconds.append(info["seconds"])
         floors.append(info["noise_floor"])
-        priors.append(info["prior_std"])
         histories.append(info["objective"])
         batch_index[sl] = bi
         log.info("batch %d/%d (images %d-%d): kernel estimated in %.1f s (%.0f s total)",
@@ -161,13 +193,17 @@ def main(argv=None) -> None:
         attrs={"kernel_size": s, "noise_schedule": list(args.noise_schedule),
                "noise_floor": "auto" if args.noise_floor == "auto" else
                ("none" if args.noise_floor is None else args.noise_floor),
-               "prior_std": args.prior_std, "n_iter": args.n_iter,
+               "prior": "spectral" if prior_images is not None else "gradient",
+               "prior_std": args.prior_std,
+               "prior_dataset": args.prior_dataset or "none",
+               "n_prior_images": 0 if prior_images is None else len(prior_images),
+               "n_iter": args.n_iter,
                "n_levels": args.n_levels if args.n_levels else "auto",
                "covariance": args.covariance, "batch_size": args.batch_size,
                "n_batches": len(batches), "n_images": n, "seed": args.seed,
                "seconds": time.perf_counter() - t0, "source": args.corrupted,
                "blur": blur_name,
-               "method": "MAP_k EM, Gaussian gradient prior, zero boundary "
+               "method": "MAP_k EM, Gaussian image prior, zero boundary "
                          "(gmmrestore.deconv.estimate_kernel)",
                "combination": "single batch" if len(batches) == 1 else
                "element-wise median of batch kernels, re-centred, sum 1"},

