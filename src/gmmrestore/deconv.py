@@ -180,6 +180,10 @@ class GradientPrior:
     """
 
     def __init__(self, std: float):
+        try:
+            std = float(std)
+        except (TypeError, ValueError):
+            raise GmmRestoreError(f"prior std must be a number, got {std!r}") from None
         if not (np.isfinite(std) and std > 0):
             raise GmmRestoreError(f"prior std must be finite and > 0, got {std}")
         self.std = float(std)
