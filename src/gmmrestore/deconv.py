@@ -57,10 +57,16 @@ Two implementations
 
 * On top of EM (:func:`estimate_kernel`): a decreasing schedule of ``eta`` (clipped below at
   a noise floor, estimated from the data by default), coarse-to-fine over a pyramid (images
-  scaled by ``1/sqrt(2)`` per level, odd kernel sizes, kernel upsampled between levels), the
-  180-degree flip ambiguity resolved by running both candidates and keeping the higher
-  objective, and a re-centering of the kernel (centre of mass to the middle pixel) after
-  every level, since a shift of k against x is otherwise undetermined.
+  scaled by ``1/sqrt(2)`` per level, odd kernel sizes, kernel upsampled between levels; the
+  spectral prior is re-learned at every level from the training images scaled the same
+  way), the 180-degree flip ambiguity resolved by running both candidates and keeping the
+  one whose posterior mean has the sparser gradients (a Gaussian prior sees only the power
+  spectrum, so its objective hardly separates them), and a re-centering of the kernel
+  (centre of mass to the middle pixel) after every level, since a shift of k against x is
+  otherwise undetermined.
+
+Batches must be representative: the spectral prior describes the average digit; a batch of
+a single class (e.g. 100 "1"s, whose spectrum is far from the average) biases the kernel.
 """
 
 from __future__ import annotations
@@ -225,9 +231,6 @@ class GradientPrior:
         dh, dv = finite_difference_matrices(shape)
         return (dh.T @ dh + dv.T @ dv) / self.std**2
 
-    def at_shape(self, shape: tuple[int, int]) -> GradientPrior:
-        return self
-
 
 class SpectralPrior:
     """Stationary Gaussian prior with a learned power spectrum, zero outside the image.
@@ -321,10 +324,6 @@ class SpectralPrior:
         basis = np.eye(n_pix).reshape(n_pix, *shape)
         P = self.apply(basis).reshape(n_pix, n_pix)
         return 0.5 * (P + P.T)
-
-    def at_shape(self, shape: tuple[int, int]) -> SpectralPrior:
-        self._check(shape)
-        return self
 
 
 Prior = GradientPrior | SpectralPrior
