@@ -27,13 +27,6 @@ def snakemake(workdir, *args, check=True, timeout=600):
     return result
 
 
-@pytest.fixture(scope="session")
-def tiny_run(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("tiny_run")
-    snakemake(workdir, "--configfile", TINY)
-    return workdir
-
-
 def read_csv(path):
     with open(path, newline="") as fh:
         return list(csv.DictReader(fh))
