@@ -120,7 +120,10 @@ def test_report_figures_render_in_headless_chromium(report, tmp_path):
             [chromium, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", *args, url],
             capture_output=True, text=True, timeout=180)
 
-    dom = run("--dump-dom")
+    for _attempt in range(3):  # a heavily loaded machine can starve the page's timers
+        dom = run("--dump-dom")
+        if "<title>render-check-done" in dom.stdout:
+            break
     assert "<title>render-check-done" in dom.stdout, (
         "the check script did not finish in Chromium:\n" + dom.stderr[-2000:])
     match = re.search(r'<pre id="gmmrestore-render-check"[^>]*>(\{.*?)</pre>', dom.stdout, re.S)
