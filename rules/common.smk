@@ -135,7 +135,9 @@ BASELINE_LIST = [m for m in config["restore"]["methods"] if m not in GMM_METHODS
 wildcard_constraints:
     # exactly the configured names, so that names with underscores never split ambiguously
     dataset=re.escape(DATASET),
-    blur="|".join(re.escape(name) for name in sorted(config["blurs"], key=len, reverse=True)),
+    blur="|".join(
+        re.escape(name) for name in sorted(config["blurs"], key=len, reverse=True)
+    ),
     sigma="[0-9.e+-]+",
     m="[0-9]+",
     K="[0-9]+",

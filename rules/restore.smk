@@ -29,6 +29,8 @@ rule estimate_kernel:
     input:
         script=script_path("estimate_kernel.py"),
         data=f"{RESULTS}/{{dataset}}/{{blur}}_s{{sigma}}/corrupted.h5",
+        # sharp training images: the learned spectral prior of the kernel EM
+        prior=f"{RESULTS}/data/{{dataset}}.h5",
     output:
         f"{RESULTS}/{{dataset}}/{{blur}}_s{{sigma}}/kernel_estimate.h5",
     log:
@@ -48,7 +50,8 @@ rule estimate_kernel:
         seed=config["seed"],
     shell:
         "OMP_NUM_THREADS={threads} OPENBLAS_NUM_THREADS={threads}"
-        " python {input.script} --corrupted {input.data} --out {output}"
+        " python {input.script} --corrupted {input.data} --prior-dataset {input.prior}"
+        " --out {output}"
         " --kernel-size {params.size} --seed {params.seed} > {log} 2>&1"
 
 
