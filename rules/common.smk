@@ -331,6 +331,7 @@ def epll_args():
 
 RESTORE_PARAMS = {
     "epll": epll_args(),
+    "clip": "" if config["restore"]["clip"] else "--no-clip",
     "chunk": config["restore"]["images_per_chunk"],
 }
 

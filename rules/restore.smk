@@ -18,11 +18,12 @@ rule restore_images:
     params:
         extra=lambda wc: RESTORE_PARAMS["epll"] if wc.method == "epll" else "",
         chunk=RESTORE_PARAMS["chunk"],
+        clip=RESTORE_PARAMS["clip"],
     shell:
         "OMP_NUM_THREADS={threads} OPENBLAS_NUM_THREADS={threads}"
         " python {input.script} --corrupted {input.corrupted} --gmm {input.gmm}"
         " --method {wildcards.method} --out {output} --images-per-chunk {params.chunk}"
-        " {params.extra} > {log} 2>&1"
+        " {params.clip} {params.extra} > {log} 2>&1"
 
 
 rule estimate_kernel:
@@ -76,11 +77,12 @@ rule restore_images_blind:
     params:
         extra=lambda wc: RESTORE_PARAMS["epll"] if wc.method == "epll" else "",
         chunk=RESTORE_PARAMS["chunk"],
+        clip=RESTORE_PARAMS["clip"],
     shell:
         "OMP_NUM_THREADS={threads} OPENBLAS_NUM_THREADS={threads}"
         " python {input.script} --corrupted {input.corrupted} --gmm {input.gmm}"
         " --kernel-file {input.kernel} --method {wildcards.method} --out {output}"
-        " --images-per-chunk {params.chunk} {params.extra} > {log} 2>&1"
+        " --images-per-chunk {params.chunk} {params.clip} {params.extra} > {log} 2>&1"
 
 
 rule restore_baseline:
