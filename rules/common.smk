@@ -15,6 +15,8 @@ DATASET = config["dataset"]["name"]
 SCRIPTS = os.path.join(workflow.basedir, "scripts")
 SWEEP = config["sweep"]
 GMM_METHODS = ("mapk", "epll")
+PAIRED = config["dataset"]["source"] == "paired"
+PAIRED_BLUR = "paired"  # blur name of a paired set's given corruption (reserved)
 
 
 def script_path(name):
@@ -103,8 +105,47 @@ def unique(values):
     return list(dict.fromkeys(values))
 
 
+def given_corruption(settings):
+    """Source 'paired': the corruption is given, not simulated, so every setting's blur and
+    noise sigma become the set's ('paired', dataset.paired.noise_sigma); the patch size and
+    component axes are kept.  Other sources: the settings unchanged."""
+    if not PAIRED:
+        return settings
+    sigma = fmt_sigma(config["dataset"]["paired"]["noise_sigma"])
+    return unique(s._replace(blur=PAIRED_BLUR, noise_sigma=sigma) for s in settings)
+
+
+def names_regex(names):
+    """A regex matching exactly one of ``names``, longest first, so that names sharing a
+    prefix or holding underscores never split ambiguously."""
+    return "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True))
+
+
+def _check_paired_config():
+    """The reserved blur name; for source 'paired', the keys the schema cannot require."""
+    ds = config["dataset"]
+    if PAIRED_BLUR in config["blurs"]:
+        raise ValueError(
+            f"config: blurs.{PAIRED_BLUR}: the name '{PAIRED_BLUR}' is reserved for the given "
+            "blur of source 'paired'; rename it"
+        )
+    if not PAIRED:
+        return
+    if "paired" not in ds:
+        raise ValueError(
+            "config: dataset.source is 'paired' but dataset.paired is not set (expected "
+            "folder: a folder with original/, corrupted/ and W.npy, and noise_sigma)"
+        )
+    if ds["paired"]["training_source"] == "folder" and not ds.get("folder"):
+        raise ValueError(
+            "config: dataset.paired.training_source is 'folder' but dataset.folder is not set"
+        )
+
+
 def _check_config():
-    unknown = unique(s.blur for s in SETTINGS if s.blur not in config["blurs"])
+    # a paired set's settings all use its given blur, not one under 'blurs'
+    blurs = [] if PAIRED else [s.blur for s in SETTINGS]
+    unknown = unique(b for b in blurs if b not in config["blurs"])
     if unknown:
         where = (
             f"sweep_table '{config['sweep_table']}'"
@@ -120,7 +161,8 @@ def _check_config():
             raise ValueError(f"config: blurs.{name} has type 'matrix' but no 'path'")
 
 
-SETTINGS = sweep_settings()
+_check_paired_config()
+SETTINGS = given_corruption(sweep_settings())
 _check_config()
 NOISE_SETTINGS = unique(
     (s.blur, s.noise_sigma) for s in SETTINGS
@@ -135,9 +177,7 @@ BASELINE_LIST = [m for m in config["restore"]["methods"] if m not in GMM_METHODS
 wildcard_constraints:
     # exactly the configured names, so that names with underscores never split ambiguously
     dataset=re.escape(DATASET),
-    blur="|".join(
-        re.escape(name) for name in sorted(config["blurs"], key=len, reverse=True)
-    ),
+    blur=names_regex([*config["blurs"], *([PAIRED_BLUR] if PAIRED else [])]),
     sigma="[0-9.e+-]+",
     m="[0-9]+",
     K="[0-9]+",
@@ -146,7 +186,7 @@ wildcard_constraints:
 
 
 def is_blind(blur):
-    return bool(config["blurs"][blur].get("blind", False))
+    return bool(config["blurs"].get(blur, {}).get("blind", False))
 
 
 def setting_dir(blur, sigma):
@@ -261,18 +301,28 @@ def all_targets():
     return targets
 
 
+def training_source():
+    """Source of the images the GMM is trained on: dataset.source, or for a paired set
+    dataset.paired.training_source (never the set's own originals)."""
+    ds = config["dataset"]
+    return ds["paired"]["training_source"] if PAIRED else ds["source"]
+
+
 def dataset_args():
     ds = config["dataset"]
+    # a paired set brings its own test images; the training source's test split is then
+    # unused and kept to one image (a dataset file's splits must not be empty)
+    n_test = 1 if PAIRED else ds["n_test"]
     args = [
-        f"--source {ds['source']}",
+        f"--source {training_source()}",
         f"--name {ds['name']}",
         f"--cache-dir {ds['cache_dir']}",
         f"--n-train {ds['n_train']}",
         f"--n-validation {ds['n_validation']}",
-        f"--n-test {ds['n_test']}",
+        f"--n-test {n_test}",
         f"--seed {config['seed']}",
     ]
-    if ds["source"] in ("folder", "natural"):
+    if training_source() in ("folder", "natural"):
         args.append(f"--image-size {ds['image_size']}")
     args += [f"--mirror {url}" for url in ds["mirrors"]]
     if ds.get("folder"):
@@ -280,6 +330,33 @@ def dataset_args():
     if not ds["allow_offline_fallback"]:
         args.append("--no-offline-fallback")
     return " ".join(args)
+
+
+def paired_folder(wildcards):
+    """Inputs of import_paired: the paired set's W.npy and image folders."""
+    folder = config["dataset"]["paired"]["folder"]
+    return {
+        "matrix": os.path.join(folder, "W.npy"),
+        "original": os.path.join(folder, "original"),
+        "corrupted": os.path.join(folder, "corrupted"),
+    }
+
+
+def paired_args():
+    """Options of import_paired.py from dataset.paired ('' for other sources)."""
+    if not PAIRED:
+        return ""
+    ds = config["dataset"]
+    return " ".join(
+        [
+            f"--folder {ds['paired']['folder']}",
+            f"--sigma {float(ds['paired']['noise_sigma'])!r}",
+            f"--intensity {ds['paired']['intensity']}",
+            f"--name {ds['name']}",
+            f"--n-test {ds['n_test']}",
+            f"--seed {config['seed']}",
+        ]
+    )
 
 
 def blur_args(wildcards):

@@ -58,6 +58,9 @@ rule corrupt_images:
         f"{RESULTS}/logs/corrupt_images/{{dataset}}_{{blur}}_s{{sigma}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/corrupt_images/{{dataset}}_{{blur}}_s{{sigma}}.tsv"
+    wildcard_constraints:
+        # the configured blurs; a paired set's given corruption comes from import_paired
+        blur=names_regex(config["blurs"]),
     conda:
         "../envs/data.yaml"
     threads: 1
@@ -72,3 +75,31 @@ rule corrupt_images:
         "python {input.script} --dataset {input.data} --out {output}"
         " {params.blur} --sigma {wildcards.sigma} --n-test {params.n_test}"
         " --seed {params.seed} > {log} 2>&1"
+
+
+rule import_paired:
+    # source 'paired': the corruption is given; replaces corrupt_images
+    input:
+        unpack(paired_folder),
+        script=script_path("import_paired.py"),
+        # training images: intensity statistics and the simulated validation pairs
+        reference=f"{RESULTS}/data/{{dataset}}.h5",
+    output:
+        f"{RESULTS}/{{dataset}}/{{blur}}_s{{sigma}}/corrupted.h5",
+    log:
+        f"{RESULTS}/logs/import_paired/{{dataset}}_{{blur}}_s{{sigma}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/import_paired/{{dataset}}_{{blur}}_s{{sigma}}.tsv"
+    wildcard_constraints:
+        blur=PAIRED_BLUR,
+    conda:
+        "../envs/data.yaml"
+    threads: 1
+    resources:
+        mem_mb=lambda wc, input: 1000 + int(6 * input.size_mb),
+        runtime=20,
+    params:
+        args=paired_args(),
+    shell:
+        "python {input.script} {params.args} --reference {input.reference}"
+        " --out {output} > {log} 2>&1"

@@ -50,13 +50,15 @@ def main(argv=None) -> None:
     # Scores are taken on the [0, 1] display range, as a user would look at the images.
     shown = np.clip(images, 0.0, 1.0)
     p, s = psnr(clean, shown), ssim(clean, shown)
+    # a paired set's own ids (its file names); otherwise the test image's index
+    ids = list(attrs.get("ids", range(len(clean))))
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(COLUMNS)
     for i in range(len(clean)):
         writer.writerow([attrs.get("dataset", ""), attrs.get("blur", ""), attrs["noise_sigma"],
                          _blank(r_attrs.get("patch_size")), _blank(r_attrs.get("n_components")),
-                         r_attrs["method"], _blank(r_attrs.get("kernel_source")), i,
+                         r_attrs["method"], _blank(r_attrs.get("kernel_source")), ids[i],
                          f"{p[i]:.6f}", f"{s[i]:.6f}"])
     write_text_atomic(args.out, buffer.getvalue())
     log.info("%s: mean PSNR %.2f dB, mean SSIM %.4f over %d images -> %s", r_attrs["method"],

@@ -644,6 +644,10 @@ def test_load_paired(tmp_path):
 
 @pytest.mark.parametrize("case, pattern", [
     ("only_original", r"unpaired ids \(only in original/: 3\)"),
+    ("only_corrupted", r"unpaired ids \(only in corrupted/: 7\)"),
+    ("unreadable", r"corrupted/2.png: cannot read as an image"),
+    ("not_png", r"original/1.jpg: expected <id>.png files only"),
+    ("no_original", r"original: folder not found \(a paired set needs original/"),
     ("size", r"id 2: original is 10x10, corrupted 10x9"),
     ("W_int", r"W.npy: dtype int64; the patch matrix must be float"),
     ("W_rect", r"W.npy: shape \(16, 15\); expected a square"),
@@ -658,6 +662,17 @@ def test_load_paired_errors(tmp_path, case, pattern):
     if case == "only_original":
         skimage.io.imsave(folder / "original" / "3.png", np.zeros((10, 10), np.uint8),
                           check_contrast=False)
+    elif case == "only_corrupted":
+        skimage.io.imsave(folder / "corrupted" / "7.png", np.zeros((10, 10), np.uint8),
+                          check_contrast=False)
+    elif case == "unreadable":
+        (folder / "corrupted" / "2.png").write_bytes(b"\x89PNG truncated")
+    elif case == "not_png":
+        (folder / "original" / "1.png").rename(folder / "original" / "1.jpg")
+    elif case == "no_original":
+        import shutil
+
+        shutil.rmtree(folder / "original")
     elif case == "size":
         skimage.io.imsave(folder / "corrupted" / "2.png", np.zeros((10, 9), np.uint8),
                           check_contrast=False)
@@ -797,6 +812,25 @@ def test_script_download_end_to_end(server, tmp_path, run_main):
     assert name in err and hashlib.md5(files[name]).hexdigest() in err
     assert not out3.exists() and not (cache3 / name).exists()
     assert not any(f.endswith(".tmp") for f in leftovers(cache3) + leftovers(out3.parent))
+
+
+def test_script_sha256_mismatch_names_file_and_expected_digest(server, tmp_path, run_main):
+    _, files = make_idx_files(np.random.default_rng(19), n_train=10, n_test=5)
+    mirror = server.serve("/sha", files)
+    name = datasets.IDX_FILES["train_images"]
+    pins = {k: {"size": len(v), "md5": hashlib.md5(v).hexdigest(),
+                "sha256": hashlib.sha256(v).hexdigest()} for k, v in files.items()}
+    pins[name]["sha256"] = "0" * 64  # size and MD5 right, the pinned SHA-256 is not
+    digests = tmp_path / "digests.json"
+    digests.write_text(json.dumps(pins))
+    out, cache = tmp_path / "data" / "mnist.h5", tmp_path / "cache"
+    code, err = run_main(SCRIPT, "--source", "mnist", "--out", out, "--cache-dir", cache,
+                         "--mirror", mirror, "--digests", digests, "--retries", 0,
+                         "--no-offline-fallback")
+    assert code == 2
+    assert f"{name}: checksum mismatch: expected SHA-256 {'0' * 64}" in err
+    assert hashlib.sha256(files[name]).hexdigest() in err
+    assert not out.exists() and leftovers(cache) == [] and leftovers(out.parent) == []
 
 
 def test_script_offline_fallback_and_no_fallback(tmp_path, closed_port_url, run_main):
