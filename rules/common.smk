@@ -6,9 +6,19 @@ import re
 import sys
 import tempfile
 
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-validate(config, "../schemas/config.schema.yaml")
+sys.path.insert(0, os.path.join(workflow.basedir, "src"))  # the checkout's gmmrestore
+from gmmrestore.configcheck import check_settings, schema_error_message
+
+try:
+    validate(config, "../schemas/config.schema.yaml")
+except WorkflowError as err:
+    # one line naming the key, the value and what is allowed, not the schema dump
+    if not hasattr(err.__context__, "validator"):
+        raise
+    raise WorkflowError(schema_error_message(err.__context__)) from None
 
 RESULTS = config["results_dir"]
 DATASET = config["dataset"]["name"]
@@ -142,28 +152,19 @@ def _check_paired_config():
         )
 
 
-def _check_config():
-    # a paired set's settings all use its given blur, not one under 'blurs'
-    blurs = [] if PAIRED else [s.blur for s in SETTINGS]
-    unknown = unique(b for b in blurs if b not in config["blurs"])
-    if unknown:
-        where = (
-            f"sweep_table '{config['sweep_table']}'"
-            if config.get("sweep_table")
-            else "sweep.blur"
-        )
-        raise ValueError(
-            f"config: {where} lists {unknown}, not defined under 'blurs' "
-            f"(defined: {sorted(config['blurs'])})"
-        )
-    for name, spec in config["blurs"].items():
-        if spec["type"] == "matrix" and not spec.get("path"):
-            raise ValueError(f"config: blurs.{name} has type 'matrix' but no 'path'")
-
-
 _check_paired_config()
 SETTINGS = given_corruption(sweep_settings())
-_check_config()
+check_settings(
+    config,
+    SETTINGS,
+    (
+        f"sweep_table '{config['sweep_table']}'"
+        if config.get("sweep_table")
+        else "sweep"
+    ),
+    # a paired set's settings all use its given blur, not one under 'blurs'
+    given_blurs=[PAIRED_BLUR] if PAIRED else [],
+)
 NOISE_SETTINGS = unique(
     (s.blur, s.noise_sigma) for s in SETTINGS
 )  # corrupted image sets
