@@ -17,7 +17,8 @@ import numpy as np
 import _bootstrap  # noqa: F401  (puts src/ on sys.path)
 
 from gmmrestore import cli
-from gmmrestore.h5io import GmmRestoreError, read_h5, write_h5
+from gmmrestore.datasets import load_dataset_file
+from gmmrestore.h5io import GmmRestoreError, write_h5
 from gmmrestore.operators import (
     KERNEL_TYPES,
     blur,
@@ -70,7 +71,7 @@ def main(argv=None) -> None:
                              length=args.blur_length, angle=args.blur_angle)
     kernel = validate_kernel(kernel, name=f"blur '{args.blur_name}'")
 
-    arrays, attrs = read_h5(args.dataset, "dataset", ["test", "validation"])
+    arrays, attrs = load_dataset_file(args.dataset)  # checked: shapes, finite, in [0, 1]
     clean = arrays["test"].astype(np.float64)
     if args.n_test is not None:
         if args.n_test > len(clean):

@@ -30,7 +30,7 @@ from gmmrestore.deconv import (
     estimate_kernel,
     recenter_kernel,
 )
-from gmmrestore.h5io import GmmRestoreError, open_h5, write_h5
+from gmmrestore.h5io import GmmRestoreError, open_h5, read_dataset, write_h5
 
 log = logging.getLogger("gmmrestore.estimate_kernel")
 STAGE_SEED = 7  # independent random stream (choice of the prior images)
@@ -122,7 +122,7 @@ def main(argv=None) -> None:
         n = n_total if args.max_images is None else min(args.max_images, n_total)
         if n < 1:
             raise GmmRestoreError(f"{args.corrupted}: no corrupted images to estimate from")
-        images = np.asarray(dset[:n], dtype=np.float64)
+        images = np.asarray(read_dataset(dset, slice(0, n)), dtype=np.float64)
         blur_name = fh.attrs.get("blur", "")
         blur_name = blur_name.decode() if isinstance(blur_name, bytes) else str(blur_name)
     if images.ndim != 3:
@@ -149,7 +149,7 @@ def main(argv=None) -> None:
                     f"{images.shape[1]}x{images.shape[2]}; the sizes must match")
             rng = np.random.default_rng([args.seed, STAGE_SEED])
             take = np.sort(rng.choice(m, size=min(m, args.prior_max_images), replace=False))
-            prior_images = np.asarray(dset[take], dtype=np.float64)
+            prior_images = np.asarray(read_dataset(dset, take), dtype=np.float64)
         log.info("spectral prior from %d '%s' images of %s", len(prior_images),
                  args.prior_split, args.prior_dataset)
 

@@ -11,7 +11,8 @@ import numpy as np
 import _bootstrap  # noqa: F401  (puts src/ on sys.path)
 
 from gmmrestore import cli
-from gmmrestore.h5io import GmmRestoreError, read_h5, write_h5
+from gmmrestore.datasets import load_dataset_file
+from gmmrestore.h5io import GmmRestoreError, write_h5
 from gmmrestore.patches import check_patch_size, n_patches_per_image, sample_patches
 
 log = logging.getLogger("gmmrestore.extract_patches")
@@ -32,7 +33,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     cli.setup_logging(args.quiet)
 
-    arrays, attrs = read_h5(args.dataset, "dataset", ["train", "validation"])
+    arrays, attrs = load_dataset_file(args.dataset)  # checked: shapes, finite, in [0, 1]
     train, validation = arrays["train"], arrays["validation"]
     m = args.patch_size
     check_patch_size(m, train.shape[1:])

@@ -88,26 +88,12 @@ def main(argv=None) -> None:
         if m is not None and m * m != d:
             raise GmmRestoreError(f"{args.patches}: attribute patch_size={m} but patches have "
                                   f"{d} values (expected {m * m})")
-        size_mb = n * d * dtype.itemsize / 2**20
-        streamed = size_mb > args.memory_budget_mb
-        if streamed:
-            log.info("%d patches of %d values (%.0f MiB as %s) exceed the memory budget of "
-                     "%.0f MiB: streaming from %s", n, d, size_mb, dtype.name,
-                     args.memory_budget_mb, args.patches)
-            X = patches
-        else:
-            log.info("loading %d patches of %d values (%.0f MiB as %s)", n, d, size_mb,
-                     dtype.name)
-            X = np.asarray(patches[()], dtype=dtype)
-        heldout = None
-        if "heldout" in fh and fh["heldout"].shape[0] > 0:
-            held = fh["heldout"]
-            held_mb = held.shape[0] * held.shape[1] * dtype.itemsize / 2**20
-            heldout = held if held_mb > args.memory_budget_mb else np.asarray(held[()], dtype)
-            log.info("scoring %d held-out patches after every iteration", held.shape[0])
-
+        heldout = fh["heldout"] if "heldout" in fh and fh["heldout"].shape[0] > 0 else None
+        if heldout is not None:
+            log.info("scoring %d held-out patches after every iteration", heldout.shape[0])
+        # fit_gmm reads the patches into memory when they fit in the budget, else streams them
         gmm, history = fit_gmm(
-            X, args.components, max_iter=args.max_iter, tol=args.tol,
+            patches, args.components, max_iter=args.max_iter, tol=args.tol,
             reg_covar=args.reg_covar, init=args.init, n_init=args.n_init, seed=args.seed,
             dtype=dtype, chunk_size=args.chunk_size, remove_dc=args.remove_dc,
             heldout=heldout, checkpoint_path=args.checkpoint,
@@ -115,7 +101,7 @@ def main(argv=None) -> None:
         attrs = {"source": args.patches,
                  "n_train_patches": int(n),
                  "n_heldout_patches": 0 if heldout is None else int(heldout.shape[0]),
-                 "streamed": bool(streamed), "chunk_size": args.chunk_size,
+                 "streamed": bool(history.timing["streamed"]), "chunk_size": args.chunk_size,
                  "dataset": fh.attrs.get("dataset", ""),
                  "patches_seed": fh.attrs.get("seed", -1)}
     if m is not None:

@@ -1,5 +1,8 @@
+import importlib.util
+import logging
 import os
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,6 +11,18 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS = os.path.join(ROOT, "scripts")
 # scripts import their sibling _bootstrap; tests load scripts as modules
 sys.path.insert(0, SCRIPTS)
+
+
+@pytest.fixture(autouse=True)
+def _restore_root_logger():
+    """A stage's ``main`` called in-process configures the root logger to write to the
+    stderr of that moment (pytest's capture, closed after the test): restore the handlers so
+    later tests do not log into a closed stream."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
 
 
 @pytest.fixture
@@ -20,6 +35,27 @@ def random_gmm(rng, K, d, scale=0.3):
     A = rng.normal(size=(K, d, d)) * scale / np.sqrt(d)
     covariances = A @ A.transpose(0, 2, 1) + 0.01 * np.eye(d)
     return rng.dirichlet(np.ones(K)), rng.normal(size=(K, d)) * 0.3, covariances
+
+
+@pytest.fixture
+def run_main(monkeypatch, capsys, caplog):
+    """Run a script's ``main`` in this process through ``cli.run``, as its command line does
+    (fast: no new interpreter); returns (exit code, stderr + log)."""
+    from gmmrestore import cli
+
+    monkeypatch.setattr(cli, "setup_logging", lambda quiet=False: None)
+
+    def run(script, *args):
+        script = Path(script)
+        spec = importlib.util.spec_from_file_location(script.stem, script)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="gmmrestore"):
+            code = cli.run(module.main, [str(a) for a in args])
+        return code, capsys.readouterr().err + "\n" + caplog.text
+
+    return run
 
 
 def python_env():

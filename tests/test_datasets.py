@@ -9,7 +9,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import http.server
-import importlib.util
 import json
 import logging
 import os
@@ -730,25 +729,6 @@ def run_script(script, *args, cwd=None):
     """Run a script in a fresh interpreter, as a user or Snakemake would."""
     return subprocess.run([sys.executable, str(script), *map(str, args)], capture_output=True,
                           text=True, cwd=cwd, timeout=120)
-
-
-@pytest.fixture
-def run_main(monkeypatch, capsys, caplog):
-    """Run a script's ``main`` in this process (fast); returns (exit code, stderr + log)."""
-    from gmmrestore import cli
-
-    monkeypatch.setattr(cli, "setup_logging", lambda quiet=False: None)
-
-    def run(script, *args):
-        spec = importlib.util.spec_from_file_location(script.stem, script)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        caplog.clear()
-        with caplog.at_level(logging.INFO, logger="gmmrestore"):
-            code = cli.run(module.main, [str(a) for a in args])
-        return code, capsys.readouterr().err + "\n" + caplog.text
-
-    return run
 
 
 @pytest.mark.parametrize("script", [SCRIPT, IMPORT_SCRIPT])

@@ -51,7 +51,14 @@ import numpy as np
 from scipy import linalg, sparse
 from scipy.special import logsumexp
 
-from .h5io import GmmRestoreError, H5FormatError, open_h5, read_h5, write_h5
+from .h5io import (
+    GmmRestoreError,
+    H5FormatError,
+    open_h5,
+    read_dataset,
+    read_h5,
+    write_h5,
+)
 
 log = logging.getLogger("gmmrestore.gmm")
 
@@ -208,17 +215,14 @@ class _Blocks:
             rows = max(c0, int(round(rows / c0)) * c0)
         self.block_rows = rows
 
-    def _read(self, start: int, stop: int) -> np.ndarray:
+    def _raw(self, start: int, stop: int) -> np.ndarray:
+        """Rows ``start:stop`` as stored (HDF5 read errors name the file and the rows)."""
         if self.is_h5:
-            try:
-                block = self.data[start:stop]
-            except (OSError, RuntimeError) as err:
-                raise H5FormatError(
-                    f"{self.data.file.filename}: could not read dataset '{self.data.name}' "
-                    f"rows {start}:{stop} (truncated or corrupt?): {err}") from None
-        else:
-            block = self.data[start:stop]
-        return self._prepare(block)
+            return read_dataset(self.data, slice(start, stop))
+        return self.data[start:stop]
+
+    def _read(self, start: int, stop: int) -> np.ndarray:
+        return self._prepare(self._raw(start, stop))
 
     def _prepare(self, block: np.ndarray) -> np.ndarray:
         block = np.ascontiguousarray(block, dtype=self.dtype)
@@ -257,8 +261,9 @@ class _Blocks:
 
     def signature(self) -> str:
         """Shape plus a digest of the first and last block (to tell data sets apart)."""
-        first = np.asarray(self.data[: min(256, self.n_samples)], dtype=np.float64)
-        last = np.asarray(self.data[max(0, self.n_samples - 256):], dtype=np.float64)
+        first = np.asarray(self._raw(0, min(256, self.n_samples)), dtype=np.float64)
+        last = np.asarray(self._raw(max(0, self.n_samples - 256), self.n_samples),
+                          dtype=np.float64)
         digest = hashlib.sha256(first.tobytes() + last.tobytes()).hexdigest()[:16]
         return f"{self.n_samples}x{self.n_features}:{digest}"
 
@@ -819,6 +824,22 @@ def _new_history(settings: dict[str, Any]) -> dict[str, Any]:
             "last_reseed": -1}
 
 
+def _in_memory_if_fits(X: Any, dtype: np.dtype, memory_budget_mb: float | None,
+                       what: str) -> Any:
+    """An HDF5 dataset read into memory (as ``dtype``) when it needs at most
+    ``memory_budget_mb``; otherwise (or for arrays) ``X`` itself."""
+    if not isinstance(X, h5py.Dataset) or memory_budget_mb is None:
+        return X
+    need_mb = math.prod(X.shape) * dtype.itemsize / 2**20
+    if need_mb > memory_budget_mb:
+        log.info("%s %s: %.0f MiB as %s exceed the memory budget of %.0f MiB: streamed from "
+                 "the file", what, _describe(X), need_mb, dtype.name, memory_budget_mb)
+        return X
+    log.info("loading %s %s into memory (%.0f MiB as %s <= budget %.0f MiB)", what,
+             _describe(X), need_mb, dtype.name, memory_budget_mb)
+    return np.asarray(read_dataset(X), dtype=dtype)
+
+
 def fit_gmm(
     X: Any,
     n_components: int,
@@ -876,7 +897,8 @@ def fit_gmm(
         State written atomically after every iteration; a later call with the same arguments
         and data resumes from it and returns the same result as an uninterrupted fit.
     memory_budget_mb : float, optional
-        HDF5 input larger than this is streamed (default: always stream HDF5 input).
+        HDF5 input (training and held-out patches) larger than this is streamed, smaller input
+        is read into memory once (default: always stream HDF5 input).
     init_params : GaussianMixture, mapping or (weights, means, covariances), optional
         Start from these parameters instead of ``init`` (then ``n_init`` is 1).
     callback : callable(run, iteration, gmm, loglik_train), optional
@@ -906,23 +928,22 @@ def fit_gmm(
         raise GmmRestoreError(f"tol must be >= 0, got {tol}")
     if not (reg_covar >= 0 and math.isfinite(reg_covar)):
         raise GmmRestoreError(f"reg_covar must be >= 0, got {reg_covar}")
+    source = _describe(X)
+    X = _in_memory_if_fits(X, dtype, memory_budget_mb, "training patches")
     streamed = isinstance(X, h5py.Dataset)
-    if streamed and memory_budget_mb is not None:
-        need_mb = X.shape[0] * X.shape[1] * dtype.itemsize / 2**20
-        if need_mb <= memory_budget_mb:
-            log.info("loading %s into memory (%.0f MiB <= budget %.0f MiB)", _describe(X),
-                     need_mb, memory_budget_mb)
-            X = np.asarray(X[()], dtype=dtype)
-            streamed = False
     blocks = _Blocks(X, dtype, remove_dc, chunk_size, name="training patches")
     N, d = blocks.n_samples, blocks.n_features
     K = int(n_components)
     if K > N:
         raise GmmRestoreError(f"K={K} larger than the number of training patches N={N}")
-    if not streamed and not np.all(np.isfinite(blocks.data)):
-        raise GmmRestoreError("training patches contain NaN or Inf")
+    if not streamed:
+        bad = int(np.count_nonzero(~np.isfinite(blocks.data)))
+        if bad:
+            raise GmmRestoreError(f"training patches ({source}) contain {bad} NaN/Inf "
+                                  "value(s)")
     held = None
     if heldout is not None:
+        heldout = _in_memory_if_fits(heldout, dtype, memory_budget_mb, "held-out patches")
         held = _Blocks(heldout, dtype, remove_dc, chunk_size, name="held-out patches")
         if held.n_features != d:
             raise GmmRestoreError(f"held-out patches have {held.n_features} features, "

@@ -162,6 +162,24 @@ def open_h5(path: str | os.PathLike, kind: str | Sequence[str],
     return fh
 
 
+def read_dataset(dset: h5py.Dataset, selection: Any = ()) -> np.ndarray:
+    """``dset[selection]``; a read failure (truncated or corrupt file) becomes an
+    :class:`H5FormatError` naming the file, the dataset and the rows."""
+    try:
+        return dset[selection]
+    except (OSError, RuntimeError) as err:
+        rows = "" if selection == () else f" rows {_describe_selection(selection)}"
+        raise H5FormatError(
+            f"{dset.file.filename}: could not read dataset '{dset.name}'{rows} (truncated or "
+            f"corrupt?): {err}") from None
+
+
+def _describe_selection(selection: Any) -> str:
+    if isinstance(selection, slice):
+        return f"{selection.start or 0}:{selection.stop}"
+    return f"{len(selection)} chosen" if hasattr(selection, "__len__") else str(selection)
+
+
 def read_h5(path: str | os.PathLike, kind: str | Sequence[str],
             required: Sequence[str] = ()) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Read all datasets and root attributes of a gmmrestore HDF5 file.
@@ -171,10 +189,7 @@ def read_h5(path: str | os.PathLike, kind: str | Sequence[str],
     one of the ``required`` datasets.
     """
     with open_h5(path, kind, required) as fh:
-        try:
-            arrays = {name: fh[name][()] for name in fh.keys()
-                      if isinstance(fh[name], h5py.Dataset)}
-        except OSError as err:
-            raise H5FormatError(f"{path}: could not read data (truncated?): {err}") from None
+        arrays = {name: read_dataset(fh[name]) for name in fh.keys()
+                  if isinstance(fh[name], h5py.Dataset)}
         attrs = {key: _decode(value) for key, value in fh.attrs.items()}
     return arrays, attrs

@@ -216,8 +216,16 @@ def load_patch_matrix(path: str | os.PathLike, m: int | None = None) -> np.ndarr
     path = os.fspath(path)
     if not os.path.isfile(path):
         raise GmmRestoreError(f"{path}: patch matrix file not found")
+    with open(path, "rb") as fh:
+        if fh.read(6) != b"\x93NUMPY":
+            raise GmmRestoreError(f"{path}: not a .npy file (no NumPy header); save the matrix "
+                                  "with numpy.save")
     try:
         W = np.load(path, allow_pickle=False)
     except (OSError, ValueError, EOFError) as err:
-        raise GmmRestoreError(f"{path}: not a readable .npy array ({err})") from None
+        if "pickle" in str(err):
+            raise GmmRestoreError(f"{path}: holds pickled Python objects, not a numeric "
+                                  "matrix") from None
+        raise GmmRestoreError(f"{path}: not a readable .npy array (truncated or corrupt?): "
+                              f"{err}") from None
     return validate_patch_matrix(W, m, name=path)
