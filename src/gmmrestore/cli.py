@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
+import threading
 from collections.abc import Callable, Sequence
 
 from .h5io import GmmRestoreError
@@ -31,8 +33,23 @@ def setup_logging(quiet: bool = False) -> None:
     logging.captureWarnings(True)
 
 
+class Terminated(BaseException):
+    """Raised in the main thread when the process receives SIGTERM (as Snakemake sends to the
+    jobs it cancels), so that temporary files are removed on the way out."""
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated(signum)
+
+
 def run(main: Callable[[Sequence[str] | None], None], argv: Sequence[str] | None = None) -> int:
-    """Run a stage's ``main``; user errors print ``error: ...`` and exit with status 2."""
+    """Run a stage's ``main``; user errors print ``error: ...`` and exit with status 2.
+
+    Ctrl-C exits with 130 and SIGTERM with 143, after the temporary files of unfinished
+    outputs are removed (outputs are only ever renamed into place when complete).
+    """
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if in_main_thread else None
     try:
         main(argv)
     except GmmRestoreError as err:
@@ -41,4 +58,10 @@ def run(main: Callable[[Sequence[str] | None], None], argv: Sequence[str] | None
     except KeyboardInterrupt:
         print("interrupted; no output was written", file=sys.stderr)
         return 130
+    except Terminated:
+        print("terminated (SIGTERM); no output was written", file=sys.stderr)
+        return 128 + signal.SIGTERM
+    finally:
+        if in_main_thread:
+            signal.signal(signal.SIGTERM, previous)
     return 0
