@@ -101,14 +101,17 @@ def test_map_k_zero_noise_is_finite(rng):
 
 @settings(max_examples=25, deadline=None)
 @given(seed=st.integers(0, 2**31), scale=st.sampled_from([0.0, 1e-6, 1.0, 1e3, 1e6]),
-       sigma=st.sampled_from([0.0, 1e-4, 0.1, 10.0]))
-def test_map_k_output_finite_for_any_finite_input(seed, scale, sigma):
+       sigma=st.sampled_from([0.0, 1e-4, 0.1, 10.0]), blurred=st.booleans(),
+       remove_dc=st.booleans())
+def test_map_k_output_finite_for_any_finite_input(seed, scale, sigma, blurred, remove_dc):
     rng = np.random.default_rng(seed)
     m = 3
     weights, means, covs = random_gmm(rng, 3, m * m)
+    if remove_dc:
+        means = np.zeros_like(means)
     images = rng.normal(size=(2, 6, 6)) * scale
-    out = map_k_restore(images, weights, means, covs,
-                        op.patch_blur_matrix(op.gaussian_kernel(3, 1.0), m), sigma, m)
+    W = op.patch_blur_matrix(op.gaussian_kernel(3, 1.0), m) if blurred else None
+    out = map_k_restore(images, weights, means, covs, W, sigma, m, remove_dc=remove_dc)
     assert np.all(np.isfinite(out))
 
 

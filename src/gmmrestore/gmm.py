@@ -639,6 +639,20 @@ def _params_from_labels(S: np.ndarray, labels: np.ndarray, K: int, reg_covar: fl
         else:
             covs[k] = pooled
         covs[k].flat[:: d + 1] += reg_covar
+    # a cluster of identical (e.g. all-black) patches has a singular covariance when
+    # reg_covar is 0: start it from the pooled covariance instead
+    bad = np.flatnonzero(~_cholesky_ok(covs))
+    if len(bad):
+        fallback = pooled + reg_covar * np.eye(d)
+        if not _cholesky_ok(fallback[None])[0]:
+            raise GmmRestoreError(
+                f"the training patches have a singular covariance (constant patches, or "
+                f"fewer than {d} independent directions) and reg_covar={reg_covar:g} does not "
+                "regularise it: use reg_covar > 0")
+        for k in bad:
+            log.warning("initialisation: cluster %d (%d patches) has a singular covariance; "
+                        "it starts from the covariance of all patches instead", k, counts[k])
+            covs[k] = fallback
     weights = np.maximum(counts, 1).astype(np.float64)
     return GaussianMixture(weights / weights.sum(), means, covs)
 

@@ -36,7 +36,11 @@ MIN_SIGMA = 1e-3
 
 def epll_parameters(sigma: float, d: int, beta_factors=DEFAULT_BETA_FACTORS,
                     lam_factor: float = 1.0) -> tuple[float, np.ndarray]:
-    """``(lam, betas)`` for noise ``sigma`` and patch dimension ``d``."""
+    """``(lam, betas)`` for noise ``sigma`` and patch dimension ``d``; a ``sigma`` below
+    :data:`MIN_SIGMA` is raised to it (with a warning)."""
+    if sigma < MIN_SIGMA:
+        log.warning("EPLL: noise sigma %.3g is below %.3g; lam and beta use sigma = %.3g so "
+                    "that the problem stays well posed", sigma, MIN_SIGMA, MIN_SIGMA)
     s2 = max(sigma, MIN_SIGMA) ** 2
     return lam_factor * d / s2, np.asarray(beta_factors, dtype=np.float64) / s2
 

@@ -142,7 +142,9 @@ class PatchPosterior:
         floor = MIN_RELATIVE_NOISE_VAR * float(
             np.mean(np.trace(covariances, axis1=1, axis2=2)) / d)
         if noise_var < floor:
-            log.info("noise variance %.3g raised to the floor %.3g", noise_var, floor)
+            log.warning("MAP-k: noise variance %.3g is below the floor %.3g (%.0e of the mean "
+                        "prior variance) that keeps the posterior well defined; using the "
+                        "floor", noise_var, floor, MIN_RELATIVE_NOISE_VAR)
             noise_var = floor
         n_score = d * (d + 1) // 2 + d + 1
         score_matrix = np.empty((n_score, K))

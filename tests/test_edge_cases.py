@@ -1,0 +1,154 @@
+"""Numerical edge cases: degenerate mixture components, constant images and patches, noise
+that is tiny or zero relative to the blur.  No NaN or Inf reaches an output, and a warning
+says what was done."""
+
+import logging
+
+import numpy as np
+import pytest
+from conftest import SCRIPTS
+
+from gmmrestore import datasets
+from gmmrestore import gmm as G
+from gmmrestore import operators as op
+from gmmrestore.h5io import GmmRestoreError, read_h5
+from gmmrestore.patches import extract_patches
+from gmmrestore.restore.epll import MIN_SIGMA, epll_restore
+from gmmrestore.restore.mapk import boundary_noise_covariance, map_k_restore, safe_cholesky
+
+M = 4
+
+
+def smooth_images(rng, n, size=16):
+    return op.blur(rng.random((n, size, size)), op.gaussian_kernel(3, 1.0))
+
+
+@pytest.fixture(scope="module")
+def prior():
+    """A small mixture trained on patches of smooth random images."""
+    X = extract_patches(smooth_images(np.random.default_rng(0), 30), M).reshape(-1, M * M)
+    gmm, _ = G.fit_gmm(X, 4, max_iter=8, tol=0, seed=0)
+    return gmm
+
+
+# ------------------------------------------------------------------------ degenerate components
+
+
+def test_collapsing_cluster_and_component_are_handled_with_warnings(rng, caplog):
+    """reg_covar = 0 and 200 identical patches: the initial cluster of those patches has a zero
+    covariance, the component later collapses onto them again; both are re-started, said in a
+    warning, and the fit ends finite and positive definite."""
+    X = np.vstack([np.tile(rng.normal(size=9), (200, 1)), rng.normal(size=(800, 9)) + 3])
+    with caplog.at_level(logging.WARNING, logger="gmmrestore"):
+        gmm, hist = G.fit_gmm(X, 3, max_iter=6, tol=0, reg_covar=0.0, seed=0)
+    assert "initialisation: cluster" in caplog.text and "singular covariance" in caplog.text
+    assert "collapsed (covariance not positive definite); re-seeded" in caplog.text
+    assert hist.reseeded
+    assert np.all(np.isfinite(gmm.covariances)) and np.all(np.isfinite(hist.loglik_train))
+    assert np.linalg.eigvalsh(gmm.covariances).min() > 0
+
+
+def test_constant_patches(caplog):
+    """All-black training patches: with reg_covar > 0 the extra components lose their
+    responsibility and are re-seeded (warned); with reg_covar = 0 there is no density, a clear
+    error says so."""
+    X = np.zeros((500, 9))
+    with caplog.at_level(logging.WARNING, logger="gmmrestore"):
+        gmm, hist = G.fit_gmm(X, 3, max_iter=3, tol=0, reg_covar=1e-4)
+    assert "lost its responsibility" in caplog.text and hist.reseeded
+    assert np.all(np.isfinite(gmm.covariances)) and np.all(np.isfinite(hist.loglik_train))
+    with pytest.raises(GmmRestoreError, match=r"singular covariance \(constant patches.*"
+                                              r"reg_covar=0 .*use reg_covar > 0"):
+        G.fit_gmm(X, 3, max_iter=3, reg_covar=0.0)
+
+
+def test_singular_observation_covariance_gets_jitter_and_a_warning(caplog):
+    v = np.arange(1.0, 5.0)
+    C = np.outer(v, v)                                   # rank 1
+    with caplog.at_level(logging.WARNING, logger="gmmrestore"):
+        L, jitter = safe_cholesky(C, what="test matrix")
+    assert jitter > 0 and np.all(np.isfinite(L))
+    assert "test matrix was not positive definite; added" in caplog.text
+    np.testing.assert_allclose(L @ L.T, C + jitter * np.eye(4), atol=1e-12)
+
+
+# --------------------------------------------------- constant images, tiny or zero noise level
+
+CONSTANT = {"black": 0.0, "gray": 0.5, "white": 1.0}
+K7 = op.gaussian_kernel(7, 2.0)                          # the seed's blur: W ill-conditioned
+
+
+@pytest.mark.parametrize("value", CONSTANT.values(), ids=CONSTANT.keys())
+@pytest.mark.parametrize("sigma", [0.0, 0.1])
+@pytest.mark.parametrize("remove_dc", [False, True])
+def test_constant_images_through_map_k_and_epll(prior, value, sigma, remove_dc):
+    gmm = prior
+    if remove_dc:
+        gmm = G.GaussianMixture(gmm.weights, np.zeros_like(gmm.means), gmm.covariances)
+    images = np.full((2, 12, 12), value)
+    y = op.blur(images, K7) + sigma * np.random.default_rng(1).standard_normal(images.shape)
+    x = map_k_restore(y, gmm.weights, gmm.means, gmm.covariances,
+                      op.patch_blur_matrix(K7, M), sigma, M, remove_dc=remove_dc)
+    assert np.all(np.isfinite(x))
+    z = epll_restore(y, gmm.weights, gmm.means, gmm.covariances, K7, sigma, M,
+                     remove_dc=remove_dc, beta_factors=[1, 4], init=x)
+    assert np.all(np.isfinite(z))
+    if sigma > 0:
+        assert np.abs(z - value).max() < 1.0
+    # at sigma = 0 the patch-level W (zero outside the patch) is inverted almost exactly and
+    # the blur from outside the patches is amplified (|error| up to ~10 here): finite, but it
+    # is what restore_images' boundary model (--boundary-model covariance) is for
+
+
+@pytest.mark.parametrize("sigma", [0.0, 1e-8, 1e-5])
+def test_noise_tiny_relative_to_the_blur(prior, sigma, caplog):
+    """sigma = 0 or far below the blur's smallest singular values: the posterior is
+    ill-conditioned; MAP-k and EPLL floor the noise level (warned) and stay finite."""
+    gmm = prior
+    rng = np.random.default_rng(2)
+    clean = smooth_images(rng, 3)
+    y = op.blur(clean, K7) + sigma * rng.standard_normal(clean.shape)
+    W = op.patch_blur_matrix(K7, M)
+    extra = boundary_noise_covariance(smooth_images(rng, 3), K7, W, M)
+    with caplog.at_level(logging.WARNING, logger="gmmrestore"):
+        for cov in (None, extra):
+            x = map_k_restore(y, gmm.weights, gmm.means, gmm.covariances, W, sigma, M,
+                              extra_noise_cov=cov)
+            assert np.all(np.isfinite(x))
+        z = epll_restore(y, gmm.weights, gmm.means, gmm.covariances, K7, sigma, M,
+                         beta_factors=[1, 4], init=x)
+    assert np.all(np.isfinite(z))
+    assert np.abs(z - clean).mean() < np.abs(y - clean).mean()
+    if sigma ** 2 < 1e-8 * np.trace(gmm.covariances, axis1=1, axis2=2).mean() / M**2:
+        assert "MAP-k: noise variance" in caplog.text and "using the floor" in caplog.text
+    assert f"EPLL: noise sigma {sigma:.3g} is below {MIN_SIGMA:.3g}" in caplog.text
+
+
+def test_pure_deblurring_of_black_and_white_images_through_the_scripts(tmp_path, run_main):
+    """sigma = 0 must work: corrupt_images, then restore_images (MAP-k and EPLL) on all-black
+    and all-white test images, finite outputs, the noise floor stated in the log."""
+    train = smooth_images(np.random.default_rng(3), 8, 12)
+    test = np.stack([np.zeros((12, 12)), np.ones((12, 12))])
+    dataset = tmp_path / "dataset.h5"
+    datasets.write_dataset_file(dataset, {"train": train.astype(np.float32),
+                                          "validation": train[:2].astype(np.float32),
+                                          "test": test.astype(np.float32)}, {"source": "test"})
+    patches, gmm = tmp_path / "patches.h5", tmp_path / "gmm.h5"
+    corrupted = tmp_path / "corrupted.h5"
+    for script, args in (
+            ("extract_patches", ["--dataset", dataset, "--out", patches, "--patch-size", M]),
+            ("train_gmm", ["--patches", patches, "--out", gmm, "-K", 3, "--max-iter", 5]),
+            ("corrupt_images", ["--dataset", dataset, "--out", corrupted, "--blur-name", "g7",
+                                "--blur-type", "gaussian", "--blur-size", 7, "--blur-std", 2,
+                                "--sigma", 0])):
+        code, log = run_main(f"{SCRIPTS}/{script}.py", *args)
+        assert code == 0, log
+    for method, warning in (("mapk", "using the floor"), ("epll", "EPLL: noise sigma 0")):
+        out = tmp_path / f"{method}.h5"
+        code, log = run_main(f"{SCRIPTS}/restore_images.py", "--corrupted", corrupted,
+                             "--gmm", gmm, "--method", method, "--out", out,
+                             "--boundary-model", "none")
+        assert code == 0, log
+        assert warning in log
+        restored, _ = read_h5(out, "restored", ["restored"])
+        assert np.all(np.isfinite(restored["restored"]))
