@@ -67,8 +67,12 @@ def config_problem(override=None, drop=()):
     sweep = config["sweep"]
     settings = [Setting(*s) for s in itertools.product(
         sweep["patch_size"], sweep["n_components"], sweep["blur"], sweep["noise_sigma"])]
+    given = []
+    if config["dataset"]["source"] == "paired":   # every setting uses the set's given blur
+        given = ["paired"]
+        settings = [s._replace(blur="paired") for s in settings]
     try:
-        check_settings(config, settings, "sweep")
+        check_settings(config, settings, "sweep", given_blurs=given)
     except ConfigError as err:
         return str(err)
     return None
@@ -86,12 +90,17 @@ ALLOWED_GMM_KEYS = "allowed keys: max_iter, tol, reg_covar, init, n_init, dtype,
 CONFIG_CASES = {
     "patch_size_larger_than_images": (
         sweep(m="[40]"), (),
-        "config: sweep lists patch_size 40, larger than the 28x28 images of dataset.source "
+        "config: sweep lists patch_size 40, larger than the 28x28 training images of source "
         "'mnist'; allowed: 2 to 28"),
     "patch_size_larger_than_folder_tiles": (
         "dataset: {source: folder, folder: img, image_size: 16}\n" + sweep(m="[20]"), (),
-        "config: sweep lists patch_size 20, larger than the 16x16 images of dataset.source "
+        "config: sweep lists patch_size 20, larger than the 16x16 training images of source "
         "'folder'; allowed: 2 to 16"),
+    "patch_size_larger_than_paired_training_images": (
+        "dataset: {source: paired, image_size: 16, paired: {folder: p, noise_sigma: 0.1, "
+        "training_source: natural}}\n" + sweep(m="[20]"), (),
+        "config: sweep lists patch_size 20, larger than the 16x16 training images of source "
+        "'natural'; allowed: 2 to 16"),
     "patch_size_below_2": (
         sweep(m="[1]"), (), "config: sweep.patch_size[0] = 1: 1 is less than the minimum of 2"),
     "K_larger_than_max_patches": (
@@ -163,6 +172,7 @@ def test_bad_config_names_key_value_and_what_is_allowed(case):
     sweep(sigma="[0, 0.1]"),                                    # sigma = 0: pure deblurring
     sweep(m="[28]", K="[3]"),                                   # m equal to the image size
     "dataset: {n_train: 1}\npatches: {max_patches: 100000}\n" + sweep(K="[529]"),
+    "dataset: {source: paired, paired: {folder: p, noise_sigma: 0.1}}",   # given blur 'paired'
 ])
 def test_edge_configs_are_accepted(override):
     assert config_problem(override) is None
@@ -342,6 +352,17 @@ def case_inf_pixel_in_image_folder(f):
                                  "--image-size", 4], r"b\.tif: 1 NaN/Inf pixel value\(s\)")
 
 
+def case_non_image_file_in_image_folder(f):
+    folder = f["out"].parent.parent / "img"
+    folder.mkdir()
+    for name in ("a", "b", "c"):
+        skimage.io.imsave(folder / f"{name}.png", np.full((8, 8), 128, np.uint8),
+                          check_contrast=False)
+    (folder / "b.png").write_bytes(b"\x89PNG not really")
+    return ("download_dataset", ["--source", "folder", "--folder", folder, "--out", f["out"],
+                                 "--image-size", 4], r"b\.png: cannot read as an image")
+
+
 def case_W_wrong_dtype(f):
     return (*with_matrix(f, np.eye(16, dtype=np.int64)),
             r"W\.npy: dtype int64; the patch matrix must be float")
@@ -432,3 +453,11 @@ def test_bad_file_fails_cleanly(files, run_main, case):
     out = files["out"]
     assert not out.exists()
     assert not (out.parent.exists() and os.listdir(out.parent)), os.listdir(out.parent)
+
+
+def test_every_case_is_in_the_errors_table():
+    """docs/errors.md (linked from the README) names exactly the cases tested here."""
+    with open(os.path.join(ROOT, "docs", "errors.md"), encoding="utf-8") as fh:
+        text = fh.read()
+    assert set(re.findall(r"`config\[(\w+)\]`", text)) == set(CONFIG_CASES)
+    assert set(re.findall(r"`file\[(\w+)\]`", text)) == set(FILE_CASES)

@@ -74,7 +74,7 @@ def assert_nothing_looks_complete(folder, out):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
 def test_killed_training_leaves_no_output_and_rerun_matches(tmp_path, sig):
     rng = np.random.default_rng(0)
     patches = tmp_path / "patches.h5"
@@ -136,7 +136,7 @@ def restore_run(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
 def test_killed_restore_leaves_no_output_and_rerun_matches(tmp_path, restore_run, sig):
     corrupted, gmm, reference = restore_run
     out = tmp_path / "mapk.h5"

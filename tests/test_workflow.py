@@ -92,17 +92,23 @@ def test_sweep_plans_one_restore_job_per_setting(tmp_path):
 
 
 @pytest.mark.parametrize("override, message", [
-    ("sweep: {patch_size: [], n_components: [3], blur: [gauss5], noise_sigma: [0.1]}",
-     "config: sweep.patch_size is an empty list"),
-    ("sweep: {patch_size: [6], n_components: [3], blur: [gauss5], noise_sigma: [-0.1]}",
-     "config: sweep.noise_sigma[0] = -0.1: -0.1 is less than the minimum of 0"),
-    ("sweep: {patch_size: [6], n_components: [3], blur: [nope], noise_sigma: [0.1]}",
-     "config: sweep lists blur(s) 'nope', not defined under 'blurs'"),
-    ("sweep: {patch_size: [40], n_components: [3], blur: [gauss5], noise_sigma: [0.1]}",
-     "config: sweep lists patch_size 40, larger than the 28x28 training images"),
-    ("gmm: {max_iters: 3}", "config: unknown key 'max_iters' under 'gmm' (did you mean "
-     "'max_iter'?); allowed keys: max_iter, tol,"),
-    ("blurs: {gauss5: {type: blurry}}", "config: blurs.gauss5.type = 'blurry' is not allowed"),
+    pytest.param("sweep: {patch_size: [], n_components: [3], blur: [gauss5], noise_sigma: [0.1]}",
+                 "config: sweep.patch_size is an empty list", id="empty_sweep_list"),
+    pytest.param("sweep: {patch_size: [6], n_components: [3], blur: [gauss5], "
+                 "noise_sigma: [-0.1]}",
+                 "config: sweep.noise_sigma[0] = -0.1: -0.1 is less than the minimum of 0",
+                 id="sigma_negative"),
+    pytest.param("sweep: {patch_size: [6], n_components: [3], blur: [nope], noise_sigma: [0.1]}",
+                 "config: sweep lists blur(s) 'nope', not defined under 'blurs'",
+                 id="unknown_blur_name"),
+    pytest.param("sweep: {patch_size: [40], n_components: [3], blur: [gauss5], "
+                 "noise_sigma: [0.1]}",
+                 "config: sweep lists patch_size 40, larger than the 28x28 training images",
+                 id="patch_size_larger_than_images"),
+    pytest.param("gmm: {max_iters: 3}", "config: unknown key 'max_iters' under 'gmm' (did you "
+                 "mean 'max_iter'?); allowed keys: max_iter, tol,", id="misspelled_key"),
+    pytest.param("blurs: {gauss5: {type: blurry}}",
+                 "config: blurs.gauss5.type = 'blurry' is not allowed", id="unknown_blur_type"),
 ])
 def test_bad_config_stops_before_any_job(tmp_path, override, message):
     """What a user sees: one line naming the key and what is allowed, not the schema (every
