@@ -40,13 +40,16 @@ def random_gmm(rng, K, d, scale=0.3):
 @pytest.fixture
 def run_main(monkeypatch, capsys, caplog):
     """Run a script's ``main`` in this process through ``cli.run``, as its command line does
-    (fast: no new interpreter); returns (exit code, stderr + log)."""
+    (fast: no new interpreter); ``script`` is a stage name (``"train_gmm"``) or a path.
+    Returns (exit code, stderr + log)."""
     from gmmrestore import cli
 
     monkeypatch.setattr(cli, "setup_logging", lambda quiet=False: None)
 
     def run(script, *args):
         script = Path(script)
+        if script.suffix != ".py":
+            script = Path(SCRIPTS) / f"{script}.py"
         spec = importlib.util.spec_from_file_location(script.stem, script)
         module = importlib.util.module_from_spec(spec)
         spec.loader.exec_module(module)

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 import skimage.io
 import yaml
-from conftest import ROOT, SCRIPTS, random_gmm
+from conftest import ROOT, random_gmm
 
 from gmmrestore import datasets
 from gmmrestore import operators as op
@@ -172,17 +172,13 @@ def test_bad_config_names_key_value_and_what_is_allowed(case):
     sweep(sigma="[0, 0.1]"),                                    # sigma = 0: pure deblurring
     sweep(m="[28]", K="[3]"),                                   # m equal to the image size
     "dataset: {n_train: 1}\npatches: {max_patches: 100000}\n" + sweep(K="[529]"),
-    "dataset: {source: paired, paired: {folder: p, noise_sigma: 0.1}}",   # given blur 'paired'
+    "dataset: {source: paired, paired: {folder: p, noise_sigma: 0.1}}",  # given blur: paired
 ])
 def test_edge_configs_are_accepted(override):
     assert config_problem(override) is None
 
 
 # -------------------------------------------------------------------------------------- files
-
-def script(name):
-    return os.path.join(SCRIPTS, f"{name}.py")
-
 
 def set_attr(path, **attrs):
     with h5py.File(path, "a") as fh:
@@ -446,7 +442,7 @@ FILE_CASES = {name[5:]: fn for name, fn in sorted(globals().items())
 @pytest.mark.parametrize("case", FILE_CASES)
 def test_bad_file_fails_cleanly(files, run_main, case):
     name, args, pattern = FILE_CASES[case](files)
-    code, err = run_main(script(name), *args)
+    code, err = run_main(name, *args)
     assert code == 2, err
     assert re.search(pattern, err), err
     assert "Traceback" not in err

@@ -228,8 +228,7 @@ def test_seed_changes_only_the_random_draws(tmp_path, run_main):
                 ("some_patches", "extract_patches", ["--dataset", dataset, "--patch-size", 4,
                                                      "--max-patches", 100])):
             path = tmp_path / f"{name}_{seed}.h5"
-            code, log = run_main(os.path.join(SCRIPTS, f"{script}.py"), *args, "--out", path,
-                                 "--seed", seed)
+            code, log = run_main(script, *args, "--out", path, "--seed", seed)
             assert code == 0, log
             out[name, seed] = h5_arrays(path)
     a, b = out["corrupted", 0], out["corrupted", 1]

@@ -6,7 +6,6 @@ import logging
 
 import numpy as np
 import pytest
-from conftest import SCRIPTS
 
 from gmmrestore import datasets
 from gmmrestore import gmm as G
@@ -141,11 +140,11 @@ def test_pure_deblurring_of_black_and_white_images_through_the_scripts(tmp_path,
             ("corrupt_images", ["--dataset", dataset, "--out", corrupted, "--blur-name", "g7",
                                 "--blur-type", "gaussian", "--blur-size", 7, "--blur-std", 2,
                                 "--sigma", 0])):
-        code, log = run_main(f"{SCRIPTS}/{script}.py", *args)
+        code, log = run_main(script, *args)
         assert code == 0, log
     for method, warning in (("mapk", "using the floor"), ("epll", "EPLL: noise sigma 0")):
         out = tmp_path / f"{method}.h5"
-        code, log = run_main(f"{SCRIPTS}/restore_images.py", "--corrupted", corrupted,
+        code, log = run_main("restore_images", "--corrupted", corrupted,
                              "--gmm", gmm, "--method", method, "--out", out,
                              "--boundary-model", "none")
         assert code == 0, log

@@ -5,8 +5,6 @@ is skipped; malformed folders fail with a message naming the file and the proble
 from __future__ import annotations
 
 import csv
-import importlib.util
-import logging
 import os
 import shutil
 import subprocess
@@ -18,35 +16,12 @@ import pytest
 import skimage.io
 from conftest import ROOT, python_env
 
-from gmmrestore import cli, datasets
+from gmmrestore import datasets
 from gmmrestore.h5io import read_h5
 from gmmrestore.operators import blur, gaussian_kernel
 
-SCRIPTS = Path(ROOT) / "scripts"
 TINY = os.path.join(ROOT, "tests", "configs", "tiny.yaml")
 SIGMA = 0.1
-
-
-def load_script(name):
-    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture
-def run_main(monkeypatch, capsys, caplog):
-    """Run a script's ``main`` in this process; returns (exit code, stderr + log)."""
-    monkeypatch.setattr(cli, "setup_logging", lambda quiet=False: None)
-
-    def run(name, *args):
-        module = load_script(name)
-        caplog.clear()
-        with caplog.at_level(logging.INFO, logger="gmmrestore"):
-            code = cli.run(module.main, [str(a) for a in args])
-        return code, capsys.readouterr().err + "\n" + caplog.text
-
-    return run
 
 
 @pytest.fixture(scope="module")
