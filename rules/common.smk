@@ -182,8 +182,8 @@ wildcard_constraints:
     sigma="[0-9.e+-]+",
     m="[0-9]+",
     K="[0-9]+",
-    method="[a-z_]+",
-    restoration="(m[0-9]+_K[0-9]+|baseline)__[a-z_]+(-blind)?",
+    method="[a-z0-9_]+",
+    restoration="(m[0-9]+_K[0-9]+|baseline)__[a-z0-9_]+(-blind)?",
 
 
 def is_blind(blur):
