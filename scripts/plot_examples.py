@@ -31,8 +31,10 @@ def main(argv=None) -> None:
         restored[str(r_attrs["method"])] = r_arrays["restored"]
     n = len(arrays["clean"])
     indices = np.unique(np.linspace(0, n - 1, min(args.n_examples, n)).astype(int))
+    # the data actually used (download, cache or offline fallback) shows in the report
+    source = str(attrs.get("source", "")).split(" (")[0][:90]
     title = args.title or (f"{attrs.get('dataset', '')}: blur {attrs.get('blur', '')}, "
-                           f"σ = {attrs['noise_sigma']}")
+                           f"σ = {attrs['noise_sigma']}" + (f"\ndata: {source}" if source else ""))
     save_figure(plot_examples(arrays["clean"], arrays["corrupted"], restored, indices, title),
                 args.out)
 
