@@ -26,7 +26,9 @@ def main(argv=None) -> None:
     m = int(attrs["patch_size"])
     title = f"GMM: K={gmm.n_components}, {m}x{m} patches, {attrs.get('n_iter', '?')} iterations"
     fig = plot_gmm(gmm.weights, gmm.means, gmm.covariances, arrays["loglik_train"],
-                   arrays.get("loglik_heldout"), m, n_show=args.n_show, title=title)
+                   arrays.get("loglik_heldout"), m, n_show=args.n_show, title=title,
+                   loglik_init=attrs.get("loglik_init"),
+                   loglik_init_heldout=attrs.get("loglik_init_heldout"))
     save_figure(fig, args.out)
 
 

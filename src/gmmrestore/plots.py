@@ -54,19 +54,28 @@ def plot_examples(clean: np.ndarray, corrupted: np.ndarray, restored: dict[str, 
 
 def plot_gmm(weights: np.ndarray, means: np.ndarray, covariances: np.ndarray,
              loglik_train: np.ndarray, loglik_heldout: np.ndarray | None, m: int,
-             n_show: int = 16, n_eig: int = 4, title: str = "") -> plt.Figure:
-    """EM log-likelihood per iteration; the heaviest components' means and leading
-    covariance eigenvectors as m x m tiles."""
+             n_show: int = 16, n_eig: int = 4, title: str = "",
+             loglik_init: float | None = None,
+             loglik_init_heldout: float | None = None) -> plt.Figure:
+    """EM log-likelihood per iteration (iteration 0: the initial mixture, when given); the
+    heaviest components' means and leading covariance eigenvectors as m x m tiles."""
     order = np.argsort(weights)[::-1][:n_show]
     fig = plt.figure(figsize=(max(8, 0.75 * len(order)), 4.0 + 0.9 * n_eig),
                      layout="constrained")
     grid = fig.add_gridspec(2 + n_eig, len(order), height_ratios=[4, 1] + [1] * n_eig)
     ax = fig.add_subplot(grid[0, :])
-    it = np.arange(1, len(loglik_train) + 1)
-    ax.plot(it, loglik_train, "o-", ms=3, label="training patches")
+    def with_start(curve, start):
+        curve = np.asarray(curve, dtype=np.float64)
+        it = np.arange(1, len(curve) + 1)
+        if start is not None and np.isfinite(start):
+            return np.concatenate([[0], it]), np.concatenate([[start], curve])
+        return it, curve
+
+    ax.plot(*with_start(loglik_train, loglik_init), "o-", ms=3, label="training patches")
     if loglik_heldout is not None and len(loglik_heldout):
-        ax.plot(it, loglik_heldout, "s--", ms=3, label="held-out patches")
-    ax.set_xlabel("EM iteration")
+        ax.plot(*with_start(loglik_heldout, loglik_init_heldout), "s--", ms=3,
+                label="held-out patches")
+    ax.set_xlabel("EM iteration (0: initial mixture)")
     ax.set_ylabel("mean log-likelihood")
     ax.legend(fontsize=8)
     ax.set_title(title or "GMM training", fontsize=9)
