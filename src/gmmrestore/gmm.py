@@ -62,9 +62,8 @@ from .h5io import (
 
 log = logging.getLogger("gmmrestore.gmm")
 
-#: Elements of the ``(rows, K*d)`` work buffer of one block (4 MiB in float64, so that the
-#: workers' buffers stay in the cache).
-BLOCK_ELEMENTS = 1 << 19
+#: Elements of the ``(rows, K*d)`` work buffer of one block (16 MiB in float64).
+BLOCK_ELEMENTS = 1 << 21
 #: Responsibilities at or below this do not enter the covariance sums (see ``_process_block``).
 RESP_FLOOR = 1e-16
 #: Patches used for k-means++ / random initialisation (a seeded subsample of bigger sets).
