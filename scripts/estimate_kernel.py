@@ -5,11 +5,15 @@ Reads ONLY the corrupted images of a 'corrupted' HDF5 file (the true kernel and 
 images in that file are never read).  The image prior is the seed's Gaussian prior on
 image differences, or, with --prior-dataset, a stationary Gaussian prior whose power
 spectrum is learned from the TRAINING split of a 'dataset' file (sharp images, never the
-test images being restored).  The images are split into consecutive batches of
---batch-size; each batch pools its statistics in one EM (gmmrestore.deconv.estimate_kernel)
-and gives one kernel.  The output's `kernel` is the batch kernel when there is one batch,
-else the element-wise median of the (re-centred) batch kernels, normalised to sum 1;
-`batch_kernels` and `batch_index` (the batch of every image) keep the per-batch estimates.
+test images being restored).  The images are split into batches of --batch-size (by
+default a seeded shuffle, so that every batch is representative even when the file is
+sorted by class, as the offline MNIST test split is; --batch-order consecutive keeps file
+order); each batch pools its statistics in one EM (gmmrestore.deconv.estimate_kernel) and
+gives one kernel.  `batch_kernels` and `batch_index` (the batch of every image) hold the
+per-batch estimates, which restore_images.py uses (every image with its own batch's
+kernel).  The output's `kernel` is the batch kernel when there is one batch, else the
+element-wise median of the (re-centred) batch kernels, normalised to sum 1 (a summary for
+figures and for restoring other images).
 """
 
 from __future__ import annotations
@@ -33,7 +37,8 @@ from gmmrestore.deconv import (
 from gmmrestore.h5io import GmmRestoreError, open_h5, read_dataset, write_h5
 
 log = logging.getLogger("gmmrestore.estimate_kernel")
-STAGE_SEED = 7  # independent random stream (choice of the prior images)
+STAGE_SEED = 7  # independent random streams (choice of the prior images, batches)
+BATCH_ORDERS = ("shuffled", "consecutive")
 
 
 def _float_list(text: str) -> list[float]:
@@ -62,16 +67,24 @@ def _noise_floor(text: str) -> float | str | None:
     return value
 
 
-def batch_slices(n: int, batch_size: int) -> list[slice]:
-    """Consecutive batches of ``batch_size``; a last batch smaller than half a batch is
-    merged into the previous one."""
+def batch_members(n: int, batch_size: int, order: str = "shuffled", seed: int = 0
+                  ) -> list[np.ndarray]:
+    """Indices of the images of every batch: batches of ``batch_size`` (a last batch smaller
+    than half a batch is merged into the previous one), taken in file order
+    (``order="consecutive"``) or from a seeded permutation (``"shuffled"``); indices are
+    sorted within each batch."""
     if batch_size < 1:
         raise GmmRestoreError(f"--batch-size must be >= 1, got {batch_size}")
+    if order not in BATCH_ORDERS:
+        raise GmmRestoreError(f"batch order must be one of {BATCH_ORDERS}, got '{order}'")
     starts = list(range(0, n, batch_size))
     if len(starts) > 1 and n - starts[-1] < batch_size / 2:
         starts.pop()
     ends = starts[1:] + [n]
-    return [slice(a, b) for a, b in zip(starts, ends, strict=True)]
+    images = np.arange(n)
+    if order == "shuffled":
+        images = np.random.default_rng([seed, STAGE_SEED, 1]).permutation(n)
+    return [np.sort(images[a:b]) for a, b in zip(starts, ends, strict=True)]
 
 
 def main(argv=None) -> None:
@@ -105,10 +118,15 @@ def main(argv=None) -> None:
                         help="posterior covariance used in the M-step")
     parser.add_argument("--batch-size", type=int, default=100,
                         help="images per EM batch (one kernel per batch)")
+    parser.add_argument("--batch-order", choices=BATCH_ORDERS, default="shuffled",
+                        help="'shuffled': batches from a seeded permutation of the images "
+                             "(representative batches even from a class-sorted file); "
+                             "'consecutive': file order")
     parser.add_argument("--max-images", type=int, default=None,
                         help="use only the first N corrupted images (default: all)")
     parser.add_argument("--seed", type=int, default=0,
-                        help="recorded seed (the estimation is deterministic)")
+                        help="seed of the prior subset and the batch shuffle (the EM "
+                             "itself is deterministic)")
     args = parser.parse_args(argv)
     cli.setup_logging(args.quiet)
 
@@ -153,13 +171,13 @@ def main(argv=None) -> None:
         log.info("spectral prior from %d '%s' images of %s", len(prior_images),
                  args.prior_split, args.prior_dataset)
 
-    batches = batch_slices(n, args.batch_size)
+    batches = batch_members(n, args.batch_size, args.batch_order, args.seed)
     t0 = time.perf_counter()
     kernels, seconds, floors, histories = [], [], [], []
     batch_index = np.zeros(n, dtype=np.int64)
-    for bi, sl in enumerate(batches):
+    for bi, members in enumerate(batches):
         kernel, info = estimate_kernel(
-            images[sl], s, noise_schedule=args.noise_schedule, noise_floor=args.noise_floor,
+            images[members], s, noise_schedule=args.noise_schedule, noise_floor=args.noise_floor,
             prior_std=args.prior_std, prior_images=prior_images, n_iter=args.n_iter,
             n_levels=args.n_levels,
             covariance=args.covariance, seed=args.seed)
@@ -167,9 +185,9 @@ def main(argv=None) -> None:
         seconds.append(info["seconds"])
         floors.append(info["noise_floor"])
         histories.append(info["objective"])
-        batch_index[sl] = bi
-        log.info("batch %d/%d (images %d-%d): kernel estimated in %.1f s (%.0f s total)",
-                 bi + 1, len(batches), sl.start, sl.stop - 1, info["seconds"],
+        batch_index[members] = bi
+        log.info("batch %d/%d (%d images): kernel estimated in %.1f s (%.0f s total)",
+                 bi + 1, len(batches), len(members), info["seconds"],
                  time.perf_counter() - t0)
     batch_kernels = np.stack(kernels)
     if len(kernels) == 1:
@@ -200,6 +218,7 @@ def main(argv=None) -> None:
                "n_iter": args.n_iter,
                "n_levels": args.n_levels if args.n_levels else "auto",
                "covariance": args.covariance, "batch_size": args.batch_size,
+               "batch_order": args.batch_order,
                "n_batches": len(batches), "n_images": n, "seed": args.seed,
                "seconds": time.perf_counter() - t0, "source": args.corrupted,
                "blur": blur_name,
@@ -208,10 +227,12 @@ def main(argv=None) -> None:
                "combination": "single batch" if len(batches) == 1 else
                "element-wise median of batch kernels, re-centred, sum 1"},
         dataset_attrs={
-            "kernel": {"description": "estimated blur kernel (s, s), non-negative, sums to 1, "
-                                      "centre of mass at the middle pixel"},
-            "batch_kernels": {"description": "one estimated kernel per batch (n_batches, s, s)"},
-            "batch_index": {"description": "batch of every image (n,)"},
+            "kernel": {"description": "summary kernel (s, s): the batch kernel, or the "
+                                      "element-wise median of the batch kernels; "
+                                      "non-negative, sums to 1"},
+            "batch_kernels": {"description": "one estimated kernel per batch (n_batches, s, s), "
+                                             "used for the images of that batch"},
+            "batch_index": {"description": "batch (row of batch_kernels) of every image (n,)"},
             "objective": {"description": "EM objective (evidence lower bound per pixel) after "
                                          "every E-step, one row per batch, NaN padded"},
         },

@@ -1,8 +1,11 @@
 #!/usr/bin/env python3
 """Restore corrupted images with a trained GMM patch prior: MAP-k (the seed's rule) or EPLL.
 
-The blur used is the true kernel stored in the corrupted file, or an estimated one
-(--kernel-file, from estimate_kernel.py) for blind restoration.
+The blur used is the true kernel stored in the corrupted file, or, for blind restoration,
+the kernels estimated by estimate_kernel.py (--kernel-file): every image is restored with
+the kernel of its own batch (`batch_kernels[batch_index[i]]`; a file with one `kernel` only
+gives that kernel to every image).  A blind restoration never reads the true kernel, its
+patch matrix or the clean test images from the corrupted file.
 """
 
 from __future__ import annotations
@@ -27,22 +30,50 @@ log = logging.getLogger("gmmrestore.restore_images")
 METHODS = ("mapk", "epll")
 
 
-def load_corrupted(path: str) -> tuple[dict, dict]:
-    """Read a 'corrupted' file; check the images are finite."""
-    arrays, attrs = read_h5(path, "corrupted", ["clean", "corrupted"])
+# what a blind restoration may read from the corrupted file (not the true blur)
+BLIND_DATASETS = ("corrupted", "val_clean")
+
+
+def load_corrupted(path: str, blind: bool = False) -> tuple[dict, dict]:
+    """Read a 'corrupted' file (blind: only :data:`BLIND_DATASETS`); check the images are
+    finite."""
+    if blind:
+        arrays, attrs = read_h5(path, "corrupted", ["corrupted"], only=BLIND_DATASETS)
+    else:
+        arrays, attrs = read_h5(path, "corrupted", ["clean", "corrupted"])
     if not np.all(np.isfinite(arrays["corrupted"])):
         raise GmmRestoreError(f"{path}: dataset 'corrupted' contains NaN or Inf")
     return arrays, attrs
 
 
-def blur_for_restoration(arrays: dict, kernel_file: str | None, m: int
-                         ) -> tuple[np.ndarray | None, np.ndarray, str]:
-    """Image-level kernel (or None if only a non-convolution patch matrix is known), the
-    m² x m² patch matrix for MAP-k, and where they came from ('true' or 'estimated')."""
-    if kernel_file:
-        k_arrays, _ = read_h5(kernel_file, "kernel", ["kernel"])
-        kernel = validate_kernel(k_arrays["kernel"], name=f"{kernel_file}: kernel")
-        return kernel, patch_blur_matrix(kernel, m), "estimated"
+def estimated_kernels(kernel_file: str, n: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(kernel, indices of the images it restores) for every batch of an estimate_kernel.py
+    file; a file without `batch_kernels` / `batch_index` gives its `kernel` to all n images.
+    """
+    arrays, _ = read_h5(kernel_file, "kernel", ["kernel"])
+    if "batch_kernels" not in arrays and "batch_index" not in arrays:
+        kernel = validate_kernel(arrays["kernel"], name=f"{kernel_file}: kernel")
+        return [(kernel, np.arange(n))]
+    if "batch_kernels" not in arrays or "batch_index" not in arrays:
+        raise GmmRestoreError(f"{kernel_file}: has only one of 'batch_kernels' and "
+                              "'batch_index'; both are needed for per-batch kernels")
+    kernels, index = arrays["batch_kernels"], np.asarray(arrays["batch_index"])
+    if kernels.ndim != 3 or index.shape != (n,) or index.dtype.kind not in "iu":
+        raise GmmRestoreError(
+            f"{kernel_file}: batch_kernels {kernels.shape} and batch_index {index.shape} "
+            f"({index.dtype}) do not fit {n} corrupted images (expected (n_batches, s, s) "
+            f"and ({n},) integers); was the kernel estimated from these images?")
+    if n and (index.min() < 0 or index.max() >= len(kernels)):
+        raise GmmRestoreError(f"{kernel_file}: batch_index refers to batches outside "
+                              f"0..{len(kernels) - 1}")
+    return [(validate_kernel(kernels[b], name=f"{kernel_file}: batch_kernels[{b}]"),
+             np.flatnonzero(index == b))
+            for b in range(len(kernels)) if np.any(index == b)]
+
+
+def true_blur(arrays: dict, m: int) -> tuple[np.ndarray | None, np.ndarray]:
+    """The true image-level kernel (or None if only a non-convolution patch matrix is
+    known) and the m² x m² patch matrix for MAP-k."""
     patch_matrix = arrays.get("patch_matrix")
     kernel = arrays.get("kernel")
     if kernel is None and patch_matrix is not None:
@@ -52,12 +83,12 @@ def blur_for_restoration(arrays: dict, kernel_file: str | None, m: int
         except GmmRestoreError:
             kernel = None
     if patch_matrix is not None and len(patch_matrix) == m * m:
-        return kernel, patch_matrix, "true"
+        return kernel, patch_matrix
     if kernel is None:
         raise GmmRestoreError("the corrupted file has neither a kernel nor a patch matrix of "
                               f"size {m * m}x{m * m} for patch size m={m}")
     kernel = validate_kernel(kernel, name="kernel")
-    return kernel, patch_blur_matrix(kernel, m), "true"
+    return kernel, patch_blur_matrix(kernel, m)
 
 
 def main(argv=None) -> None:
@@ -92,7 +123,7 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     cli.setup_logging(args.quiet)
 
-    arrays, attrs = load_corrupted(args.corrupted)
+    arrays, attrs = load_corrupted(args.corrupted, blind=bool(args.kernel_file))
     gmm, gmm_attrs = load_gmm(args.gmm)
     m = int(gmm_attrs["patch_size"])
     remove_dc = bool(gmm_attrs.get("remove_dc", False))
@@ -101,44 +132,69 @@ def main(argv=None) -> None:
         raise GmmRestoreError(f"patch size m={m} of {args.gmm} is larger than the images "
                               f"{corrupted.shape[1:]} of {args.corrupted}")
     sigma = float(attrs["noise_sigma"])
-    kernel, W, kernel_source = blur_for_restoration(arrays, args.kernel_file, m)
-    label = args.method_label or args.method + ("-blind" if args.kernel_file else "")
     n = len(corrupted)
+    if args.kernel_file:
+        groups = [(kernel, patch_blur_matrix(kernel, m), members)
+                  for kernel, members in estimated_kernels(args.kernel_file, n)]
+        kernel_source = "estimated"
+    else:
+        groups = [(*true_blur(arrays, m), np.arange(n))]
+        kernel_source = "true"
+    label = args.method_label or args.method + ("-blind" if args.kernel_file else "")
     started = time.perf_counter()
+    done = 0
 
-    def progress(done: int, total: int) -> None:
-        rate = done / max(time.perf_counter() - started, 1e-9)
-        log.info("%s: %d/%d images (%.1f images/s)", label, done, total, rate)
+    def progress(finished: int, total: int) -> None:
+        rate = (done + finished) / max(time.perf_counter() - started, 1e-9)
+        log.info("%s: %d/%d images (%.1f images/s)", label, done + finished, n, rate)
 
     params: dict = {"images_per_chunk": args.images_per_chunk,
                     "boundary_model": args.boundary_model, "clip": args.clip}
-    extra_cov = None
-    if args.boundary_model == "covariance":
-        val_clean = arrays.get("val_clean")
-        if kernel is None or val_clean is None or len(val_clean) == 0:
-            log.warning("no kernel or no clean validation images in %s: MAP-k uses the seed's "
-                        "patch model without the boundary term", args.corrupted)
-            params["boundary_model"] = "none"
-        else:
-            extra_cov = boundary_noise_covariance(val_clean, kernel, W, m)
-            log.info("boundary term: rms %.4g per pixel (noise sigma %.4g), from %d validation "
-                     "images", np.sqrt(np.trace(extra_cov) / (m * m)), sigma, len(val_clean))
-    restored = None
-    if args.method == "mapk" or args.epll_init == "mapk":
-        restored = map_k_restore(corrupted, gmm.weights, gmm.means, gmm.covariances, W, sigma,
-                                 m, remove_dc=remove_dc, extra_noise_cov=extra_cov,
-                                 images_per_chunk=args.images_per_chunk, progress=progress)
+    if args.kernel_file:
+        params["kernels"] = len(groups)  # one per batch of the estimate
     if args.method == "epll":
-        if kernel is None:
-            raise GmmRestoreError("EPLL needs an image-level blur kernel, but the patch matrix "
-                                  "in the corrupted file is not a convolution")
         params.update(beta_factors=list(args.beta_factors), lam_factor=args.lam_factor,
                       n_inner=args.n_inner, init=args.epll_init)
-        restored = epll_restore(corrupted, gmm.weights, gmm.means, gmm.covariances, kernel,
+    parts = []
+    for number, (kernel, W, members) in enumerate(groups):
+        if len(groups) > 1:
+            log.info("kernel %d/%d (batch %d of the estimate): %d images", number + 1,
+                     len(groups), number, len(members))
+        extra_cov = None
+        if args.boundary_model == "covariance":
+            val_clean = arrays.get("val_clean")
+            if kernel is None or val_clean is None or len(val_clean) == 0:
+                log.warning("no kernel or no clean validation images in %s: MAP-k uses the "
+                            "seed's patch model without the boundary term", args.corrupted)
+                params["boundary_model"] = "none"
+            else:
+                extra_cov = boundary_noise_covariance(val_clean, kernel, W, m)
+                log.info("boundary term: rms %.4g per pixel (noise sigma %.4g), from %d "
+                         "validation images", np.sqrt(np.trace(extra_cov) / (m * m)), sigma,
+                         len(val_clean))
+        part = None
+        images = corrupted[members]
+        if args.method == "mapk" or args.epll_init == "mapk":
+            part = map_k_restore(images, gmm.weights, gmm.means, gmm.covariances, W, sigma, m,
+                                 remove_dc=remove_dc, extra_noise_cov=extra_cov,
+                                 images_per_chunk=args.images_per_chunk, progress=progress)
+        if args.method == "epll":
+            if kernel is None:
+                raise GmmRestoreError("EPLL needs an image-level blur kernel, but the patch "
+                                      "matrix in the corrupted file is not a convolution")
+            part = epll_restore(images, gmm.weights, gmm.means, gmm.covariances, kernel,
                                 sigma, m, remove_dc=remove_dc, beta_factors=args.beta_factors,
                                 lam_factor=args.lam_factor, n_inner=args.n_inner,
-                                images_per_chunk=args.images_per_chunk, init=restored,
+                                images_per_chunk=args.images_per_chunk, init=part,
                                 clip=args.clip, progress=progress)
+        parts.append(part)
+        done += len(members)
+    if len(groups) == 1:
+        restored = parts[0]
+    else:
+        restored = np.empty(corrupted.shape, dtype=np.result_type(*parts))
+        for (_, _, members), part in zip(groups, parts, strict=True):
+            restored[members] = part
     if args.clip:
         restored = np.clip(restored, 0.0, 1.0)
     seconds = time.perf_counter() - started

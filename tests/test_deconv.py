@@ -11,7 +11,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import SCRIPTS, python_env
+from conftest import SCRIPTS, python_env, random_gmm
 from scipy import linalg, optimize
 
 from gmmrestore import deconv as D
@@ -353,12 +353,84 @@ def test_recenter_kernel_moves_centre_of_mass_to_the_middle(rng):
     assert D.kernel_error(out, k) == pytest.approx(0.0, abs=1e-7)
 
 
+def brute_force_kernel_error(k_est, k_true):
+    """min over every overlapping integer placement of |a - b| / |b|, both summing to 1,
+    each placement drawn explicitly on a zero canvas."""
+    a, b = k_est / k_est.sum(), k_true / k_true.sum()
+    (ha, wa), (hb, wb) = a.shape, b.shape
+    best = np.inf
+    for r in range(hb + ha - 1):
+        for c in range(wb + wa - 1):
+            canvas_a = np.zeros((hb + 2 * (ha - 1), wb + 2 * (wa - 1)))
+            canvas_b = np.zeros_like(canvas_a)
+            canvas_b[ha - 1:ha - 1 + hb, wa - 1:wa - 1 + wb] = b
+            canvas_a[r:r + ha, c:c + wa] = a
+            best = min(best, np.linalg.norm(canvas_a - canvas_b) / np.linalg.norm(b))
+    return best
+
+
+@pytest.mark.parametrize("shapes", [((5, 5), (5, 5)), ((3, 5), (7, 7)), ((9, 9), (5, 3))])
+def test_kernel_error_matches_brute_force_shift_search(rng, shapes):
+    for _ in range(5):
+        k_est = rng.random(shapes[0]) ** 3
+        k_true = rng.random(shapes[1]) ** 3
+        assert D.kernel_error(k_est, k_true) == pytest.approx(
+            brute_force_kernel_error(k_est, k_true), rel=1e-10, abs=1e-12)
+
+
 def test_error_ratio(rng):
     clean = rng.random((2, 5, 5))
     true = clean + 0.1
     est = clean + 0.2
     assert D.error_ratio(est, true, clean) == pytest.approx(4.0)
     assert D.error_ratio(true, true, clean) == pytest.approx(1.0)
+
+
+def test_error_ratio_matches_the_ssd_formula(rng):
+    clean = rng.random((4, 6, 7))
+    est = clean + 0.2 * rng.standard_normal(clean.shape)
+    true = clean + 0.1 * rng.standard_normal(clean.shape)
+    per_image = D.error_ratio(est, true, clean, per_image=True)
+    assert per_image.shape == (4,)
+    for i in range(4):
+        ssd_est = sum((est[i, r, c] - clean[i, r, c]) ** 2 for r in range(6) for c in range(7))
+        ssd_true = sum((true[i, r, c] - clean[i, r, c]) ** 2 for r in range(6) for c in range(7))
+        assert per_image[i] == pytest.approx(ssd_est / ssd_true, rel=1e-12)
+    pooled = np.sum((est - clean) ** 2) / np.sum((true - clean) ** 2)
+    assert D.error_ratio(est, true, clean) == pytest.approx(pooled, rel=1e-12)
+    # an exact true-kernel restoration: inf when the blind one is not exact, else 1
+    exact = D.error_ratio(np.stack([est[0], clean[1]]), clean[:2], clean[:2], per_image=True)
+    assert exact[0] == np.inf and exact[1] == 1.0
+    with pytest.raises(GmmRestoreError, match="one shape"):
+        D.error_ratio(est, true[:3], clean)
+
+
+def test_blind_scores_use_each_image_batch_kernel(rng):
+    n = 9
+    clean = rng.random((n, 6, 6))
+    est = clean + 0.3 * rng.standard_normal(clean.shape)
+    true = clean + 0.1 * rng.standard_normal(clean.shape)
+    k_true = gaussian_kernel(5, 1.0)
+    batch_kernels = np.stack([random_kernel(rng, 5), k_true, random_kernel(rng, 5)])
+    batch_index = np.array([2, 0, 1, 1, 0, 2, 2, 0, 1])
+    scores = D.blind_scores(clean, est, true, batch_kernels, batch_index, k_true)
+    np.testing.assert_array_equal(scores["kernel_batch"], batch_index)
+    for i in range(n):
+        b = batch_index[i]
+        # abs: the square root of a rounding-level difference for identical kernels
+        assert scores["kernel_error"][i] == pytest.approx(
+            brute_force_kernel_error(batch_kernels[b], k_true), rel=1e-10, abs=1e-7)
+        assert scores["error_ratio"][i] == pytest.approx(
+            np.sum((est[i] - clean[i]) ** 2) / np.sum((true[i] - clean[i]) ** 2), rel=1e-12)
+        members = batch_index == b
+        assert scores["batch_error_ratio"][i] == pytest.approx(
+            np.sum((est[members] - clean[members]) ** 2)
+            / np.sum((true[members] - clean[members]) ** 2), rel=1e-12)
+    assert scores["kernel_error"][2] == pytest.approx(0.0, abs=1e-7)
+    with pytest.raises(GmmRestoreError, match="batch_index"):
+        D.blind_scores(clean, est, true, batch_kernels, batch_index[:5], k_true)
+    with pytest.raises(GmmRestoreError, match=r"\[0, 3\)"):
+        D.blind_scores(clean, est, true, batch_kernels, batch_index + 1, k_true)
 
 
 def test_pyramid_levels_are_odd_and_shrink_by_sqrt2():
@@ -430,9 +502,84 @@ def test_script_end_to_end_never_needs_the_true_kernel(tmp_path, rng, digits):
     assert arrays["kernel"].shape == (3, 3)
     assert arrays["kernel"].sum() == pytest.approx(1.0)
     assert arrays["batch_kernels"].shape == (2, 3, 3)
-    assert np.array_equal(arrays["batch_index"], np.repeat([0, 1], 12))
+    # seeded shuffled batches of 12
+    assert np.array_equal(np.bincount(arrays["batch_index"]), [12, 12])
+    assert attrs["batch_order"] == "shuffled"
     assert attrs["n_images"] == 24 and attrs["n_batches"] == 2 and attrs["kernel_size"] == 3
     assert D.kernel_error(arrays["kernel"], kernel) < 0.5
+
+
+def test_batches_are_seeded_shuffles_or_file_order():
+    import estimate_kernel as script
+
+    shuffled = script.batch_members(240, 100, "shuffled", seed=0)
+    # a last batch smaller than half a batch joins the previous one
+    assert [len(b) for b in shuffled] == [100, 140]
+    assert np.array_equal(np.sort(np.concatenate(shuffled)), np.arange(240))
+    assert all(np.all(np.diff(b) > 0) for b in shuffled)
+    assert not np.array_equal(shuffled[0], np.arange(100))  # mixes a class-sorted file
+    again = script.batch_members(240, 100, "shuffled", seed=0)
+    assert all(np.array_equal(a, b) for a, b in zip(shuffled, again, strict=True))
+    consecutive = script.batch_members(310, 100, "consecutive")
+    assert [b.tolist() for b in consecutive] == [list(range(0, 100)), list(range(100, 200)),
+                                                 list(range(200, 310))]
+    with pytest.raises(GmmRestoreError, match="batch-size"):
+        script.batch_members(10, 0)
+
+
+def test_blind_restore_uses_each_batch_kernel_and_never_the_true_kernel(tmp_path, rng,
+                                                                         digits):
+    """restore_images.py --kernel-file restores every image with its own batch's kernel:
+    the same as restoring each batch alone with that batch's kernel.  The corrupted file
+    holds no true kernel and no clean test images, so neither can be read."""
+    import restore_images as script
+
+    from gmmrestore import cli
+
+    m, n = 4, 7
+    weights, means, covariances = random_gmm(rng, 3, m * m, scale=0.2)
+    gmm = tmp_path / "gmm.h5"
+    write_h5(gmm, "gmm", {"weights": weights, "means": means + 0.3,
+                          "covariances": covariances}, attrs={"patch_size": m})
+    kernels = np.stack([gaussian_kernel(5, 1.0), motion_kernel(5, 30, 5)])
+    batch_index = np.array([1, 0, 0, 1, 1, 0, 1])
+    clean = digits[:n]
+    corrupted = np.stack([blur(x, kernels[b]) for x, b in zip(clean, batch_index, strict=True)])
+    corrupted += 0.02 * rng.standard_normal(corrupted.shape)
+
+    def corrupted_file(path, members):
+        write_h5(path, "corrupted", {"corrupted": corrupted[members],
+                                     "val_clean": digits[200:203]},
+                 attrs={"noise_sigma": 0.02, "blur": "mixed"})
+        return path
+
+    everything = corrupted_file(tmp_path / "corrupted.h5", np.arange(n))
+    estimate = tmp_path / "kernel_estimate.h5"
+    write_h5(estimate, "kernel", {"kernel": kernels[0], "batch_kernels": kernels,
+                                  "batch_index": batch_index})
+
+    def restore(corrupted_path, kernel_path, method, out):
+        argv = ["--quiet", "--corrupted", corrupted_path, "--gmm", gmm, "--method", method,
+                "--kernel-file", kernel_path, "--out", out, "--beta-factors", "1", "4"]
+        assert cli.run(script.main, [str(a) for a in argv]) in (0, None)
+        return read_h5(out, "restored", ["restored"])
+
+    for method in ("mapk", "epll"):
+        together, attrs = restore(everything, estimate, method, tmp_path / f"{method}.h5")
+        assert attrs["kernel_source"] == "estimated" and attrs["method"] == f"{method}-blind"
+        for b in (0, 1):
+            members = np.flatnonzero(batch_index == b)
+            single = tmp_path / f"kernel_{b}.h5"
+            write_h5(single, "kernel", {"kernel": kernels[b]})
+            alone, _ = restore(corrupted_file(tmp_path / f"corrupted_{b}.h5", members), single,
+                               method, tmp_path / f"{method}_{b}.h5")
+            np.testing.assert_allclose(together["restored"][members], alone["restored"],
+                                       rtol=1e-9, atol=1e-12)
+    # a batch index that does not fit the images is a clear error
+    write_h5(estimate, "kernel", {"kernel": kernels[0], "batch_kernels": kernels,
+                                  "batch_index": batch_index[:5]})
+    with pytest.raises(GmmRestoreError, match="do not fit 7 corrupted images"):
+        script.estimated_kernels(str(estimate), n)
 
 
 def test_script_reports_bad_input(tmp_path, capsys):

@@ -816,18 +816,69 @@ def kernel_error(k_est: np.ndarray, k_true: np.ndarray) -> float:
 
 
 def error_ratio(restored_est: np.ndarray, restored_true: np.ndarray,
-                clean: np.ndarray) -> float:
+                clean: np.ndarray, per_image: bool = False) -> float | np.ndarray:
     """Levin's error ratio ``SSD(restored_est, clean) / SSD(restored_true, clean)``.
 
     restored_est : restoration with the estimated kernel; restored_true : the same method
-    with the true kernel; all (..., H, W) of equal shape, summed over everything.
+    with the true kernel; all (..., H, W) of equal shape.  ``per_image=False``: the sums of
+    squared differences run over everything (one ratio, e.g. pooled over a batch);
+    ``per_image=True``: one ratio per (H, W) image, an array of shape ``clean.shape[:-2]``.
+    A zero denominator gives ``inf`` (or 1 when the numerator is zero too).
     """
     clean = np.asarray(clean, dtype=np.float64)
-    ssd_est = float(np.sum((np.asarray(restored_est, dtype=np.float64) - clean) ** 2))
-    ssd_true = float(np.sum((np.asarray(restored_true, dtype=np.float64) - clean) ** 2))
-    if ssd_true == 0:
-        return float("inf") if ssd_est > 0 else 1.0
-    return ssd_est / ssd_true
+    est = np.asarray(restored_est, dtype=np.float64)
+    true = np.asarray(restored_true, dtype=np.float64)
+    if not (est.shape == true.shape == clean.shape) or clean.ndim < 2:
+        raise GmmRestoreError(
+            f"error_ratio: expected images (..., H, W) of one shape, got {est.shape}, "
+            f"{true.shape} and {clean.shape}")
+    axes = (-2, -1) if per_image else None
+    ssd_est = np.sum((est - clean) ** 2, axis=axes)
+    ssd_true = np.sum((true - clean) ** 2, axis=axes)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(ssd_true > 0, ssd_est / np.where(ssd_true > 0, ssd_true, 1.0),
+                         np.where(ssd_est > 0, np.inf, 1.0))
+    return ratio if per_image else float(ratio)
+
+
+def blind_scores(clean: np.ndarray, restored_est: np.ndarray, restored_true: np.ndarray,
+                 batch_kernels: np.ndarray, batch_index: np.ndarray,
+                 true_kernel: np.ndarray) -> dict[str, np.ndarray]:
+    """Per-image scores of a blind restoration whose images were restored with the kernel
+    estimated from their own batch.
+
+    clean, restored_est, restored_true : (n, H, W) (the same method with the estimated and
+    with the true kernel); batch_kernels : (n_batches, s, s); batch_index : (n,) the batch
+    (row of ``batch_kernels``) of every image; true_kernel : the true blur.
+
+    Returns (n,) arrays: ``kernel_batch`` (= batch_index), ``kernel_error`` (of the image's
+    batch kernel, :func:`kernel_error`), ``error_ratio`` (of the image,
+    :func:`error_ratio` with ``per_image=True``) and ``batch_error_ratio`` (SSDs pooled over
+    all images of the image's batch, :func:`error_ratio`).
+    """
+    clean = np.asarray(clean, dtype=np.float64)
+    batch_kernels = np.asarray(batch_kernels, dtype=np.float64)
+    batch_index = np.asarray(batch_index)
+    if batch_kernels.ndim != 3:
+        raise GmmRestoreError(f"blind_scores: batch_kernels has shape {batch_kernels.shape}, "
+                              "expected (n_batches, s, s)")
+    if batch_index.shape != clean.shape[:1] or clean.ndim != 3:
+        raise GmmRestoreError(f"blind_scores: batch_index has shape {batch_index.shape} for "
+                              f"images {clean.shape}; expected one batch per image")
+    if batch_index.dtype.kind not in "iu" or batch_index.size and (
+            batch_index.min() < 0 or batch_index.max() >= len(batch_kernels)):
+        raise GmmRestoreError(f"blind_scores: batch_index must hold integers in "
+                              f"[0, {len(batch_kernels)}), got {np.unique(batch_index)}")
+    per_batch_error = np.array([kernel_error(k, true_kernel) for k in batch_kernels])
+    ratio = error_ratio(restored_est, restored_true, clean, per_image=True)
+    pooled = np.full(len(clean), np.nan)
+    for b in np.unique(batch_index):
+        members = batch_index == b
+        pooled[members] = error_ratio(np.asarray(restored_est)[members],
+                                      np.asarray(restored_true)[members], clean[members])
+    return {"kernel_batch": batch_index.astype(np.int64),
+            "kernel_error": per_batch_error[batch_index], "error_ratio": ratio,
+            "batch_error_ratio": pooled}
 
 
 def deconvolve_gaussian(y: np.ndarray, kernel: np.ndarray, noise_sigma: float,

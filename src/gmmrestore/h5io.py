@@ -181,15 +181,19 @@ def _describe_selection(selection: Any) -> str:
 
 
 def read_h5(path: str | os.PathLike, kind: str | Sequence[str],
-            required: Sequence[str] = ()) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Read all datasets and root attributes of a gmmrestore HDF5 file.
+            required: Sequence[str] = (), only: Sequence[str] | None = None
+            ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Read all datasets (or, with ``only``, just those of ``only`` that exist, plus the
+    ``required`` ones) and the root attributes of a gmmrestore HDF5 file.
 
     Returns ``(arrays, attrs)``; raises :class:`H5FormatError` naming the file and the
     problem when the file is missing, unreadable, of another kind or version, or lacks
     one of the ``required`` datasets.
     """
+    wanted = None if only is None else set(only) | set(required)
     with open_h5(path, kind, required) as fh:
         arrays = {name: read_dataset(fh[name]) for name in fh.keys()
-                  if isinstance(fh[name], h5py.Dataset)}
+                  if isinstance(fh[name], h5py.Dataset)
+                  and (wanted is None or name in wanted)}
         attrs = {key: _decode(value) for key, value in fh.attrs.items()}
     return arrays, attrs
