@@ -224,6 +224,27 @@ def restorations(blur, sigma):
     return items
 
 
+def evaluation_inputs(wildcards):
+    """Restoration scored by evaluate_restoration; for a blind one ('<method>-blind') also
+    the kernel estimate it used and the same method restored with the true kernel."""
+    folder = f"{RESULTS}/{wildcards.dataset}/{wildcards.blur}_s{wildcards.sigma}"
+    restored = f"{folder}/{wildcards.restoration.replace('__', '/')}.h5"
+    inputs = {"restored": restored}
+    if restored.endswith("-blind.h5"):
+        inputs["kernel"] = f"{folder}/kernel_estimate.h5"
+        inputs["true_kernel_restored"] = restored[: -len("-blind.h5")] + ".h5"
+    return inputs
+
+
+def blind_evaluation_args(wildcards, input):
+    if "kernel" not in input.keys():
+        return ""
+    return (
+        f"--kernel-estimate {input.kernel}"
+        f" --true-kernel-restored {input.true_kernel_restored}"
+    )
+
+
 def expected_metrics():
     """(row of sweep_status.csv without status, metrics file) of every scored setting."""
     expected = []

@@ -48,12 +48,13 @@ rule estimate_kernel:
         size=lambda wc: config["blurs"][wc.blur].get(
             "kernel_size", max(config["blurs"][wc.blur]["size"], 3)
         ),
+        batch=lambda wc: config["blurs"][wc.blur]["batch_size"],
         seed=config["seed"],
     shell:
         "OMP_NUM_THREADS={threads} OPENBLAS_NUM_THREADS={threads}"
         " python {input.script} --corrupted {input.data} --prior-dataset {input.prior}"
-        " --out {output}"
-        " --kernel-size {params.size} --seed {params.seed} > {log} 2>&1"
+        " --out {output} --kernel-size {params.size} --batch-size {params.batch}"
+        " --seed {params.seed} > {log} 2>&1"
 
 
 rule restore_images_blind:
@@ -130,14 +131,11 @@ rule evaluate_corrupted:
 
 
 rule evaluate_restoration:
+    # the restoration; blind: also the kernel estimate and the true-kernel restoration
     input:
+        unpack(evaluation_inputs),
         script=script_path("evaluate_restoration.py"),
         corrupted=f"{RESULTS}/{{dataset}}/{{blur}}_s{{sigma}}/corrupted.h5",
-        restored=lambda wc: (
-            f"{RESULTS}/{wc.dataset}/{wc.blur}_s{wc.sigma}/"
-            + wc.restoration.replace("__", "/")
-            + ".h5"
-        ),
     output:
         f"{RESULTS}/{{dataset}}/{{blur}}_s{{sigma}}/metrics/{{restoration}}.csv",
     log:
@@ -150,6 +148,8 @@ rule evaluate_restoration:
     resources:
         mem_mb=1000,
         runtime=10,
+    params:
+        blind=blind_evaluation_args,
     shell:
         "python {input.script} --corrupted {input.corrupted}"
-        " --restored {input.restored} --out {output} > {log} 2>&1"
+        " --restored {input.restored} {params.blind} --out {output} > {log} 2>&1"

@@ -11,6 +11,8 @@ import numpy as np
 import pytest
 from conftest import ROOT
 
+from gmmrestore.h5io import read_h5
+
 SNAKEMAKE = os.path.join(os.path.dirname(sys.executable), "snakemake")
 TINY = os.path.join(ROOT, "tests", "configs", "tiny.yaml")
 
@@ -136,3 +138,68 @@ def test_snakefmt_is_clean():
     result = subprocess.run([snakefmt, "--check", "Snakefile", "rules"], cwd=ROOT,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
+
+
+BLIND_OVERRIDE = ("blurs: {gauss5: {type: gaussian, size: 5, std: 1.0, blind: true, "
+                  "kernel_size: 5, batch_size: 4}}\n")
+
+
+@pytest.mark.slow
+def test_blind_setting_scores_kernel_error_and_error_ratio(tiny_run, tmp_path):
+    """The tiny run with its blur marked blind (two batches of 4 test digits): only the
+    blind jobs are added (a copy of the finished run is reused), and the tables carry the
+    kernel error of each image's batch kernel and the error ratio, equal to their formulas
+    recomputed from the HDF5 files."""
+    from gmmrestore.deconv import kernel_error
+
+    work = tmp_path / "blind"
+    shutil.copytree(tiny_run, work, symlinks=True)
+    snakemake(work, *with_override(tmp_path, BLIND_OVERRIDE))
+    results = work / "results"
+    folder = results / "tiny" / "gauss5_s0.1"
+    assert (results / "figures" / "kernels_tiny_gauss5_s0.1.png").stat().st_size > 0
+    rows = read_csv(results / "metrics.csv")
+    by_method = {}
+    for row in rows:
+        by_method.setdefault(row["method"], {})[int(row["image_id"])] = row
+    assert {"mapk", "epll", "mapk-blind", "epll-blind"} <= set(by_method)
+    for method, images in by_method.items():
+        blind = method.endswith("-blind")
+        for row in images.values():
+            for column in ("kernel_batch", "kernel_error", "error_ratio", "batch_error_ratio"):
+                assert (row[column] != "") == blind, (method, column)
+            assert row["kernel"] == ("estimated" if blind else "true" if method != "corrupted"
+                                     else "")
+    estimate, _ = read_h5(folder / "kernel_estimate.h5", "kernel",
+                          ["batch_kernels", "batch_index"])
+    corrupted, _ = read_h5(folder / "corrupted.h5", "corrupted", ["clean", "kernel"])
+    clean = corrupted["clean"].astype(np.float64)
+    assert np.array_equal(np.bincount(estimate["batch_index"]), [4, 4])
+    errors = [kernel_error(k, corrupted["kernel"]) for k in estimate["batch_kernels"]]
+    for base in ("mapk", "epll"):
+        est, _ = read_h5(folder / "m6_K3" / f"{base}-blind.h5", "restored", ["restored"])
+        true, _ = read_h5(folder / "m6_K3" / f"{base}.h5", "restored", ["restored"])
+        est = np.clip(est["restored"], 0, 1)
+        true = np.clip(true["restored"], 0, 1)
+        for i, row in by_method[f"{base}-blind"].items():
+            b = int(row["kernel_batch"])
+            assert b == estimate["batch_index"][i]
+            assert float(row["kernel_error"]) == pytest.approx(errors[b], abs=2e-6)
+            ratio = np.sum((est[i] - clean[i]) ** 2) / np.sum((true[i] - clean[i]) ** 2)
+            assert np.isfinite(ratio) and float(row["error_ratio"]) == pytest.approx(ratio,
+                                                                                   rel=1e-5)
+            members = estimate["batch_index"] == b
+            pooled = (np.sum((est[members] - clean[members]) ** 2)
+                      / np.sum((true[members] - clean[members]) ** 2))
+            assert float(row["batch_error_ratio"]) == pytest.approx(pooled, rel=1e-5)
+    summary = {r["method"]: r for r in read_csv(results / "summary.csv")}
+    assert summary["mapk"]["psnr_vs_true_kernel_mean"] == ""
+    blind = summary["mapk-blind"]
+    diff = np.mean([float(r["psnr"]) - float(by_method["mapk"][i]["psnr"])
+                    for i, r in by_method["mapk-blind"].items()])
+    assert float(blind["psnr_vs_true_kernel_mean"]) == pytest.approx(diff, abs=1e-3)
+    assert float(blind["psnr_true_kernel_mean"]) == pytest.approx(
+        float(summary["mapk"]["psnr_mean"]), abs=1e-3)
+    assert int(blind["n_kernel_batches"]) == 2
+    assert float(blind["kernel_error_max"]) == pytest.approx(max(errors), abs=1e-3)
+    assert 0 <= int(blind["kernel_batches_ok"]) <= 2
