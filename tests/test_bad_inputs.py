@@ -28,7 +28,7 @@ from gmmrestore import datasets
 from gmmrestore import operators as op
 from gmmrestore.configcheck import ConfigError, check_settings, schema_error_message
 from gmmrestore.gmm import GaussianMixture, save_gmm
-from gmmrestore.h5io import write_h5
+from gmmrestore.h5io import read_h5, write_h5
 from gmmrestore.patches import extract_patches
 
 # ------------------------------------------------------------------------------ configuration
@@ -414,6 +414,33 @@ def case_kernel_not_finite(f):
 def case_kernel_sums_to_zero(f):
     return (*with_kernel_file(f, np.array([[1.0, 0.0, -1.0]] * 3)),
             r"kernel\.h5: kernel: sums to 0; a blur kernel must sum to 1")
+
+
+def case_kernel_batches_do_not_fit_images(f):
+    path = f["out"].parent.parent / "kernel.h5"
+    k = op.gaussian_kernel(3, 1.0)
+    write_h5(path, "kernel", {"kernel": k, "batch_kernels": np.stack([k, k]),
+                              "batch_index": np.array([0, 1])})
+    return (*restore(f, "--kernel-file", path),
+            r"kernel\.h5: batch_kernels \(2, 3, 3\) and batch_index \(2,\) \(int64\) do not "
+            r"fit 3 corrupted images")
+
+
+def case_error_ratio_against_another_method(f):
+    folder = f["out"].parent.parent
+    k = op.gaussian_kernel(3, 1.0)
+    write_h5(folder / "kernel.h5", "kernel", {"kernel": k, "batch_kernels": k[None],
+                                              "batch_index": np.zeros(3, dtype=np.int64)})
+    clean = read_h5(f["corrupted"], "corrupted", ["clean"])[0]["clean"]
+    for name, method, source in (("blind", "mapk", "estimated"), ("true", "epll", "true")):
+        write_h5(folder / f"{name}.h5", "restored", {"restored": clean},
+                 attrs={"method": method, "base_method": method, "kernel_source": source})
+    return ("evaluate_restoration",
+            ["--corrupted", f["corrupted"], "--restored", folder / "blind.h5",
+             "--kernel-estimate", folder / "kernel.h5", "--true-kernel-restored",
+             folder / "true.h5", "--out", f["out"]],
+            r"error ratio: \S*blind\.h5 is method 'mapk' but \S*true\.h5 is 'epll'; the ratio "
+            r"compares the same method with both kernels")
 
 
 def case_sigma_negative(f):
