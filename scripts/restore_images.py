@@ -189,12 +189,9 @@ def main(argv=None) -> None:
                                 clip=args.clip, progress=progress)
         parts.append(part)
         done += len(members)
-    if len(groups) == 1:
-        restored = parts[0]
-    else:
-        restored = np.empty(corrupted.shape, dtype=np.result_type(*parts))
-        for (_, _, members), part in zip(groups, parts, strict=True):
-            restored[members] = part
+    restored = np.empty(corrupted.shape, dtype=np.result_type(*parts))
+    for (_, _, members), part in zip(groups, parts, strict=True):
+        restored[members] = part
     if args.clip:
         restored = np.clip(restored, 0.0, 1.0)
     seconds = time.perf_counter() - started
