@@ -4,16 +4,17 @@ The mixture is a small frozen dataclass, :class:`GaussianMixture`.  :func:`fit_g
 
 * **E-step.**  Per component the Cholesky factor ``Sigma_k = L_k L_k^T`` gives the upper
   triangular ``P_k = L_k^{-T}`` with ``||(x - mu_k)^T P_k||^2`` the Mahalanobis term.  All K
-  factors are stacked into one ``(d, K d)`` matrix, so a block of patches is whitened for every
-  component by **one GEMM**; squared norms (``einsum``), log-sum-exp and the responsibilities
-  follow on the ``(rows, K)`` block.
-* **M-step statistics** of the same block: counts ``N_k``, first moments ``R^T X`` and, from
-  the whitened patches ``Y_k`` the E-step left in its buffer (scaled in place by
-  ``sqrt(r_k)``), one symmetric rank-update ``S_k = Y_k^T diag(r_k) Y_k`` per component
-  (BLAS ``syrk``: no per-patch outer products).  ``S_k`` is centred at the component's mean,
-  which keeps float32 accurate; ``sum_n r_nk (x_n - mu_k)(x_n - mu_k)^T = L_k S_k L_k^T``
-  follows once per pass.  The ``(rows, K d)`` temporary is bounded by :data:`BLOCK_ELEMENTS`,
-  never ``N x K x d``.
+  factors are stacked side by side, so a sub-block of patches is whitened for every component
+  by GEMMs (one per group of output columns, skipping most of the zero triangle); squared
+  norms (``einsum``), log-sum-exp and the responsibilities follow on the ``(rows, K)`` block.
+  Sub-blocks are sized (:data:`SUB_BLOCK_ELEMENTS`) to stay in cache while they are read again.
+* **M-step statistics**: counts ``N_k`` and first moments ``R^T X``; the whitened patches
+  ``y_nk`` of the pairs with ``r_nk > RESP_FLOOR`` are gathered (scaled by ``sqrt(r_nk)``)
+  and grouped by component, then one symmetric rank-update ``S_k = Y_k^T diag(r_k) Y_k`` per
+  component and block (BLAS ``syrk``: no per-patch outer products).  ``S_k`` is centred at
+  the component's mean, which keeps float32 accurate;
+  ``sum_n r_nk (x_n - mu_k)(x_n - mu_k)^T = L_k S_k L_k^T`` follows once per pass.
+  Temporaries stay within :data:`BLOCK_ELEMENTS` per thread, never ``N x K x d``.
 * Blocks are processed by worker threads, each with a single-threaded BLAS (a multi-threaded
   BLAS synchronises on every call, which costs a lot on a busy machine, and numpy's
   element-wise work would stay on one core); their float64 partial sums are folded in block
@@ -62,8 +63,14 @@ from .h5io import (
 
 log = logging.getLogger("gmmrestore.gmm")
 
-#: Elements of the ``(rows, K*d)`` work buffer of one block (16 MiB in float64).
-BLOCK_ELEMENTS = 1 << 21
+#: Bound on ``rows * K * d`` of one work block (the task of one thread): its gathered M-step
+#: rows take at most that many elements (if every responsibility counted), 64 MiB in float64.
+BLOCK_ELEMENTS = 1 << 23
+#: Elements of the whitened ``(rows, K*d)`` sub-block of the E-step, small enough to stay in
+#: a core's cache between the GEMM that writes it and the norms and gathers that read it.
+SUB_BLOCK_ELEMENTS = 1 << 19
+#: Column groups of the triangular whitening GEMMs (more skip more zeros, each is narrower).
+TRIANGLE_GROUPS = 2
 #: Responsibilities at or below this do not enter the covariance sums (see ``_process_block``).
 RESP_FLOOR = 1e-16
 #: Patches used for k-means++ / random initialisation (a seeded subsample of bigger sets).
@@ -297,17 +304,14 @@ class _Prepared:
         self.shift = gmm.weights @ gmm.means                           # (d,) global shift c
         self.delta64 = gmm.means - self.shift                          # (K, d) mu_k - c
         b = np.einsum("kd,kde->ke", self.delta64, P)                    # (K, d)
-        # P_k is upper triangular: output coordinates j < h only read inputs i < h, so the
-        # whitening is two GEMMs, [1, x_{<h} - c] @ W_lo and [1, x - c] @ W_hi, saving a
-        # quarter of the multiply-adds of one dense (d + 1, K d) product.
-        h = d // 2
-        self.half = h
-        self.W_lo = np.ascontiguousarray(np.concatenate(
-            [-b[None, :, :h], P[:, :h, :h].transpose(1, 0, 2)]).reshape(h + 1, K * h),
-            dtype=dtype)                                               # (h + 1, K h)
-        self.W_hi = np.ascontiguousarray(np.concatenate(
-            [-b[None, :, h:], P[:, :, h:].transpose(1, 0, 2)]).reshape(d + 1, K * (d - h)),
-            dtype=dtype)                                               # (d + 1, K (d - h))
+        # P_k is upper triangular: output coordinates j < b only read inputs i < b, so the
+        # whitening is one GEMM per group [a, b) of output columns, [1, x_{<b} - c] @ W, which
+        # skips most of the zero half of the K dense (d + 1, d) products.
+        self.groups = _column_groups(d)
+        self.W = [np.ascontiguousarray(np.concatenate(
+            [-b[None, :, lo:hi], P[:, :hi, lo:hi].transpose(1, 0, 2)]).reshape(
+                hi + 1, K * (hi - lo)), dtype=dtype)                   # (hi + 1, K (hi - lo))
+            for lo, hi in self.groups]
         self.chol = chol                                               # (K, d, d) float64
         self.shift_w = self.shift.astype(dtype)
         self.K, self.d, self.dtype = K, d, np.dtype(dtype)
@@ -320,19 +324,30 @@ class _PassResult:
     counts: np.ndarray | None = None      # (K,) sum_n r_nk
     first: np.ndarray | None = None       # (K, d) sum_n r_nk (x_n - c)
     gram: np.ndarray | None = None        # (K, d, d) sum_n r_nk (x_n - mu_k)(x_n - mu_k)^T
-    #                                       (per block: (d, K*d) in the working dtype)
+    #                                       (per block: S_k in the working dtype)
     worst_logp: np.ndarray | None = None  # lowest log p(x) seen, ascending
     worst_x: np.ndarray | None = None     # the corresponding patches
 
 
 def _block_rows(K: int, d: int, chunk_rows: int, n_samples: int | None = None) -> int:
-    """Rows per work block: the (rows, K*d) buffer stays within :data:`BLOCK_ELEMENTS`, and
+    """Rows per work block: ``rows * K * d`` stays within :data:`BLOCK_ELEMENTS`, and
     small data sets still make about 16 blocks for the worker threads (the partition depends on
     the data and chunk size only, never on the thread count)."""
     rows = min(chunk_rows, BLOCK_ELEMENTS // max(1, K * d))
     if n_samples is not None:
         rows = min(rows, max(64, -(-n_samples // 16)))
     return int(max(16, rows))
+
+
+def _column_groups(d: int) -> list[tuple[int, int]]:
+    """Output column groups ``[lo, hi)`` of the triangular whitening (:class:`_Prepared`)."""
+    edges = sorted({round(d * i / TRIANGLE_GROUPS) for i in range(TRIANGLE_GROUPS + 1)})
+    return list(zip(edges[:-1], edges[1:], strict=True))
+
+
+def _sub_rows(K: int, d: int) -> int:
+    """Rows of an E-step sub-block (see :data:`SUB_BLOCK_ELEMENTS`)."""
+    return int(max(16, SUB_BLOCK_ELEMENTS // max(1, K * d)))
 
 
 _CONTROLLER: list = []
@@ -371,32 +386,54 @@ def _process_block(X: np.ndarray, start: int, prep: _Prepared, stats: bool, n_wo
     """Log-likelihood and (``stats``) M-step statistics of one block of patches."""
     K, d, dt = prep.K, prep.d, prep.dtype
     n = len(X)
+    sub = _sub_rows(K, d)
     key = threading.get_ident()
     buf = buffers.get(key)
-    if buf is None or buf.shape[0] < n:
-        buf = buffers[key] = np.empty((n, K * d), dtype=dt)
-    # [1, x - c] @ [-b; P]: the GEMMs whiten the block for every component, offsets included
-    h = prep.half
-    Xa = np.empty((n, d + 1), dtype=dt)
-    Xa[:, 0] = 1.0
-    np.subtract(X, prep.shift_w, out=Xa[:, 1:])
-    Xc = Xa[:, 1:]
-    Y = buf[:n]
-    Y_lo, Y_hi = Y[:, :K * h], Y[:, K * h:]
-    np.matmul(Xa[:, :h + 1], prep.W_lo, out=Y_lo)
-    np.matmul(Xa, prep.W_hi, out=Y_hi)
-    Y_lo = Y_lo.reshape(n, K, h)              # y_nk = (Y_lo[n, k], Y_hi[n, k])
-    Y_hi = Y_hi.reshape(n, K, d - h)
-    logdens = np.einsum("nkd,nkd->nk", Y_lo, Y_lo, dtype=dt).astype(np.float64)
-    logdens += np.einsum("nkd,nkd->nk", Y_hi, Y_hi, dtype=dt)
-    logdens *= -0.5
-    logdens += prep.const
-    if out_logdens is not None:
-        out_logdens[start:start + n] = logdens
-    top = logdens.max(axis=1, keepdims=True)
-    R = np.exp(logdens - top, out=logdens)                          # (n, K) float64
-    total = R.sum(axis=1)
-    logp = np.log(total) + top[:, 0]
+    if buf is None:
+        # the whitened sub-block, one contiguous buffer per column group so that its
+        # (rows K, hi - lo) view has one (patch, component) pair per row
+        buf = buffers[key] = ([np.empty(sub * K * (hi - lo), dtype=dt)
+                               for lo, hi in prep.groups], np.empty((sub, d + 1), dtype=dt))
+    resp = np.empty((n, K))
+    logp = np.empty(n)
+    first = np.zeros((K, d + 1))
+    pieces = []
+    for s in range(0, n, sub):
+        e = min(s + sub, n)
+        r = e - s
+        Xa = buf[1][:r]
+        Xa[:, 0] = 1.0
+        np.subtract(X[s:e], prep.shift_w, out=Xa[:, 1:])
+        # [1, x - c] @ [-b; P]: the GEMMs whiten the rows for every component, offsets included;
+        # y_nk = (Ys[0][n, k], Ys[1][n, k], ...)
+        Ys = [np.matmul(Xa[:, :hi + 1], W, out=out[:r * K * (hi - lo)].reshape(
+            r, K * (hi - lo))).reshape(r, K, hi - lo)
+            for (lo, hi), W, out in zip(prep.groups, prep.W, buf[0], strict=True)]
+        ld = resp[s:e]
+        ld[...] = 0.0
+        for Y in Ys:
+            ld += np.einsum("nkd,nkd->nk", Y, Y, dtype=dt)
+        ld *= -0.5
+        ld += prep.const
+        if out_logdens is not None:
+            out_logdens[start + s:start + e] = ld
+        top = ld.max(axis=1, keepdims=True)
+        R = np.exp(ld - top, out=ld)                                # (r, K) float64
+        total = R.sum(axis=1)
+        logp[s:e] = np.log(total) + top[:, 0]
+        if not stats:
+            continue
+        R /= total[:, None]                                         # responsibilities
+        first += R.T @ Xa.astype(np.float64)                        # [N_k, sum r (x - c)]
+        # the whitened y_nk = P_k^T (x_n - mu_k) of the pairs with r_nk > RESP_FLOOR, scaled
+        # by sqrt(r_nk), gathered while the sub-block is in cache (see below)
+        kk, nn = np.nonzero(R.T > RESP_FLOOR)
+        pair = nn * K + kk
+        Yg = np.empty((len(pair), d), dtype=dt)
+        for (lo, hi), Y in zip(prep.groups, Ys, strict=True):
+            np.take(Y.reshape(r * K, hi - lo), pair, axis=0, out=Yg[:, lo:hi])
+        Yg *= np.sqrt(R.ravel()[pair]).astype(dt, copy=False)[:, None]
+        pieces.append((kk, Yg))
     res = _PassResult(n=n, loglik_sum=float(logp.sum()))
     if n_worst:
         idx = np.arange(n) if n <= n_worst else np.argpartition(logp, n_worst - 1)[:n_worst]
@@ -404,25 +441,23 @@ def _process_block(X: np.ndarray, start: int, prep: _Prepared, stats: bool, n_wo
         res.worst_logp = logp[idx]
         res.worst_x = np.asarray(X[idx], dtype=np.float64)
     if stats:
-        R /= total[:, None]                                         # responsibilities
-        res.counts = R.sum(axis=0)
-        res.first = R.T @ np.asarray(Xc, dtype=np.float64)
-        # y_k = P_k^T (x - mu_k), the whitened patches still in the buffer, scaled by
-        # sqrt(r_k): S_k = sum_n r_nk y_nk y_nk^T is one symmetric rank-n update (numpy calls
-        # BLAS syrk for a.T @ a) per component, centred at the component's mean so that float32
-        # stays accurate; sum_n r_nk (x_n - mu_k)(x_n - mu_k)^T = L_k S_k L_k^T.  Only the
-        # patches with r_nk > RESP_FLOOR take part: on image patches most responsibilities are
-        # below it (MNIST, K=20: ~9% are above), and the terms left out are below the rounding
-        # of the sums they would be added to.
-        active = R > RESP_FLOOR
+        res.counts = resp.sum(axis=0)
+        res.first = first[:, 1:]
+        # S_k = sum_n r_nk y_nk y_nk^T, one symmetric rank-update (numpy calls BLAS syrk for
+        # a.T @ a) per component over its gathered rows, centred at the component's mean so
+        # that float32 stays accurate; sum_n r_nk (x_n - mu_k)(x_n - mu_k)^T = L_k S_k L_k^T.
+        # Only pairs with r_nk > RESP_FLOOR take part: on image patches most responsibilities
+        # are below it (MNIST, K=20: ~10% are above), and the terms left out are below the
+        # rounding of the sums they would be added to.
+        kk = np.concatenate([p[0] for p in pieces])
+        order = np.argsort(kk, kind="stable")
+        Yg = np.concatenate([p[1] for p in pieces])[order]
+        bounds = np.searchsorted(kk[order], np.arange(K + 1))
         gram = np.zeros((K, d, d), dtype=dt)
         for k in range(K):
-            rows = np.flatnonzero(active[:, k])
-            if rows.size == 0:
-                continue
-            Yk = np.concatenate([Y_lo[rows, k, :], Y_hi[rows, k, :]], axis=1)
-            Yk *= np.sqrt(R[rows, k]).astype(dt, copy=False)[:, None]
-            np.matmul(Yk.T, Yk, out=gram[k])
+            a, b = bounds[k], bounds[k + 1]
+            if b > a:
+                np.matmul(Yg[a:b].T, Yg[a:b], out=gram[k])
         res.gram = gram
     return res
 
