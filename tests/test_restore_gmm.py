@@ -40,8 +40,8 @@ def test_quadratic_features_form(rng):
                                expected, rtol=1e-10)
 
 
-@pytest.mark.parametrize("blurred", [False, True])
-def test_batched_map_k_equals_one_patch_formula(rng, blurred):
+@pytest.mark.parametrize(("blurred", "n_threads"), [(False, 1), (True, 1), (True, 2)])
+def test_batched_map_k_equals_one_patch_formula(rng, blurred, n_threads, monkeypatch):
     K, m = 6, 4
     d = m * m
     weights, means, covs = random_gmm(rng, K, d)
@@ -49,12 +49,27 @@ def test_batched_map_k_equals_one_patch_formula(rng, blurred):
     s2 = 0.02
     Y = rng.normal(size=(40, d)) * 0.5
     post = PatchPosterior.build(weights, means, covs, W, s2)
-    Z, labels = map_k_patches(Y, post, chunk_size=7)
+    # several worker tasks, the last one shorter, each with several score chunks
+    monkeypatch.setattr("gmmrestore.restore.mapk.TASK_PATCHES", 15)
+    Z, labels = map_k_patches(Y, post, chunk_size=7, n_threads=n_threads)
     for n in range(len(Y)):
         k, z = one_patch_map_k(Y[n], weights, means, covs, W, s2)
         assert labels[n] == k
         np.testing.assert_allclose(Z[n], z, atol=1e-9)
     assert len(set(labels.tolist())) > 1  # the choice depends on y
+
+
+def test_map_k_threads_do_not_change_the_result(rng, monkeypatch):
+    K, m = 8, 4
+    weights, means, covs = random_gmm(rng, K, m * m)
+    post = PatchPosterior.build(weights, means, covs, None, 0.01)
+    Y = rng.normal(size=(1000, m * m)) * 0.5
+    monkeypatch.setattr("gmmrestore.restore.mapk.TASK_PATCHES", 64)
+    one = map_k_patches(Y, post, n_threads=1)
+    for n_threads in (2, 3):
+        other = map_k_patches(Y, post, n_threads=n_threads)
+        np.testing.assert_array_equal(other[1], one[1])
+        np.testing.assert_array_equal(other[0], one[0])
 
 
 def test_map_k_dc_removed_prior(rng):

@@ -60,6 +60,7 @@ from .h5io import (
     read_h5,
     write_h5,
 )
+from .threads import default_threads, one_blas_thread
 
 log = logging.getLogger("gmmrestore.gmm")
 
@@ -350,37 +351,6 @@ def _sub_rows(K: int, d: int) -> int:
     return int(max(16, SUB_BLOCK_ELEMENTS // max(1, K * d)))
 
 
-_CONTROLLER: list = []
-
-
-def _blas_controller():
-    """A cached threadpoolctl controller (building one inspects every loaded library)."""
-    if not _CONTROLLER:
-        from threadpoolctl import ThreadpoolController
-
-        _CONTROLLER.append(ThreadpoolController())
-    return _CONTROLLER[0]
-
-
-def _one_blas_thread():
-    """Context manager: the BLAS libraries use a single thread inside."""
-    return _blas_controller().limit(limits=1, user_api="blas")
-
-
-def default_threads() -> int:
-    """Worker threads for the passes over the data: as many as the BLAS would use."""
-    try:
-        n = max((int(i.get("num_threads") or 1) for i in _blas_controller().info()
-                 if i.get("user_api") == "blas"), default=1)
-    except Exception:  # threadpoolctl confused: no harm in one thread
-        n = 1
-    try:
-        n = min(n, len(os.sched_getaffinity(0)))
-    except AttributeError:
-        pass
-    return max(1, n)
-
-
 def _process_block(X: np.ndarray, start: int, prep: _Prepared, stats: bool, n_worst: int,
                    out_logdens: np.ndarray | None, buffers: dict) -> _PassResult:
     """Log-likelihood and (``stats``) M-step statistics of one block of patches."""
@@ -507,7 +477,7 @@ def _run_pass(blocks: _Blocks, prep: _Prepared, *, stats: bool, n_worst: int = 0
             _fold(acc, _process_block(X, start, prep, stats, n_worst, out_logdens, buffers),
                   n_worst)
     else:
-        with _one_blas_thread(), \
+        with one_blas_thread(), \
                 concurrent.futures.ThreadPoolExecutor(max_workers=n_threads) as pool:
             pending: collections.deque = collections.deque()
             for start, X in tasks():
@@ -700,7 +670,7 @@ def _initialise(blocks: _Blocks, K: int, init: str, reg_covar: float, rng: np.ra
         raise GmmRestoreError(f"{blocks.name} ({_describe(blocks.data)}) contains NaN or Inf")
     # many small and medium BLAS calls: one BLAS thread avoids the synchronisation cost of
     # a multi-threaded BLAS on a busy machine (the results are the same)
-    with _one_blas_thread():
+    with one_blas_thread():
         return _cluster_init(S, K, init, reg_covar, rng, zero_mean)
 
 
