@@ -29,8 +29,8 @@ def one_patch_map_k(y, weights, means, covs, W, s2):
     return k, means[k] + covs[k] @ W.T @ np.linalg.solve(C, y - W @ means[k])
 
 
-def test_quadratic_features_form(rng):
-    d = 5
+@pytest.mark.parametrize("d", [1, 4, 5, 9])
+def test_quadratic_features_form(rng, d):
     Y = rng.normal(size=(7, d))
     A = rng.normal(size=(d, d))
     P = A @ A.T
