@@ -34,7 +34,6 @@ of ``sklearn.mixture.GaussianMixture(covariance_type="full")`` (``max_iter`` = o
 
 from __future__ import annotations
 
-import collections
 import concurrent.futures
 import hashlib
 import json
@@ -60,7 +59,7 @@ from .h5io import (
     read_h5,
     write_h5,
 )
-from .threads import default_threads, one_blas_thread
+from .threads import default_threads, one_blas_thread, run_in_order
 
 log = logging.getLogger("gmmrestore.gmm")
 
@@ -467,26 +466,14 @@ def _run_pass(blocks: _Blocks, prep: _Prepared, *, stats: bool, n_worst: int = 0
     acc = _PassResult(n=0, loglik_sum=0.0)
     buffers: dict = {}
 
-    def tasks() -> Iterator[tuple[int, np.ndarray]]:
+    def tasks() -> Iterator[tuple]:
         for start, block in blocks:
             for s in range(0, len(block), rows):
-                yield start + s, block[s:s + rows]
+                yield (block[s:s + rows], start + s, prep, stats, n_worst, out_logdens,
+                       buffers)
 
-    if n_threads <= 1:
-        for start, X in tasks():
-            _fold(acc, _process_block(X, start, prep, stats, n_worst, out_logdens, buffers),
-                  n_worst)
-    else:
-        with one_blas_thread(), \
-                concurrent.futures.ThreadPoolExecutor(max_workers=n_threads) as pool:
-            pending: collections.deque = collections.deque()
-            for start, X in tasks():
-                pending.append(pool.submit(_process_block, X, start, prep, stats, n_worst,
-                                           out_logdens, buffers))
-                while len(pending) > 2 * n_threads:
-                    _fold(acc, pending.popleft().result(), n_worst)
-            while pending:
-                _fold(acc, pending.popleft().result(), n_worst)
+    for part in run_in_order(_process_block, tasks(), n_threads):
+        _fold(acc, part, n_worst)
     if not np.isfinite(acc.loglik_sum):
         raise GmmRestoreError(
             f"{blocks.name} ({_describe(blocks.data)}): log-likelihood is not finite; the "

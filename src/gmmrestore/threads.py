@@ -8,7 +8,11 @@ do not depend on it.
 
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import os
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
 
 _CONTROLLER: list = []
 
@@ -40,3 +44,27 @@ def default_threads() -> int:
     except AttributeError:
         pass
     return max(1, n)
+
+
+def run_in_order(function: Callable[..., Any], tasks: Iterable[tuple], n_threads: int
+                 ) -> Iterator[Any]:
+    """Yield ``function(*task)`` for every task, in task order.
+
+    With ``n_threads > 1`` the calls run in that many worker threads, each with a
+    single-threaded BLAS, at most ``2 n_threads`` tasks ahead of the consumer (so a lazy
+    ``tasks`` iterable, e.g. blocks read from a file, is not all read at once); otherwise
+    they run in the calling thread with the BLAS as configured.
+    """
+    if n_threads <= 1:
+        for task in tasks:
+            yield function(*task)
+        return
+    with one_blas_thread(), \
+            concurrent.futures.ThreadPoolExecutor(max_workers=n_threads) as pool:
+        pending: collections.deque = collections.deque()
+        for task in tasks:
+            pending.append(pool.submit(function, *task))
+            while len(pending) > 2 * n_threads:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()

@@ -29,7 +29,6 @@ to the estimate (for W = I this is EPLL's usual mean removal).
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,7 +36,7 @@ from scipy import linalg
 
 from ..operators import blur
 from ..patches import average_patches, extract_patches
-from ..threads import default_threads, one_blas_thread
+from ..threads import default_threads, run_in_order
 
 log = logging.getLogger("gmmrestore.mapk")
 
@@ -244,13 +243,9 @@ def map_k_patches(Y: np.ndarray, post: PatchPosterior, chunk_size: int = 64,
 
     tasks = [(s, min(s + TASK_PATCHES, N)) for s in range(0, N, TASK_PATCHES)]
     n_threads = int(n_threads) if n_threads else default_threads()
-    if n_threads <= 1 or len(tasks) <= 1:
-        for start, stop in tasks:
-            task(start, stop)
-    else:
-        with one_blas_thread(), ThreadPoolExecutor(max_workers=n_threads) as pool:
-            for future in [pool.submit(task, start, stop) for start, stop in tasks]:
-                future.result()
+    # a single task keeps the BLAS's own threads for its score products
+    for _ in run_in_order(task, tasks, n_threads if len(tasks) > 1 else 1):
+        pass
     if post.dc_response is not None:
         Z += dc[:, None]
     return Z, labels
