@@ -363,9 +363,8 @@ def _process_block(X: np.ndarray, start: int, prep: _Prepared, stats: bool, n_wo
         # (rows K, hi - lo) view has one (patch, component) pair per row
         buf = buffers[key] = ([np.empty(sub * K * (hi - lo), dtype=dt)
                                for lo, hi in prep.groups], np.empty((sub, d + 1), dtype=dt))
-    resp = np.empty((n, K))
     logp = np.empty(n)
-    first = np.zeros((K, d + 1))
+    first = np.zeros((K, d + 1))                  # [N_k, sum_n r_nk (x_n - c)]
     pieces = []
     for s in range(0, n, sub):
         e = min(s + sub, n)
@@ -378,8 +377,7 @@ def _process_block(X: np.ndarray, start: int, prep: _Prepared, stats: bool, n_wo
         Ys = [np.matmul(Xa[:, :hi + 1], W, out=out[:r * K * (hi - lo)].reshape(
             r, K * (hi - lo))).reshape(r, K, hi - lo)
             for (lo, hi), W, out in zip(prep.groups, prep.W, buf[0], strict=True)]
-        ld = resp[s:e]
-        ld[...] = 0.0
+        ld = np.zeros((r, K))
         for Y in Ys:
             ld += np.einsum("nkd,nkd->nk", Y, Y, dtype=dt)
         ld *= -0.5
@@ -393,7 +391,7 @@ def _process_block(X: np.ndarray, start: int, prep: _Prepared, stats: bool, n_wo
         if not stats:
             continue
         R /= total[:, None]                                         # responsibilities
-        first += R.T @ Xa.astype(np.float64)                        # [N_k, sum r (x - c)]
+        first += R.T @ Xa.astype(np.float64)
         # the whitened y_nk = P_k^T (x_n - mu_k) of the pairs with r_nk > RESP_FLOOR, scaled
         # by sqrt(r_nk), gathered while the sub-block is in cache (see below)
         kk, nn = np.nonzero(R.T > RESP_FLOOR)
@@ -410,7 +408,7 @@ def _process_block(X: np.ndarray, start: int, prep: _Prepared, stats: bool, n_wo
         res.worst_logp = logp[idx]
         res.worst_x = np.asarray(X[idx], dtype=np.float64)
     if stats:
-        res.counts = resp.sum(axis=0)
+        res.counts = first[:, 0]
         res.first = first[:, 1:]
         # S_k = sum_n r_nk y_nk y_nk^T, one symmetric rank-update (numpy calls BLAS syrk for
         # a.T @ a) per component over its gathered rows, centred at the component's mean so
