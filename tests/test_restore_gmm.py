@@ -40,6 +40,15 @@ def test_quadratic_features_form(rng, d):
                                expected, rtol=1e-10)
 
 
+def test_quadratic_features_rejects_a_wrong_buffer(rng):
+    Y = rng.normal(size=(5, 4))
+    n_features = len(quadratic_features(Y)[0])
+    with pytest.raises(ValueError, match="C-contiguous"):
+        quadratic_features(Y, out=np.empty((n_features, 6))[:, :5])  # a strided view
+    with pytest.raises(ValueError, match="C-contiguous"):
+        quadratic_features(Y, out=np.empty((n_features, 4)))
+
+
 @pytest.mark.parametrize(("blurred", "n_threads"), [(False, 1), (True, 1), (True, 2)])
 def test_batched_map_k_equals_one_patch_formula(rng, blurred, n_threads, monkeypatch):
     K, m = 6, 4
@@ -86,13 +95,15 @@ def test_map_k_dc_removed_prior(rng):
         np.testing.assert_allclose(Z[n], z + dc[n], atol=1e-9)
 
 
-def test_map_k_restore_averages_patch_estimates(rng):
+@pytest.mark.parametrize("n_threads", [1, 2])
+def test_map_k_restore_averages_patch_estimates(rng, n_threads):
     m, K = 3, 3
     weights, means, covs = random_gmm(rng, K, m * m)
     images = rng.random((3, 7, 6))
     k = op.gaussian_kernel(3, 0.8)
+    # two image chunks, each a worker task
     out = map_k_restore(images, weights, means, covs, op.patch_blur_matrix(k, m), 0.1, m,
-                        images_per_chunk=2)
+                        images_per_chunk=2, n_threads=n_threads)
     P = extract_patches(images, m)
     expected = np.zeros_like(images)
     counts = np.zeros_like(images)

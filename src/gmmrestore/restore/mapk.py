@@ -84,22 +84,30 @@ def quadratic_features(Y: np.ndarray, out: np.ndarray | None = None) -> np.ndarr
     :data:`FEATURE_BLOCK` rows and ``j >= `` the block's first row, block by block, then
     ``y`` and 1.
 
-    Y : (n, d).  Returns (n, :func:`n_quadratic_features` (d)).  Each block is one
-    vectorised product; within a diagonal block both ``y_i y_j`` and ``y_j y_i`` appear, a
-    few percent more features than the upper triangle for a few times fewer numpy calls.
+    Y : (n, d).  out : optional (:func:`n_quadratic_features` (d), n) buffer.  Returns
+    (n, :func:`n_quadratic_features` (d)), the transpose of ``out``: each feature is
+    contiguous over the patches, so every block is one vectorised product along the patches
+    (broadcasting along a patch's own short rows is several times slower), and the BLAS
+    reads the transpose at no cost.  Within a diagonal block both ``y_i y_j`` and
+    ``y_j y_i`` appear, a few percent more features than the upper triangle for a few times
+    fewer numpy calls.
     """
     n, d = Y.shape
     if out is None:
-        out = np.empty((n, n_quadratic_features(d)), dtype=Y.dtype)
+        out = np.empty((n_quadratic_features(d), n), dtype=Y.dtype)
+    elif out.shape != (n_quadratic_features(d), n) or not out.flags.c_contiguous:
+        raise ValueError(f"out must be a C-contiguous ({n_quadratic_features(d)}, {n}) "
+                         f"array, got shape {out.shape}")
+    Yt = Y.T
     offset = 0
     for lo, hi in _feature_blocks(d):
         size = (hi - lo) * (d - lo)
-        np.multiply(Y[:, lo:hi, None], Y[:, None, lo:],
-                    out=out[:, offset:offset + size].reshape(n, hi - lo, d - lo))
+        np.multiply(Yt[lo:hi, None, :], Yt[None, lo:, :],
+                    out=out[offset:offset + size].reshape(hi - lo, d - lo, n))
         offset += size
-    out[:, offset:offset + d] = Y
-    out[:, -1] = 1.0
-    return out
+    out[offset:offset + d] = Yt
+    out[-1] = 1.0
+    return out.T
 
 
 def quadratic_form_coefficients(P: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -125,10 +133,8 @@ class PatchPosterior:
     ----------
     score_matrix : (n_quadratic_features(d), K)
         ``quadratic_features(Y) @ score_matrix`` is the MAP-k score of every patch and
-        component, ``log pi_k + log N(y; W mu_k, C_k)``, up to a factor -1/2 and the
-        offsets in ``score_offset``.
-    score_offset : (K,)
-        ``log pi_k - log|C_k|/2 - d/2 log 2 pi``.
+        component, ``log pi_k + log N(y; W mu_k, C_k)`` (the constants sit in the row of
+        the constant feature).
     gain : (K, d, d)
         ``G_k = Sigma_k W^T C_k^{-1}``.
     means : (K, d)
@@ -139,7 +145,6 @@ class PatchPosterior:
     """
 
     score_matrix: np.ndarray
-    score_offset: np.ndarray
     gain: np.ndarray
     means: np.ndarray
     obs_means: np.ndarray
@@ -175,7 +180,6 @@ class PatchPosterior:
             noise_var = floor
         score_matrix = np.empty((n_quadratic_features(d), K))
         gain = np.empty((K, d, d))
-        score_offset = np.empty(K)
         obs_means = means @ W.T
         with np.errstate(divide="ignore"):
             log_weights = np.log(np.asarray(weights, dtype=np.float64))
@@ -187,15 +191,16 @@ class PatchPosterior:
                 C = C + extra_noise_cov
             L, _ = safe_cholesky(0.5 * (C + C.T), what=f"observation covariance of component {k}")
             P = linalg.cho_solve((L, True), eye, check_finite=False)
-            score_matrix[:, k] = quadratic_form_coefficients(0.5 * (P + P.T), obs_means[k])
+            score_matrix[:, k] = -0.5 * quadratic_form_coefficients(0.5 * (P + P.T),
+                                                                    obs_means[k])
             gain[k] = linalg.cho_solve((L, True), WS, check_finite=False).T
-            score_offset[k] = (log_weights[k] - np.log(np.diag(L)).sum()
-                               - 0.5 * d * np.log(2 * np.pi))
+            score_matrix[-1, k] += (log_weights[k] - np.log(np.diag(L)).sum()
+                                    - 0.5 * d * np.log(2 * np.pi))
         dc_response = W @ np.ones(d) if remove_dc else None
-        return cls(score_matrix, score_offset, gain, means, obs_means, dc_response)
+        return cls(score_matrix, gain, means, obs_means, dc_response)
 
 
-def map_k_patches(Y: np.ndarray, post: PatchPosterior, chunk_size: int = 64,
+def map_k_patches(Y: np.ndarray, post: PatchPosterior, chunk_size: int = 256,
                   n_threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """MAP-k estimates of clean patches.
 
@@ -205,8 +210,9 @@ def map_k_patches(Y: np.ndarray, post: PatchPosterior, chunk_size: int = 64,
         Observed patches.
     post : PatchPosterior
     chunk_size : int
-        Patches per score product; bounds the (chunk_size, ~d(d+1)/2) feature temporary
-        (64 keeps it in the core's cache).
+        Patches per score product; bounds the (~d(d+1)/2, chunk_size) feature temporary
+        (a few MB at the default: larger products run the BLAS faster, smaller ones stay
+        in cache; measured with bench/restore_speed.py).
     n_threads : int, optional
         Worker threads, each with a single-threaded BLAS, over tasks of
         :data:`TASK_PATCHES` patches (default: the BLAS thread count).  The result does not
@@ -227,12 +233,15 @@ def map_k_patches(Y: np.ndarray, post: PatchPosterior, chunk_size: int = 64,
         Y = Y - dc[:, None] * post.dc_response
 
     def task(start: int, stop: int) -> None:
-        features = np.empty((min(chunk_size, stop - start), post.score_matrix.shape[0]))
-        for s in range(start, stop, chunk_size):
-            e = min(s + chunk_size, stop)
-            phi = quadratic_features(Y[s:e], out=features[: e - s])
-            labels[s:e] = np.argmax(post.score_offset - 0.5 * (phi @ post.score_matrix),
-                                    axis=1)
+        # patches along the fast axis, so that quadratic_features writes whole rows
+        Yt = np.ascontiguousarray(Y[start:stop].T)
+        n_features = post.score_matrix.shape[0]
+        features = np.empty((n_features, min(chunk_size, stop - start)))
+        for s in range(0, stop - start, chunk_size):
+            e = min(s + chunk_size, stop - start)
+            out = features if e - s == features.shape[1] else np.empty((n_features, e - s))
+            phi = quadratic_features(Yt[:, s:e].T, out=out)
+            labels[start + s:start + e] = np.argmax(phi @ post.score_matrix, axis=1)
         # Each component's gain on its own patches: a loop over K, not over patches.
         chosen = labels[start:stop]
         order = np.argsort(chosen, kind="stable")
@@ -279,23 +288,33 @@ def boundary_noise_covariance(clean: np.ndarray, kernel: np.ndarray, W: np.ndarr
 def map_k_restore(corrupted: np.ndarray, weights: np.ndarray, means: np.ndarray,
                   covariances: np.ndarray, W: np.ndarray | None, sigma: float, m: int,
                   remove_dc: bool = False, extra_noise_cov: np.ndarray | None = None,
-                  images_per_chunk: int = 64, progress=None) -> np.ndarray:
+                  images_per_chunk: int = 64, progress=None, n_threads: int | None = None
+                  ) -> np.ndarray:
     """Restore images by MAP-k on every stride-1 patch, averaging overlapping estimates.
 
     corrupted : (n, H, W).  W : (m², m²) patch blur (None: identity).  Returns (n, H, W).
     ``extra_noise_cov`` (m², m²): see :func:`boundary_noise_covariance`.  Images are
-    processed ``images_per_chunk`` at a time so memory stays bounded.
+    processed ``images_per_chunk`` at a time, so memory stays bounded; each chunk (patch
+    extraction, MAP-k and averaging) is a task of a worker thread with a single-threaded
+    BLAS (``n_threads``, default: the BLAS thread count; the result does not depend on it).
     """
     post = PatchPosterior.build(weights, means, covariances, W, sigma**2, remove_dc,
                                 extra_noise_cov)
     corrupted = np.asarray(corrupted, dtype=np.float64)
     n, h, w = corrupted.shape
-    out = np.empty_like(corrupted)
-    for start in range(0, n, images_per_chunk):
-        stop = min(start + images_per_chunk, n)
+
+    def restore_chunk(start: int, stop: int) -> np.ndarray:
         P = extract_patches(corrupted[start:stop], m)
-        Z, _ = map_k_patches(P.reshape(-1, m * m), post)
-        out[start:stop] = average_patches(Z.reshape(P.shape), (h, w), m)
+        Z, _ = map_k_patches(P.reshape(-1, m * m), post, n_threads=1)
+        return average_patches(Z.reshape(P.shape), (h, w), m)
+
+    tasks = [(s, min(s + images_per_chunk, n)) for s in range(0, n, images_per_chunk)]
+    n_threads = int(n_threads) if n_threads else default_threads()
+    out = np.empty_like(corrupted)
+    for (start, stop), restored in zip(
+            tasks, run_in_order(restore_chunk, tasks, n_threads if len(tasks) > 1 else 1),
+            strict=True):
+        out[start:stop] = restored
         if progress is not None:
             progress(stop, n)
     return out
