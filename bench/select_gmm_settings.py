@@ -10,6 +10,10 @@ restore validation digits 0-99 for every blur of the config (A: gauss5, B: seed7
 sigma = 0.1; ``--baselines`` adds the tuned baselines on the same digits.  Prints one line per
 result and a JSON line.  Trained GMMs are cached in ``--cache`` (npz).
 
+``--init-study`` (a diagnostic of where EPLL ends, not a method): EPLL also from the
+corrupted image, from the clean image (an oracle start) and from MAP-k with three extra low
+betas first, each with its PSNR and its mean EPLL cost (:func:`epll_energy`).
+
     .venv/bin/python bench/select_gmm_settings.py --patch-size 6 --components 200
 """
 
@@ -30,7 +34,7 @@ from gmmrestore import datasets, metrics, operators  # noqa: E402
 from gmmrestore.gmm import fit_gmm  # noqa: E402
 from gmmrestore.patches import sample_patches  # noqa: E402
 from gmmrestore.restore.baselines import tune_baseline  # noqa: E402
-from gmmrestore.restore.epll import epll_restore  # noqa: E402
+from gmmrestore.restore.epll import epll_energy, epll_restore  # noqa: E402
 from gmmrestore.restore.mapk import boundary_noise_covariance, map_k_restore  # noqa: E402
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir)
@@ -44,6 +48,8 @@ def main() -> int:
     parser.add_argument("--patches", type=int, default=300_000)
     parser.add_argument("--sigma", type=float, default=0.1)
     parser.add_argument("--baselines", action="store_true", help="also tune the baselines")
+    parser.add_argument("--init-study", action="store_true",
+                        help="EPLL from other starting points, with its cost (diagnostic)")
     parser.add_argument("--cache", default="bench_cache", help="folder of trained GMMs")
     parser.add_argument("--config", default=os.path.join(ROOT, "configs",
                                                          "compare_baselines.yaml"))
@@ -89,6 +95,21 @@ def main() -> int:
             result[f"{name}_{method}"] = round(value, 3)
             print(f"{name} m={m} K={K} {method}: {value:.3f} dB (100 validation digits)",
                   flush=True)
+        if args.init_study:
+            starts = {"mapk": (x_mapk, epll), "corrupted": (corrupted, epll),
+                      "clean (oracle)": (scored, epll),
+                      "mapk, low betas first": (x_mapk, dict(
+                          epll, beta_factors=[0.125, 0.25, 0.5] + list(epll["beta_factors"])))}
+            for start, (init, schedule) in starts.items():
+                x = x_epll if start == "mapk" else epll_restore(
+                    corrupted, weights, means, covs, kernel, sigma, m, init=init, clip=True,
+                    **schedule)
+                cost = epll_energy(x, corrupted, weights, means, covs, kernel, sigma, m,
+                                   lam_factor=epll["lam_factor"])
+                value = float(np.mean(metrics.psnr(scored, np.clip(x, 0.0, 1.0))))
+                result[f"{name}_epll_from_{start}"] = [round(value, 3), round(cost.mean(), 1)]
+                print(f"{name} EPLL from {start}: {value:.3f} dB, mean cost "
+                      f"{cost.mean():.1f}", flush=True)
         if args.baselines:
             for baseline in ("wiener", "richardson_lucy", "tv_deconv", "bm3d"):
                 best, table = tune_baseline(baseline, scored, corrupted, kernel, sigma)

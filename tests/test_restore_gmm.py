@@ -9,7 +9,7 @@ from scipy.stats import multivariate_normal
 
 from gmmrestore import operators as op
 from gmmrestore.patches import extract_patches
-from gmmrestore.restore.epll import epll_image_step, epll_restore
+from gmmrestore.restore.epll import epll_energy, epll_image_step, epll_restore
 from gmmrestore.restore.mapk import (
     PatchPosterior,
     map_k_patches,
@@ -200,3 +200,28 @@ def test_epll_one_gaussian_equals_closed_form_posterior(rng, blurred):
                      beta_factors=np.geomspace(1, 1e6, 13), n_inner=100, cg_rtol=1e-12,
                      cg_maxiter=1000)
     assert np.abs(x[0] - limit).max() < 0.02 * np.abs(limit).max()
+
+
+@pytest.mark.parametrize(("blurred", "remove_dc"), [(False, False), (True, False), (True, True)])
+def test_epll_energy_equals_explicit_sum(rng, blurred, remove_dc):
+    h, w, m, K = 6, 5, 3, 3
+    d = m * m
+    weights, means, covs = random_gmm(rng, K, d)
+    k = op.gaussian_kernel(3, 1.0) if blurred else None
+    x = rng.random((2, h, w))
+    y = rng.random((2, h, w))
+    sigma, lam_factor = 0.2, 0.5
+    energy = epll_energy(x, y, weights, means, covs, k, sigma, m, lam_factor=lam_factor,
+                         remove_dc=remove_dc)
+    A = op.blur_dense_matrix(k, (h, w)) if blurred else np.eye(h * w)
+    lam = lam_factor * d / sigma**2
+    for n in range(2):
+        expected = 0.5 * lam * np.sum((A @ x[n].ravel() - y[n].ravel()) ** 2)
+        for i in range(h - m + 1):
+            for j in range(w - m + 1):
+                p = x[n, i:i + m, j:j + m].ravel()
+                if remove_dc:
+                    p = p - p.mean()
+                expected -= np.log(sum(weights[c] * multivariate_normal(means[c], covs[c]).pdf(p)
+                                       for c in range(K)))
+        assert energy[n] == pytest.approx(expected, rel=1e-10)

@@ -22,6 +22,7 @@ import logging
 
 import numpy as np
 
+from ..gmm import GaussianMixture, remove_patch_dc, score_samples
 from ..operators import blur, blur_adjoint
 from ..patches import accumulate_patches, extract_patches, patch_counts
 from ..solvers import batched_cg
@@ -66,6 +67,28 @@ def epll_image_step(y: np.ndarray, patch_sum: np.ndarray, counts: np.ndarray,
         log.warning("conjugate gradients hit %d iterations on %d image(s)", cg_maxiter,
                     int(np.sum(iters >= cg_maxiter)))
     return x
+
+
+def epll_energy(images: np.ndarray, corrupted: np.ndarray, weights: np.ndarray,
+                means: np.ndarray, covariances: np.ndarray, kernel: np.ndarray | None,
+                sigma: float, m: int, *, lam_factor: float = 1.0,
+                remove_dc: bool = False) -> np.ndarray:
+    """The cost EPLL minimises, per image: ``lam/2 |A x - y|^2 - sum_i log p(P_i x)``.
+
+    images (the candidate x), corrupted (y) : (n, H, W);  kernel : the blur A (None:
+    identity);  ``lam`` as in :func:`epll_parameters`.  Returns (n,).  For comparing
+    restorations of the same images (e.g. from different starting points): lower is what
+    EPLL prefers, whatever the PSNR.
+    """
+    images = np.asarray(images, dtype=np.float64)
+    n = len(images)
+    lam, _ = epll_parameters(sigma, m * m, (1.0,), lam_factor)
+    residual = (images if kernel is None else blur(images, kernel)) - corrupted
+    patches = extract_patches(images, m).reshape(-1, m * m)
+    if remove_dc:
+        patches = remove_patch_dc(patches)
+    log_prior = score_samples(patches, GaussianMixture(weights, means, covariances))
+    return 0.5 * lam * np.sum(residual**2, axis=(1, 2)) - log_prior.reshape(n, -1).sum(axis=1)
 
 
 def epll_restore(corrupted: np.ndarray, weights: np.ndarray, means: np.ndarray,
