@@ -44,7 +44,7 @@ log = logging.getLogger("gmmrestore.mapk")
 # (pure deblurring) otherwise gives a singular C_k whenever W is singular.
 MIN_RELATIVE_NOISE_VAR = 1e-8
 #: Rows of y per block of the quadratic features (see :func:`quadratic_features`).
-FEATURE_BLOCK = 8
+FEATURE_BLOCK = 4
 #: Patches per task of a worker thread in :func:`map_k_patches` (scores, choice and estimate).
 TASK_PATCHES = 8192
 
