@@ -68,3 +68,17 @@ def run_in_order(function: Callable[..., Any], tasks: Iterable[tuple], n_threads
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
+
+
+def run_over_spans(function: Callable[[int, int], Any], n_items: int, span: int,
+                   n_threads: int | None = None) -> Iterator[tuple[int, int, Any]]:
+    """Yield ``(start, stop, function(start, stop))`` for consecutive spans of ``span``
+    items covering ``range(n_items)``, in order, through :func:`run_in_order` with
+    ``n_threads`` workers (default :func:`default_threads`).  A single span runs in the
+    calling thread, keeping the BLAS's own threads for it.
+    """
+    spans = [(s, min(s + span, n_items)) for s in range(0, n_items, span)]
+    n_threads = int(n_threads) if n_threads else default_threads()
+    results = run_in_order(function, spans, n_threads if len(spans) > 1 else 1)
+    for (start, stop), result in zip(spans, results, strict=True):
+        yield start, stop, result

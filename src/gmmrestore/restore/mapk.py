@@ -36,7 +36,7 @@ from scipy import linalg
 
 from ..operators import blur
 from ..patches import average_patches, extract_patches
-from ..threads import default_threads, run_in_order
+from ..threads import run_over_spans
 
 log = logging.getLogger("gmmrestore.mapk")
 
@@ -250,10 +250,7 @@ def map_k_patches(Y: np.ndarray, post: PatchPosterior, chunk_size: int = 256,
             idx = start + order[bounds[k]: bounds[k + 1]]
             Z[idx] = post.means[k] + (Y[idx] - post.obs_means[k]) @ post.gain[k].T
 
-    tasks = [(s, min(s + TASK_PATCHES, N)) for s in range(0, N, TASK_PATCHES)]
-    n_threads = int(n_threads) if n_threads else default_threads()
-    # a single task keeps the BLAS's own threads for its score products
-    for _ in run_in_order(task, tasks, n_threads if len(tasks) > 1 else 1):
+    for _ in run_over_spans(task, N, TASK_PATCHES, n_threads):
         pass
     if post.dc_response is not None:
         Z += dc[:, None]
@@ -308,12 +305,8 @@ def map_k_restore(corrupted: np.ndarray, weights: np.ndarray, means: np.ndarray,
         Z, _ = map_k_patches(P.reshape(-1, m * m), post, n_threads=1)
         return average_patches(Z.reshape(P.shape), (h, w), m)
 
-    tasks = [(s, min(s + images_per_chunk, n)) for s in range(0, n, images_per_chunk)]
-    n_threads = int(n_threads) if n_threads else default_threads()
     out = np.empty_like(corrupted)
-    for (start, stop), restored in zip(
-            tasks, run_in_order(restore_chunk, tasks, n_threads if len(tasks) > 1 else 1),
-            strict=True):
+    for start, stop, restored in run_over_spans(restore_chunk, n, images_per_chunk, n_threads):
         out[start:stop] = restored
         if progress is not None:
             progress(stop, n)
