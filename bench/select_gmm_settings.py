@@ -79,6 +79,9 @@ def main() -> int:
         np.savez(path, w=weights, mu=means, cov=covs)
         print(f"trained m={m} K={K} on {args.patches} patches in "
               f"{time.perf_counter() - start:.0f} s", flush=True)
+    def mean_psnr(x: np.ndarray) -> float:
+        return float(np.mean(metrics.psnr(scored, np.clip(x, 0.0, 1.0))))
+
     rng = np.random.default_rng(5)
     result = {"patch_size": m, "n_components": K, "n_patches": args.patches}
     for name, kernel in settings.items():
@@ -91,7 +94,7 @@ def main() -> int:
         x_epll = epll_restore(corrupted, weights, means, covs, kernel, sigma, m, init=x_mapk,
                               clip=True, **epll)
         for method, x in (("mapk", x_mapk), ("epll", x_epll)):
-            value = float(np.mean(metrics.psnr(scored, np.clip(x, 0.0, 1.0))))
+            value = mean_psnr(x)
             result[f"{name}_{method}"] = round(value, 3)
             print(f"{name} m={m} K={K} {method}: {value:.3f} dB (100 validation digits)",
                   flush=True)
@@ -106,7 +109,7 @@ def main() -> int:
                     **schedule)
                 cost = epll_energy(x, corrupted, weights, means, covs, kernel, sigma, m,
                                    lam_factor=epll["lam_factor"])
-                value = float(np.mean(metrics.psnr(scored, np.clip(x, 0.0, 1.0))))
+                value = mean_psnr(x)
                 result[f"{name}_epll_from_{start}"] = [round(value, 3), round(cost.mean(), 1)]
                 print(f"{name} EPLL from {start}: {value:.3f} dB, mean cost "
                       f"{cost.mean():.1f}", flush=True)
