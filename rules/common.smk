@@ -429,7 +429,12 @@ def epll_args():
 
 
 RESTORE_PARAMS = {
-    "epll": epll_args(),
+    # options of restore_images.py for one method
+    "method_args": {
+        "mapk": "--position-weight-power "
+        f"{config['restore']['mapk']['position_weight_power']}",
+        "epll": epll_args(),
+    },
     "clip": "" if config["restore"]["clip"] else "--no-clip",
     "chunk": config["restore"]["images_per_chunk"],
 }

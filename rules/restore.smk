@@ -16,7 +16,7 @@ rule restore_images:
         mem_mb=restore_mem_mb,
         runtime=60,
     params:
-        extra=lambda wc: RESTORE_PARAMS["epll"] if wc.method == "epll" else "",
+        extra=lambda wc: RESTORE_PARAMS["method_args"].get(wc.method, ""),
         chunk=RESTORE_PARAMS["chunk"],
         clip=RESTORE_PARAMS["clip"],
     shell:
@@ -76,7 +76,7 @@ rule restore_images_blind:
         mem_mb=restore_mem_mb,
         runtime=60,
     params:
-        extra=lambda wc: RESTORE_PARAMS["epll"] if wc.method == "epll" else "",
+        extra=lambda wc: RESTORE_PARAMS["method_args"].get(wc.method, ""),
         chunk=RESTORE_PARAMS["chunk"],
         clip=RESTORE_PARAMS["clip"],
     shell:

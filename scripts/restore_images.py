@@ -112,8 +112,15 @@ def main(argv=None) -> None:
                         help="MAP-k: 'covariance' treats the blur from pixels outside a patch as "
                              "structured noise, its covariance measured on the clean validation "
                              "images; 'none' is the seed's model (y = W z + n exactly)")
+    parser.add_argument("--position-weight-power", type=float, default=3.0,
+                        help="MAP-k: overlapping patch estimates of a pixel are averaged with "
+                             "weights (posterior variance at the pixel's position in the "
+                             "patch)^-power; 0 is the seed's plain mean (power chosen on "
+                             "validation digits, README 'Status')")
     parser.add_argument("--epll-init", choices=("mapk", "corrupted"), default="mapk",
-                        help="EPLL: starting image")
+                        help="EPLL: starting image ('mapk': MAP-k with the plain mean, a "
+                             "better start for EPLL on validation digits than the weighted "
+                             "one)")
     parser.add_argument("--no-clip", dest="clip", action="store_false",
                         help="keep the raw restoration instead of clipping it to [0, 1] (the "
                              "known intensity range, as the baselines do); EPLL clips every "
@@ -123,6 +130,9 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     cli.setup_logging(args.quiet)
 
+    if not args.position_weight_power >= 0:
+        raise GmmRestoreError(f"--position-weight-power must be >= 0, got "
+                              f"{args.position_weight_power}")
     arrays, attrs = load_corrupted(args.corrupted, blind=bool(args.kernel_file))
     gmm, gmm_attrs = load_gmm(args.gmm)
     m = int(gmm_attrs["patch_size"])
@@ -152,6 +162,8 @@ def main(argv=None) -> None:
                     "boundary_model": args.boundary_model, "clip": args.clip}
     if args.kernel_file:
         params["kernels"] = len(groups)  # one per batch of the estimate
+    if args.method == "mapk":
+        params["position_weight_power"] = args.position_weight_power
     if args.method == "epll":
         params.update(beta_factors=list(args.beta_factors), lam_factor=args.lam_factor,
                       n_inner=args.n_inner, init=args.epll_init)
@@ -177,6 +189,8 @@ def main(argv=None) -> None:
         if args.method == "mapk" or args.epll_init == "mapk":
             part = map_k_restore(images, gmm.weights, gmm.means, gmm.covariances, W, sigma, m,
                                  remove_dc=remove_dc, extra_noise_cov=extra_cov,
+                                 position_weight_power=(args.position_weight_power
+                                                        if args.method == "mapk" else 0.0),
                                  images_per_chunk=args.images_per_chunk, progress=progress)
         if args.method == "epll":
             if kernel is None:

@@ -114,6 +114,9 @@ CONFIG_CASES = {
     "sigma_negative": (
         sweep(sigma="[0.1, -0.1]"), (),
         "config: sweep.noise_sigma[1] = -0.1: -0.1 is less than the minimum of 0"),
+    "position_weight_power_negative": (
+        "restore: {methods: [mapk], mapk: {position_weight_power: -1}}", (),
+        "config: restore.mapk.position_weight_power = -1: -1 is less than the minimum of 0"),
     "unknown_blur_name": (
         sweep(blur="[gauss5, gauss7]"), (),
         "config: sweep lists blur(s) 'gauss7', not defined under 'blurs' (defined: gauss5)"),
@@ -446,6 +449,11 @@ def case_error_ratio_against_another_method(f):
 def case_sigma_negative(f):
     return (*corrupt(f, "--blur-type", "identity", "--sigma", -0.1),
             r"noise sigma must be finite and >= 0, got -0.1")
+
+
+def case_position_weight_power_negative(f):
+    return (*restore(f, "--position-weight-power", -1),
+            r"--position-weight-power must be >= 0, got -1\.0")
 
 
 def case_patch_size_larger_than_images(f):

@@ -49,6 +49,21 @@ def test_extract_then_average_is_exact(m, extra_h, extra_w, seed):
                                atol=1e-12)
 
 
+def test_weighted_average_matches_loops(rng):
+    h, w, m = 6, 7, 3
+    patches = rng.normal(size=(2, (h - m + 1) * (w - m + 1), m * m))
+    weights = rng.random(m * m) + 0.1
+    total = np.zeros((2, h, w))
+    weight_sum = np.zeros((h, w))
+    for idx, (i, j) in enumerate((i, j) for i in range(h - m + 1) for j in range(w - m + 1)):
+        total[:, i:i + m, j:j + m] += (weights * patches[:, idx]).reshape(2, m, m)
+        weight_sum[i:i + m, j:j + m] += weights.reshape(m, m)
+    np.testing.assert_allclose(P.average_patches(patches, (h, w), m, weights),
+                               total / weight_sum, rtol=1e-12)
+    with pytest.raises(ValueError, match="positive"):
+        P.average_patches(patches, (h, w), m, np.zeros(m * m))
+
+
 def test_sample_patches_subset_and_seeded(rng):
     images = rng.random((3, 8, 8))
     allp = P.extract_patches(images, 4).reshape(-1, 16)

@@ -29,7 +29,7 @@ def one_patch_map_k(y, weights, means, covs, W, s2):
     return k, means[k] + covs[k] @ W.T @ np.linalg.solve(C, y - W @ means[k])
 
 
-@pytest.mark.parametrize("d", [1, 4, 5, 9])
+@pytest.mark.parametrize("d", [1, 3, 4, 5, 9, 11, 16])
 def test_quadratic_features_form(rng, d):
     Y = rng.normal(size=(7, d))
     A = rng.normal(size=(d, d))
@@ -95,25 +95,50 @@ def test_map_k_dc_removed_prior(rng):
         np.testing.assert_allclose(Z[n], z + dc[n], atol=1e-9)
 
 
-@pytest.mark.parametrize("n_threads", [1, 2])
-def test_map_k_restore_averages_patch_estimates(rng, n_threads):
+def position_variance_explicit(weights, covs, W, s2):
+    """Mixture-weighted diagonal of the posterior covariance
+    Sigma - Sigma W^T (W Sigma W^T + s2 I)^-1 W Sigma, one component at a time."""
+    d = len(W)
+    post = [np.diag(c - c @ W.T @ np.linalg.inv(W @ c @ W.T + s2 * np.eye(d)) @ W @ c)
+            for c in covs]
+    return np.average(post, axis=0, weights=weights)
+
+
+def test_position_variance_is_the_posterior_variance(rng):
+    m = 3
+    weights, means, covs = random_gmm(rng, 4, m * m)
+    W = op.patch_blur_matrix(op.gaussian_kernel(3, 0.8), m)
+    post = PatchPosterior.build(weights, means, covs, W, 0.05)
+    expected = position_variance_explicit(weights, covs, W, 0.05)
+    np.testing.assert_allclose(post.position_variance, expected, rtol=1e-10)
+    np.testing.assert_allclose(post.position_weights(2.0), (expected / expected.min())**-2.0,
+                               rtol=1e-10)
+    np.testing.assert_array_equal(post.position_weights(0.0), np.ones(m * m))
+    with pytest.raises(ValueError, match=">= 0"):
+        post.position_weights(-1.0)
+
+
+@pytest.mark.parametrize(("n_threads", "power"), [(1, 0.0), (2, 0.0), (2, 2.5)])
+def test_map_k_restore_averages_patch_estimates(rng, n_threads, power):
     m, K = 3, 3
     weights, means, covs = random_gmm(rng, K, m * m)
     images = rng.random((3, 7, 6))
     k = op.gaussian_kernel(3, 0.8)
     # two image chunks, each a worker task
     out = map_k_restore(images, weights, means, covs, op.patch_blur_matrix(k, m), 0.1, m,
-                        images_per_chunk=2, n_threads=n_threads)
+                        position_weight_power=power, images_per_chunk=2, n_threads=n_threads)
     P = extract_patches(images, m)
     expected = np.zeros_like(images)
-    counts = np.zeros_like(images)
+    weight_sums = np.zeros_like(images)
     W = op.patch_blur_matrix(k, m)
+    variance = position_variance_explicit(weights, covs, W, 0.01).reshape(m, m)
+    position_weight = (variance / variance.min()) ** -power
     for n in range(3):
         for idx, (i, j) in enumerate((i, j) for i in range(5) for j in range(4)):
             _, z = one_patch_map_k(P[n, idx], weights, means, covs, W, 0.01)
-            expected[n, i:i + m, j:j + m] += z.reshape(m, m)
-            counts[n, i:i + m, j:j + m] += 1
-    np.testing.assert_allclose(out, expected / counts, atol=1e-9)
+            expected[n, i:i + m, j:j + m] += position_weight * z.reshape(m, m)
+            weight_sums[n, i:i + m, j:j + m] += position_weight
+    np.testing.assert_allclose(out, expected / weight_sums, atol=1e-9)
 
 
 def test_map_k_zero_noise_is_finite(rng):

@@ -54,11 +54,13 @@ def accumulate_patches(patches: np.ndarray, image_shape: tuple[int, int], m: int
     n = patches.shape[0]
     h, w = image_shape
     hp, wp = h - m + 1, w - m + 1
-    grid = patches.reshape(n, hp, wp, m, m)
+    # one transposing copy, so that each of the m² adds reads contiguous memory (reading
+    # grid[..., a, b] in place strides by m² elements: ~2x slower overall)
+    grid = np.ascontiguousarray(patches.reshape(n, hp, wp, m, m).transpose(3, 4, 0, 1, 2))
     out = np.zeros((n, h, w), dtype=np.result_type(patches.dtype, np.float32))
     for a in range(m):
         for b in range(m):
-            out[:, a:a + hp, b:b + wp] += grid[:, :, :, a, b]
+            out[:, a:a + hp, b:b + wp] += grid[a, b]
     return out
 
 
@@ -72,9 +74,23 @@ def patch_counts(image_shape: tuple[int, int], m: int) -> np.ndarray:
     return np.outer(rows, cols).astype(np.float64)
 
 
-def average_patches(patches: np.ndarray, image_shape: tuple[int, int], m: int) -> np.ndarray:
-    """Re-assemble images by averaging overlapping patch estimates: (n, P, m*m) -> (n, H, W)."""
-    return accumulate_patches(patches, image_shape, m) / patch_counts(image_shape, m)
+def average_patches(patches: np.ndarray, image_shape: tuple[int, int], m: int,
+                    position_weights: np.ndarray | None = None) -> np.ndarray:
+    """Re-assemble images by averaging overlapping patch estimates: (n, P, m*m) -> (n, H, W).
+
+    ``position_weights`` (m*m,), positive: each pixel becomes the weighted mean of its
+    estimates, an estimate weighted by its position inside its patch (None: equal weights).
+    """
+    if position_weights is None:
+        return accumulate_patches(patches, image_shape, m) / patch_counts(image_shape, m)
+    position_weights = np.asarray(position_weights, dtype=np.float64)
+    if position_weights.shape != (m * m,) or not np.all(position_weights > 0):
+        raise ValueError(f"position_weights must be {m * m} positive numbers, got shape "
+                         f"{position_weights.shape}")
+    n_per_image = n_patches_per_image(image_shape, m)
+    weight_sum = accumulate_patches(np.broadcast_to(position_weights, (1, n_per_image, m * m)),
+                                    image_shape, m)[0]
+    return accumulate_patches(patches * position_weights, image_shape, m) / weight_sum
 
 
 def sample_patches(images: np.ndarray, m: int, max_patches: int | None,

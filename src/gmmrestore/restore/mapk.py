@@ -15,8 +15,9 @@ All K scores of a block of patches come from ONE matrix product.  Writing
 ``scores = phi(Y) @ S`` with a (n_features, K) matrix ``S`` built once per component
 set.  That product has a long inner dimension and a narrow output, the shape the BLAS runs
 fastest, and costs about half the flops of whitening every patch for every component.
-The estimate then needs only the chosen component: ``mu_k + G_k (y - b_k)`` with the gain
-``G_k = Sigma_k W^T C_k^{-1}`` from a Cholesky solve, computed once per component.
+The estimate then needs only the chosen component: ``mu_k + G_k (y - b_k) = G_k y + o_k``
+with the gain ``G_k = Sigma_k W^T C_k^{-1}`` from a Cholesky solve and the offset
+``o_k = mu_k - G_k b_k``, both computed once per component.
 Patches are processed in tasks of :data:`TASK_PATCHES` by worker threads, each with a
 single-threaded BLAS (:mod:`gmmrestore.threads`), so that the feature construction and the
 gains run on every core, not only the score product.
@@ -44,7 +45,7 @@ log = logging.getLogger("gmmrestore.mapk")
 # (pure deblurring) otherwise gives a singular C_k whenever W is singular.
 MIN_RELATIVE_NOISE_VAR = 1e-8
 #: Rows of y per block of the quadratic features (see :func:`quadratic_features`).
-FEATURE_BLOCK = 4
+FEATURE_BLOCK = 8
 #: Patches per task of a worker thread in :func:`map_k_patches` (scores, choice and estimate).
 TASK_PATCHES = 8192
 
@@ -74,23 +75,37 @@ def _feature_blocks(d: int) -> list[tuple[int, int]]:
     return list(zip(edges[:-1], edges[1:], strict=True))
 
 
+def _diagonal_block_pairs(d: int) -> tuple[np.ndarray, np.ndarray]:
+    """Index pairs ``(i, j)``, ``i <= j``, with i and j in the same row block, in the order
+    of :func:`quadratic_features`: for each offset ``j - i``, the full blocks, then the
+    last, shorter block."""
+    full = d - d % FEATURE_BLOCK
+    pairs = []
+    for lo_range, size in ((range(0, full, FEATURE_BLOCK), FEATURE_BLOCK),
+                           (range(full, d, FEATURE_BLOCK), d - full)):
+        for shift in range(size):
+            pairs += [(lo + i, lo + i + shift) for lo in lo_range for i in range(size - shift)]
+    rows, cols = np.array(pairs, dtype=np.intp).reshape(-1, 2).T
+    return rows, cols
+
+
 def n_quadratic_features(d: int) -> int:
-    """Length of :func:`quadratic_features` rows for patches of dimension ``d``."""
-    return sum((hi - lo) * (d - lo) for lo, hi in _feature_blocks(d)) + d + 1
+    """Length of :func:`quadratic_features` rows for patches of dimension ``d``:
+    ``d(d+1)/2 + d + 1``."""
+    return d * (d + 1) // 2 + d + 1
 
 
 def quadratic_features(Y: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """Quadratic features of patches: the products ``y_i y_j`` for ``i`` in a block of
-    :data:`FEATURE_BLOCK` rows and ``j >= `` the block's first row, block by block, then
+    """Quadratic features of patches: every product ``y_i y_j`` (``i <= j``) once, then
     ``y`` and 1.
 
     Y : (n, d).  out : optional (:func:`n_quadratic_features` (d), n) buffer.  Returns
     (n, :func:`n_quadratic_features` (d)), the transpose of ``out``: each feature is
-    contiguous over the patches, so every block is one vectorised product along the patches
-    (broadcasting along a patch's own short rows is several times slower), and the BLAS
-    reads the transpose at no cost.  Within a diagonal block both ``y_i y_j`` and
-    ``y_j y_i`` appear, a few percent more features than the upper triangle for a few times
-    fewer numpy calls.
+    contiguous over the patches, so that the products are a few vectorised calls along the
+    patches (broadcasting along a patch's own short rows is several times slower), and the
+    BLAS reads the transpose at no cost.  Order: for each block of :data:`FEATURE_BLOCK`
+    rows ``[lo, hi)``, the products with the columns after the block (one broadcast call);
+    then the products inside the diagonal blocks (one call for all blocks).
     """
     n, d = Y.shape
     if out is None:
@@ -101,9 +116,21 @@ def quadratic_features(Y: np.ndarray, out: np.ndarray | None = None) -> np.ndarr
     Yt = Y.T
     offset = 0
     for lo, hi in _feature_blocks(d):
-        size = (hi - lo) * (d - lo)
-        np.multiply(Yt[lo:hi, None, :], Yt[None, lo:, :],
-                    out=out[offset:offset + size].reshape(hi - lo, d - lo, n))
+        size = (hi - lo) * (d - hi)
+        np.multiply(Yt[lo:hi, None, :], Yt[None, hi:, :],
+                    out=out[offset:offset + size].reshape(hi - lo, d - hi, n))
+        offset += size
+    # inside the diagonal blocks: one call per offset j - i, all full blocks at once
+    full = d - d % FEATURE_BLOCK
+    blocks = Yt[:full].reshape(full // FEATURE_BLOCK, FEATURE_BLOCK, n)
+    for shift in range(FEATURE_BLOCK if len(blocks) else 0):
+        size = (FEATURE_BLOCK - shift) * len(blocks)
+        np.multiply(blocks[:, :FEATURE_BLOCK - shift], blocks[:, shift:],
+                    out=out[offset:offset + size].reshape(len(blocks), -1, n))
+        offset += size
+    for shift in range(d - full):
+        size = d - full - shift
+        np.multiply(Yt[full:d - shift], Yt[full + shift:], out=out[offset:offset + size])
         offset += size
     out[offset:offset + d] = Yt
     out[-1] = 1.0
@@ -116,11 +143,9 @@ def quadratic_form_coefficients(P: np.ndarray, b: np.ndarray) -> np.ndarray:
     P : (d, d) symmetric;  b : (d,).  Returns (:func:`n_quadratic_features` (d),).
     """
     d = len(b)
-    parts = []
-    for lo, hi in _feature_blocks(d):
-        block = P[lo:hi, lo:].copy()        # y_i y_j, i in [lo, hi), j >= lo
-        block[:, hi - lo:] *= 2.0           # j beyond the block: (j, i) is not a feature
-        parts.append(block.ravel())
+    parts = [2.0 * P[lo:hi, hi:].ravel() for lo, hi in _feature_blocks(d)]
+    rows, cols = _diagonal_block_pairs(d)
+    parts.append(np.where(rows == cols, 1.0, 2.0) * P[rows, cols])
     Pb = P @ b
     return np.concatenate(parts + [-2.0 * Pb, [b @ Pb]])
 
@@ -137,18 +162,32 @@ class PatchPosterior:
         the constant feature).
     gain : (K, d, d)
         ``G_k = Sigma_k W^T C_k^{-1}``.
-    means : (K, d)
-    obs_means : (K, d)
-        ``W mu_k``.
+    offset : (K, d)
+        ``mu_k - G_k W mu_k``, so that the estimate is ``G_k y + offset_k``.
     dc_response : (d,) or None
         ``W 1`` when the prior is zero-mean on DC-removed patches, else None.
+    position_variance : (d,)
+        Posterior variance of each pixel of a patch, ``diag(Sigma_k - G_k W Sigma_k)``,
+        averaged over the components with the mixture weights: how uncertain the estimate
+        is at each position inside the patch (larger at the borders, where the blur mixes in
+        pixels from outside the patch).  See :meth:`position_weights`.
     """
 
     score_matrix: np.ndarray
     gain: np.ndarray
-    means: np.ndarray
-    obs_means: np.ndarray
+    offset: np.ndarray
     dc_response: np.ndarray | None
+    position_variance: np.ndarray
+
+    def position_weights(self, power: float) -> np.ndarray:
+        """Weights (d,) for averaging overlapping patch estimates:
+        ``(position_variance / min)^-power``.  ``power = 0`` is the plain mean, 1 the
+        inverse-variance (precision) weighting; larger powers trust the well-determined
+        positions (the patch centre) more."""
+        if power < 0:
+            raise ValueError(f"position weight power must be >= 0, got {power}")
+        variance = np.maximum(self.position_variance, np.finfo(float).tiny)
+        return (variance / variance.min()) ** -float(power)
 
     @property
     def n_components(self) -> int:
@@ -180,6 +219,7 @@ class PatchPosterior:
             noise_var = floor
         score_matrix = np.empty((n_quadratic_features(d), K))
         gain = np.empty((K, d, d))
+        posterior_variance = np.empty((K, d))
         obs_means = means @ W.T
         with np.errstate(divide="ignore"):
             log_weights = np.log(np.asarray(weights, dtype=np.float64))
@@ -194,10 +234,15 @@ class PatchPosterior:
             score_matrix[:, k] = -0.5 * quadratic_form_coefficients(0.5 * (P + P.T),
                                                                     obs_means[k])
             gain[k] = linalg.cho_solve((L, True), WS, check_finite=False).T
+            # diag(Sigma_k - G_k W Sigma_k)
+            posterior_variance[k] = np.diag(covariances[k]) - np.einsum("ij,ji->i", gain[k], WS)
             score_matrix[-1, k] += (log_weights[k] - np.log(np.diag(L)).sum()
                                     - 0.5 * d * np.log(2 * np.pi))
+        offset = means - np.einsum("kij,kj->ki", gain, obs_means)
         dc_response = W @ np.ones(d) if remove_dc else None
-        return cls(score_matrix, gain, means, obs_means, dc_response)
+        weights = np.asarray(weights, dtype=np.float64)
+        position_variance = weights @ posterior_variance / weights.sum()
+        return cls(score_matrix, gain, offset, dc_response, position_variance)
 
 
 def map_k_patches(Y: np.ndarray, post: PatchPosterior, chunk_size: int = 256,
@@ -242,13 +287,18 @@ def map_k_patches(Y: np.ndarray, post: PatchPosterior, chunk_size: int = 256,
             out = features if e - s == features.shape[1] else np.empty((n_features, e - s))
             phi = quadratic_features(Yt[:, s:e].T, out=out)
             labels[start + s:start + e] = np.argmax(phi @ post.score_matrix, axis=1)
-        # Each component's gain on its own patches: a loop over K, not over patches.
+        # Each component's gain on its own patches: a loop over K, not over patches, on
+        # the patches sorted by component (one gather and one scatter per task).
         chosen = labels[start:stop]
         order = np.argsort(chosen, kind="stable")
         bounds = np.searchsorted(chosen[order], np.arange(K + 1))
+        sorted_patches = Y[start + order]
+        estimates = np.empty_like(sorted_patches)
         for k in np.flatnonzero(np.diff(bounds)):
-            idx = start + order[bounds[k]: bounds[k + 1]]
-            Z[idx] = post.means[k] + (Y[idx] - post.obs_means[k]) @ post.gain[k].T
+            span = slice(bounds[k], bounds[k + 1])
+            np.matmul(sorted_patches[span], post.gain[k].T, out=estimates[span])
+            estimates[span] += post.offset[k]
+        Z[start + order] = estimates
 
     for _ in run_over_spans(task, N, TASK_PATCHES, n_threads):
         pass
@@ -259,9 +309,8 @@ def map_k_patches(Y: np.ndarray, post: PatchPosterior, chunk_size: int = 256,
 
 def map_k_flops(n_patches: int, n_components: int, d: int) -> float:
     """Floating-point operations of :func:`map_k_patches`: the score product, the
-    quadratic features and the gain products (counting the d(d+1)/2 distinct products; the
-    few duplicates of :func:`quadratic_features` are not counted as useful work)."""
-    n_score = d * (d + 1) // 2 + d + 1
+    d(d+1)/2 products of :func:`quadratic_features` and the gain products."""
+    n_score = n_quadratic_features(d)
     return n_patches * (2.0 * n_score * n_components + d * (d + 1) / 2 + 2.0 * d * d)
 
 
@@ -285,25 +334,30 @@ def boundary_noise_covariance(clean: np.ndarray, kernel: np.ndarray, W: np.ndarr
 def map_k_restore(corrupted: np.ndarray, weights: np.ndarray, means: np.ndarray,
                   covariances: np.ndarray, W: np.ndarray | None, sigma: float, m: int,
                   remove_dc: bool = False, extra_noise_cov: np.ndarray | None = None,
-                  images_per_chunk: int = 64, progress=None, n_threads: int | None = None
-                  ) -> np.ndarray:
+                  position_weight_power: float = 0.0, images_per_chunk: int = 64,
+                  progress=None, n_threads: int | None = None) -> np.ndarray:
     """Restore images by MAP-k on every stride-1 patch, averaging overlapping estimates.
 
     corrupted : (n, H, W).  W : (m², m²) patch blur (None: identity).  Returns (n, H, W).
-    ``extra_noise_cov`` (m², m²): see :func:`boundary_noise_covariance`.  Images are
+    ``extra_noise_cov`` (m², m²): see :func:`boundary_noise_covariance`.
+    ``position_weight_power``: overlapping estimates of a pixel are averaged with weights
+    :meth:`PatchPosterior.position_weights` of this power (0: the plain mean; under blur
+    the estimates at a patch's borders are the least certain).  Images are
     processed ``images_per_chunk`` at a time, so memory stays bounded; each chunk (patch
     extraction, MAP-k and averaging) is a task of a worker thread with a single-threaded
     BLAS (``n_threads``, default: the BLAS thread count; the result does not depend on it).
     """
     post = PatchPosterior.build(weights, means, covariances, W, sigma**2, remove_dc,
                                 extra_noise_cov)
+    position_weights = (None if position_weight_power == 0
+                        else post.position_weights(position_weight_power))
     corrupted = np.asarray(corrupted, dtype=np.float64)
     n, h, w = corrupted.shape
 
     def restore_chunk(start: int, stop: int) -> np.ndarray:
         P = extract_patches(corrupted[start:stop], m)
         Z, _ = map_k_patches(P.reshape(-1, m * m), post, n_threads=1)
-        return average_patches(Z.reshape(P.shape), (h, w), m)
+        return average_patches(Z.reshape(P.shape), (h, w), m, position_weights)
 
     out = np.empty_like(corrupted)
     for start, stop, restored in run_over_spans(restore_chunk, n, images_per_chunk, n_threads):
