@@ -11,6 +11,7 @@ from snakemake.utils import validate
 
 sys.path.insert(0, os.path.join(workflow.basedir, "src"))  # the checkout's gmmrestore
 from gmmrestore.configcheck import check_settings, schema_error_message
+from gmmrestore.depends import library_sources
 
 try:
     validate(config, "../schemas/config.schema.yaml")
@@ -32,6 +33,12 @@ PAIRED_BLUR = "paired"  # blur name of a paired set's given corruption (reserved
 def script_path(name):
     """A stage's script, passed as an input so that editing it triggers a rerun."""
     return os.path.join(SCRIPTS, name)
+
+
+def library_inputs(name):
+    """The gmmrestore modules a stage's script imports (directly or not), passed as inputs
+    so that editing the library reruns the stages that use the edited module."""
+    return library_sources(script_path(name), os.path.join(workflow.basedir, "src"))
 
 
 def fmt_sigma(value):

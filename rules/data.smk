@@ -1,6 +1,7 @@
 rule download_dataset:
     input:
         script=script_path("download_dataset.py"),
+        library=library_inputs("download_dataset.py"),
     output:
         f"{RESULTS}/data/{{dataset}}.h5",
     log:
@@ -22,6 +23,7 @@ rule download_dataset:
 rule extract_patches:
     input:
         script=script_path("extract_patches.py"),
+        library=library_inputs("extract_patches.py"),
         data=f"{RESULTS}/data/{{dataset}}.h5",
     output:
         f"{RESULTS}/{{dataset}}/patches/m{{m}}.h5",
@@ -51,6 +53,7 @@ rule extract_patches:
 rule corrupt_images:
     input:
         script=script_path("corrupt_images.py"),
+        library=library_inputs("corrupt_images.py"),
         data=f"{RESULTS}/data/{{dataset}}.h5",
     output:
         f"{RESULTS}/{{dataset}}/{{blur}}_s{{sigma}}/corrupted.h5",
@@ -82,6 +85,7 @@ rule import_paired:
     input:
         unpack(paired_folder),
         script=script_path("import_paired.py"),
+        library=library_inputs("import_paired.py"),
         # training images: intensity statistics and the simulated validation pairs
         reference=f"{RESULTS}/data/{{dataset}}.h5",
     output:

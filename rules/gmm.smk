@@ -1,6 +1,7 @@
 rule train_gmm:
     input:
         script=script_path("train_gmm.py"),
+        library=library_inputs("train_gmm.py"),
         data=f"{RESULTS}/{{dataset}}/patches/m{{m}}.h5",
     output:
         f"{RESULTS}/{{dataset}}/gmm/m{{m}}_K{{K}}.h5",
@@ -29,6 +30,7 @@ rule train_gmm:
 rule plot_gmm:
     input:
         script=script_path("plot_gmm.py"),
+        library=library_inputs("plot_gmm.py"),
         data=f"{RESULTS}/{{dataset}}/gmm/m{{m}}_K{{K}}.h5",
     output:
         report(

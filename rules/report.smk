@@ -1,6 +1,7 @@
 rule collect_metrics:
     input:
         script=script_path("collect_metrics.py"),
+        library=library_inputs("collect_metrics.py"),
         data=metric_files(),
     output:
         metrics=report(
@@ -33,6 +34,7 @@ rule collect_metrics:
 rule plot_examples:
     input:
         script=script_path("plot_examples.py"),
+        library=library_inputs("plot_examples.py"),
         corrupted=f"{RESULTS}/{{dataset}}/{{blur}}_s{{sigma}}/corrupted.h5",
         restored=lambda wc: restored_files(wc.blur, wc.sigma),
     output:
@@ -63,6 +65,7 @@ rule plot_examples:
 rule plot_sweep:
     input:
         script=script_path("plot_sweep.py"),
+        library=library_inputs("plot_sweep.py"),
         data=f"{RESULTS}/metrics.csv",
     output:
         report(
@@ -91,6 +94,7 @@ rule plot_sweep:
 rule plot_kernels:
     input:
         script=script_path("plot_kernels.py"),
+        library=library_inputs("plot_kernels.py"),
         corrupted=f"{RESULTS}/{{dataset}}/{{blur}}_s{{sigma}}/corrupted.h5",
         estimate=f"{RESULTS}/{{dataset}}/{{blur}}_s{{sigma}}/kernel_estimate.h5",
     output:

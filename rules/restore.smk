@@ -1,6 +1,7 @@
 rule restore_images:
     input:
         script=script_path("restore_images.py"),
+        library=library_inputs("restore_images.py"),
         corrupted=f"{RESULTS}/{{dataset}}/{{blur}}_s{{sigma}}/corrupted.h5",
         gmm=f"{RESULTS}/{{dataset}}/gmm/m{{m}}_K{{K}}.h5",
     output:
@@ -29,6 +30,7 @@ rule restore_images:
 rule estimate_kernel:
     input:
         script=script_path("estimate_kernel.py"),
+        library=library_inputs("estimate_kernel.py"),
         data=f"{RESULTS}/{{dataset}}/{{blur}}_s{{sigma}}/corrupted.h5",
         # sharp training images: the learned spectral prior of the kernel EM
         prior=f"{RESULTS}/data/{{dataset}}.h5",
@@ -60,6 +62,7 @@ rule estimate_kernel:
 rule restore_images_blind:
     input:
         script=script_path("restore_images.py"),
+        library=library_inputs("restore_images.py"),
         corrupted=f"{RESULTS}/{{dataset}}/{{blur}}_s{{sigma}}/corrupted.h5",
         gmm=f"{RESULTS}/{{dataset}}/gmm/m{{m}}_K{{K}}.h5",
         kernel=f"{RESULTS}/{{dataset}}/{{blur}}_s{{sigma}}/kernel_estimate.h5",
@@ -89,6 +92,7 @@ rule restore_images_blind:
 rule restore_baseline:
     input:
         script=script_path("restore_baseline.py"),
+        library=library_inputs("restore_baseline.py"),
         data=f"{RESULTS}/{{dataset}}/{{blur}}_s{{sigma}}/corrupted.h5",
     output:
         f"{RESULTS}/{{dataset}}/{{blur}}_s{{sigma}}/baseline/{{method}}.h5",
@@ -113,6 +117,7 @@ rule restore_baseline:
 rule evaluate_corrupted:
     input:
         script=script_path("evaluate_restoration.py"),
+        library=library_inputs("evaluate_restoration.py"),
         data=f"{RESULTS}/{{dataset}}/{{blur}}_s{{sigma}}/corrupted.h5",
     output:
         f"{RESULTS}/{{dataset}}/{{blur}}_s{{sigma}}/metrics/corrupted.csv",
@@ -135,6 +140,7 @@ rule evaluate_restoration:
     input:
         unpack(evaluation_inputs),
         script=script_path("evaluate_restoration.py"),
+        library=library_inputs("evaluate_restoration.py"),
         corrupted=f"{RESULTS}/{{dataset}}/{{blur}}_s{{sigma}}/corrupted.h5",
     output:
         f"{RESULTS}/{{dataset}}/{{blur}}_s{{sigma}}/metrics/{{restoration}}.csv",
