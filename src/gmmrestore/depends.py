@@ -4,6 +4,7 @@ that editing the library reruns exactly the stages that use the edited module.""
 from __future__ import annotations
 
 import ast
+import functools
 import os
 
 PACKAGE = "gmmrestore"
@@ -18,10 +19,13 @@ def _module_file(src_root: str, module: str) -> str | None:
     return None
 
 
-def _imported_modules(path: str, module: str | None) -> set[str]:
+@functools.cache
+def _imported_modules(path: str, module: str | None) -> frozenset[str]:
     """Absolute names of the modules imported anywhere in the file ``path`` (also inside
     functions); ``module`` is the file's own dotted name (None for a script), to resolve
-    relative imports.  ``from a import b`` yields ``a`` and ``a.b`` (b may be a module)."""
+    relative imports.  ``from a import b`` yields ``a`` and ``a.b`` (b may be a module).
+    Cached: the workflow asks for every rule's script, and most share their modules (each
+    file is parsed once per Snakemake start, not once per rule)."""
     with open(path, encoding="utf-8") as fh:
         tree = ast.parse(fh.read(), filename=path)
     is_package = os.path.basename(path) == "__init__.py"
@@ -40,7 +44,7 @@ def _imported_modules(path: str, module: str | None) -> set[str]:
                 base = node.module or ""
             names.add(base)
             names.update(f"{base}.{alias.name}" for alias in node.names)
-    return names
+    return frozenset(names)
 
 
 def library_sources(script: str | os.PathLike, src_root: str | os.PathLike) -> list[str]:
