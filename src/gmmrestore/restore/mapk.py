@@ -29,6 +29,7 @@ to the estimate (for W = I this is EPLL's usual mean removal).
 
 from __future__ import annotations
 
+import functools
 import logging
 from dataclasses import dataclass
 
@@ -75,17 +76,21 @@ def _feature_blocks(d: int) -> list[tuple[int, int]]:
     return list(zip(edges[:-1], edges[1:], strict=True))
 
 
-def _diagonal_block_pairs(d: int) -> tuple[np.ndarray, np.ndarray]:
-    """Index pairs ``(i, j)``, ``i <= j``, with i and j in the same row block, in the order
-    of :func:`quadratic_features`: for each offset ``j - i``, the full blocks, then the
+@functools.cache
+def _quadratic_pairs(d: int) -> tuple[np.ndarray, np.ndarray]:
+    """Index pairs ``(i, j)``, ``i <= j``, of the products in :func:`quadratic_features`,
+    in its order: for each row block ``[lo, hi)``, its rows against the columns after it;
+    then inside the diagonal blocks, for each offset ``j - i``, the full blocks, then the
     last, shorter block."""
+    pairs = [(i, j) for lo, hi in _feature_blocks(d) for i in range(lo, hi)
+             for j in range(hi, d)]
     full = d - d % FEATURE_BLOCK
-    pairs = []
     for lo_range, size in ((range(0, full, FEATURE_BLOCK), FEATURE_BLOCK),
                            (range(full, d, FEATURE_BLOCK), d - full)):
         for shift in range(size):
             pairs += [(lo + i, lo + i + shift) for lo in lo_range for i in range(size - shift)]
     rows, cols = np.array(pairs, dtype=np.intp).reshape(-1, 2).T
+    rows.flags.writeable = cols.flags.writeable = False  # cached: shared by every caller
     return rows, cols
 
 
@@ -142,12 +147,10 @@ def quadratic_form_coefficients(P: np.ndarray, b: np.ndarray) -> np.ndarray:
 
     P : (d, d) symmetric;  b : (d,).  Returns (:func:`n_quadratic_features` (d),).
     """
-    d = len(b)
-    parts = [2.0 * P[lo:hi, hi:].ravel() for lo, hi in _feature_blocks(d)]
-    rows, cols = _diagonal_block_pairs(d)
-    parts.append(np.where(rows == cols, 1.0, 2.0) * P[rows, cols])
+    rows, cols = _quadratic_pairs(len(b))
     Pb = P @ b
-    return np.concatenate(parts + [-2.0 * Pb, [b @ Pb]])
+    return np.concatenate([np.where(rows == cols, 1.0, 2.0) * P[rows, cols], -2.0 * Pb,
+                           [b @ Pb]])
 
 
 @dataclass(frozen=True)
