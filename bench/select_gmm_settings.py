@@ -12,7 +12,8 @@ result and a JSON line.  Trained GMMs are cached in ``--cache`` (npz).
 
 ``--init-study`` (a diagnostic of where EPLL ends, not a method): EPLL also from the
 corrupted image, from the clean image (an oracle start) and from MAP-k with three extra low
-betas first, each with its PSNR and its mean EPLL cost (:func:`epll_energy`).
+betas first (these starts not sharpened), each with its PSNR and its mean EPLL cost
+(:func:`epll_energy`).
 
     .venv/bin/python bench/select_gmm_settings.py --patch-size 6 --components 200
 """
@@ -92,22 +93,29 @@ def main() -> int:
         extra = boundary_noise_covariance(boundary_images, kernel, W, m)
         x_mapk_plain = map_k_restore(corrupted, weights, means, covs, W, sigma, m,
                                      extra_noise_cov=extra)
-        # the workflow's EPLL starts from MAP-k with the plain mean (restore_images.py)
+        # the workflow's EPLL starts from MAP-k with the plain mean (restore_images.py),
+        # sharpened by the config's init_sharpen
         x_epll = epll_restore(corrupted, weights, means, covs, kernel, sigma, m,
                               init=x_mapk_plain, clip=True, **epll)
+        x_epll_plain = epll_restore(corrupted, weights, means, covs, kernel, sigma, m,
+                                    init=x_mapk_plain, clip=True,
+                                    **dict(epll, init_sharpen=0.0))
         x_mapk = map_k_restore(corrupted, weights, means, covs, W, sigma, m,
                                extra_noise_cov=extra, position_weight_power=power)
         for method, x in (("mapk, plain mean", x_mapk_plain), ("mapk", x_mapk),
-                          ("epll", x_epll)):
+                          ("epll, plain start", x_epll_plain), ("epll", x_epll)):
             value = mean_psnr(x)
-            result[f"{name}_{method.replace(', plain mean', '_plain')}"] = round(value, 3)
+            key = method.replace(", plain mean", "_plain").replace(", plain start", "_plain")
+            result[f"{name}_{key}"] = round(value, 3)
             print(f"{name} m={m} K={K} {method}: {value:.3f} dB (100 validation digits)",
                   flush=True)
         if args.init_study:
-            starts = {"mapk": (x_mapk_plain, epll), "corrupted": (corrupted, epll),
-                      "clean (oracle)": (scored, epll),
+            # the other starts are not sharpened
+            plain = dict(epll, init_sharpen=0.0)
+            starts = {"mapk": (x_mapk_plain, epll), "corrupted": (corrupted, plain),
+                      "clean (oracle)": (scored, plain),
                       "mapk, low betas first": (x_mapk_plain, dict(
-                          epll, beta_factors=[0.125, 0.25, 0.5] + list(epll["beta_factors"])))}
+                          plain, beta_factors=[0.125, 0.25, 0.5] + list(epll["beta_factors"])))}
             for start, (init, schedule) in starts.items():
                 x = x_epll if start == "mapk" else epll_restore(
                     corrupted, weights, means, covs, kernel, sigma, m, init=init, clip=True,

@@ -432,7 +432,10 @@ def gmm_threads(wildcards):
 def epll_args():
     e = config["restore"]["epll"]
     factors = " ".join(str(f) for f in e["beta_factors"])
-    return f"--beta-factors {factors} --lam-factor {e['lam_factor']} --n-inner {e['n_inner']}"
+    return (
+        f"--beta-factors {factors} --lam-factor {e['lam_factor']} --n-inner {e['n_inner']} "
+        f"--init-sharpen {e['init_sharpen']} --init-sharpen-std {e['init_sharpen_std']}"
+    )
 
 
 RESTORE_PARAMS = {

@@ -23,7 +23,7 @@ from gmmrestore import cli
 from gmmrestore.gmm import load_gmm
 from gmmrestore.h5io import GmmRestoreError, read_h5, write_h5
 from gmmrestore.operators import kernel_from_patch_matrix, patch_blur_matrix, validate_kernel
-from gmmrestore.restore.epll import DEFAULT_BETA_FACTORS, epll_restore
+from gmmrestore.restore.epll import DEFAULT_BETA_FACTORS, check_unsharp_parameters, epll_restore
 from gmmrestore.restore.mapk import boundary_noise_covariance, map_k_restore
 
 log = logging.getLogger("gmmrestore.restore_images")
@@ -121,6 +121,13 @@ def main(argv=None) -> None:
                         help="EPLL: starting image ('mapk': MAP-k with the plain mean, a "
                              "better start for EPLL on validation digits than the weighted "
                              "one)")
+    parser.add_argument("--init-sharpen", type=float, default=1.0,
+                        help="EPLL: unsharp-mask amount applied to the starting image, "
+                             "x + amount (x - G x); 0 starts from it as it is (amount chosen on "
+                             "validation digits, README 'EPLL')")
+    parser.add_argument("--init-sharpen-std", type=float, default=1.0,
+                        help="EPLL: standard deviation in pixels of the Gaussian G of the "
+                             "unsharp mask")
     parser.add_argument("--no-clip", dest="clip", action="store_false",
                         help="keep the raw restoration instead of clipping it to [0, 1] (the "
                              "known intensity range, as the baselines do); EPLL clips every "
@@ -133,6 +140,10 @@ def main(argv=None) -> None:
     if not args.position_weight_power >= 0:
         raise GmmRestoreError(f"--position-weight-power must be >= 0, got "
                               f"{args.position_weight_power}")
+    try:
+        check_unsharp_parameters(args.init_sharpen, args.init_sharpen_std)
+    except ValueError as err:
+        raise GmmRestoreError(f"--init-sharpen / --init-sharpen-std: {err}") from None
     arrays, attrs = load_corrupted(args.corrupted, blind=bool(args.kernel_file))
     gmm, gmm_attrs = load_gmm(args.gmm)
     m = int(gmm_attrs["patch_size"])
@@ -166,7 +177,8 @@ def main(argv=None) -> None:
         params["position_weight_power"] = args.position_weight_power
     if args.method == "epll":
         params.update(beta_factors=list(args.beta_factors), lam_factor=args.lam_factor,
-                      n_inner=args.n_inner, init=args.epll_init)
+                      n_inner=args.n_inner, init=args.epll_init,
+                      init_sharpen=args.init_sharpen, init_sharpen_std=args.init_sharpen_std)
     parts = []
     for number, (kernel, W, members) in enumerate(groups):
         if len(groups) > 1:
@@ -200,7 +212,9 @@ def main(argv=None) -> None:
                                 sigma, m, remove_dc=remove_dc, beta_factors=args.beta_factors,
                                 lam_factor=args.lam_factor, n_inner=args.n_inner,
                                 images_per_chunk=args.images_per_chunk, init=part,
-                                clip=args.clip, progress=progress)
+                                init_sharpen=args.init_sharpen,
+                                init_sharpen_std=args.init_sharpen_std, clip=args.clip,
+                                progress=progress)
         parts.append(part)
         done += len(members)
     restored = np.empty(corrupted.shape, dtype=np.result_type(*parts))

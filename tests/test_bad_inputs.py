@@ -117,6 +117,9 @@ CONFIG_CASES = {
     "position_weight_power_negative": (
         "restore: {methods: [mapk], mapk: {position_weight_power: -1}}", (),
         "config: restore.mapk.position_weight_power = -1: -1 is less than the minimum of 0"),
+    "epll_init_sharpen_negative": (
+        "restore: {methods: [epll], epll: {init_sharpen: -0.5}}", (),
+        "config: restore.epll.init_sharpen = -0.5: -0.5 is less than the minimum of 0"),
     "unknown_blur_name": (
         sweep(blur="[gauss5, gauss7]"), (),
         "config: sweep lists blur(s) 'gauss7', not defined under 'blurs' (defined: gauss5)"),
@@ -454,6 +457,11 @@ def case_sigma_negative(f):
 def case_position_weight_power_negative(f):
     return (*restore(f, "--position-weight-power", -1),
             r"--position-weight-power must be >= 0, got -1\.0")
+
+
+def case_epll_init_sharpen_negative(f):
+    return (*restore(f, "--init-sharpen", -0.5),
+            r"--init-sharpen / --init-sharpen-std: unsharp mask amount must be >= 0, got -0\.5")
 
 
 def case_patch_size_larger_than_images(f):

@@ -9,7 +9,12 @@ from scipy.stats import multivariate_normal
 
 from gmmrestore import operators as op
 from gmmrestore.patches import extract_patches
-from gmmrestore.restore.epll import epll_energy, epll_image_step, epll_restore
+from gmmrestore.restore.epll import (
+    epll_energy,
+    epll_image_step,
+    epll_restore,
+    unsharp_mask,
+)
 from gmmrestore.restore.mapk import (
     PatchPosterior,
     map_k_patches,
@@ -225,6 +230,55 @@ def test_epll_one_gaussian_equals_closed_form_posterior(rng, blurred):
                      beta_factors=np.geomspace(1, 1e6, 13), n_inner=100, cg_rtol=1e-12,
                      cg_maxiter=1000)
     assert np.abs(x[0] - limit).max() < 0.02 * np.abs(limit).max()
+
+
+@pytest.mark.parametrize(("amount", "std"), [(1.0, 1.0), (2.5, 0.6), (0.7, 1.7)])
+def test_unsharp_mask_equals_explicit_sum(rng, amount, std):
+    """x + amount (x - G x) with G written out: a normalised Gaussian of the given std,
+    truncated at 4 std, over the image mirrored at its edges (edge pixels repeated)."""
+    images = rng.random((2, 5, 7))
+    radius = int(4.0 * std + 0.5)
+    taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / std) ** 2)
+    taps /= taps.sum()
+    expected = np.empty_like(images)
+    for n in range(2):
+        padded = np.pad(images[n], radius, mode="symmetric")
+        for i in range(5):
+            for j in range(7):
+                window = padded[i:i + 2 * radius + 1, j:j + 2 * radius + 1]
+                smooth = taps @ window @ taps
+                expected[n, i, j] = images[n, i, j] + amount * (images[n, i, j] - smooth)
+    np.testing.assert_allclose(unsharp_mask(images, amount, std), expected, atol=1e-12)
+    np.testing.assert_array_equal(unsharp_mask(images, 0.0, std), images)
+
+
+@pytest.mark.parametrize(("amount", "std"), [(-0.5, 1.0), (1.0, 0.0), (float("nan"), 1.0)])
+def test_unsharp_mask_rejects_bad_parameters(amount, std):
+    with pytest.raises(ValueError, match="unsharp mask"):
+        unsharp_mask(np.zeros((1, 3, 3)), amount, std)
+    with pytest.raises(ValueError, match="unsharp mask"):
+        epll_restore(np.zeros((1, 4, 4)), np.ones(1), np.zeros((1, 4)), np.eye(4)[None], None,
+                     0.1, 2, init_sharpen=amount, init_sharpen_std=std)
+
+
+@pytest.mark.parametrize("clip", [False, True])
+def test_epll_starts_from_the_sharpened_init(rng, clip):
+    """init_sharpen replaces the start x0 by unsharp_mask(x0) (clipped to [0, 1] with clip)
+    and changes nothing else."""
+    h, w, m, K = 9, 8, 3, 3
+    weights, means, covs = random_gmm(rng, K, m * m, scale=0.3)
+    k = op.gaussian_kernel(3, 1.0)
+    y = op.blur(rng.random((3, h, w)), k) + 0.1 * rng.normal(size=(3, h, w))
+    init = rng.random((3, h, w)) * 1.4 - 0.2
+    kw = dict(beta_factors=[1.0, 4.0], n_inner=2, clip=clip, images_per_chunk=2)
+    sharpened = unsharp_mask(init, 1.5, 0.8)
+    x = epll_restore(y, weights, means, covs, k, 0.1, m, init=init, init_sharpen=1.5,
+                     init_sharpen_std=0.8, **kw)
+    start = np.clip(sharpened, 0.0, 1.0) if clip else sharpened
+    np.testing.assert_array_equal(x, epll_restore(y, weights, means, covs, k, 0.1, m,
+                                                  init=start, **kw))
+    plain = epll_restore(y, weights, means, covs, k, 0.1, m, init=init, **kw)
+    assert np.abs(x - plain).max() > 1e-3
 
 
 @pytest.mark.parametrize(("blurred", "remove_dc"), [(False, False), (True, False), (True, True)])

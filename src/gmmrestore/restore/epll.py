@@ -14,6 +14,11 @@ extracts the i-th m x m patch.  Auxiliary patches ``z_i`` split the problem:
 
 ``beta`` increases along a schedule; the defaults are the published ones:
 ``lam = d / sigma^2`` and ``beta = [1, 4, 8, 16, 32] / sigma^2``.
+
+The cost has many local minima and where EPLL ends depends on its start: from the smooth
+MAP-k estimate it settles in smooth minima.  ``init_sharpen`` applies an unsharp mask to the
+start (:func:`unsharp_mask`); on validation digits that ends higher in every setting tried
+(README "EPLL").
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from __future__ import annotations
 import logging
 
 import numpy as np
+from scipy import ndimage
 
 from ..gmm import GaussianMixture, remove_patch_dc, score_samples
 from ..operators import blur, blur_adjoint
@@ -44,6 +50,28 @@ def epll_parameters(sigma: float, d: int, beta_factors=DEFAULT_BETA_FACTORS,
                     "that the problem stays well posed", sigma, MIN_SIGMA, MIN_SIGMA)
     s2 = max(sigma, MIN_SIGMA) ** 2
     return lam_factor * d / s2, np.asarray(beta_factors, dtype=np.float64) / s2
+
+
+def check_unsharp_parameters(amount: float, std: float) -> None:
+    """Raise ValueError unless ``amount >= 0`` and ``std > 0`` (NaN fails both)."""
+    if not amount >= 0:
+        raise ValueError(f"unsharp mask amount must be >= 0, got {amount}")
+    if not std > 0:
+        raise ValueError(f"unsharp mask std must be > 0, got {std}")
+
+
+def unsharp_mask(images: np.ndarray, amount: float, std: float = 1.0) -> np.ndarray:
+    """``x + amount * (x - G * x)`` for each image, ``G`` a Gaussian filter of standard
+    deviation ``std`` pixels (mirrored boundary, as :func:`scipy.ndimage.gaussian_filter`).
+
+    images : (n, H, W).  Returns (n, H, W) float64; ``amount = 0`` returns a copy.
+    """
+    check_unsharp_parameters(amount, std)
+    images = np.array(images, dtype=np.float64)
+    if amount == 0:
+        return images
+    smooth = ndimage.gaussian_filter(images, sigma=(0.0, std, std))
+    return images + amount * (images - smooth)
 
 
 def epll_image_step(y: np.ndarray, patch_sum: np.ndarray, counts: np.ndarray,
@@ -96,17 +124,20 @@ def epll_restore(corrupted: np.ndarray, weights: np.ndarray, means: np.ndarray,
                  *, remove_dc: bool = False, beta_factors=DEFAULT_BETA_FACTORS,
                  lam_factor: float = 1.0, n_inner: int = 1, cg_rtol: float = 1e-6,
                  cg_maxiter: int = 200, images_per_chunk: int = 64, clip: bool = False,
-                 init: np.ndarray | None = None, progress=None) -> np.ndarray:
+                 init: np.ndarray | None = None, init_sharpen: float = 0.0,
+                 init_sharpen_std: float = 1.0, progress=None) -> np.ndarray:
     """Restore images by EPLL with a GMM prior over m x m patches.
 
     corrupted : (n, H, W);  kernel : (kh, kw) image-level blur or None for denoising.
     Returns (n, H, W).  ``n_inner`` patch/image alternations per beta; ``init`` (n, H, W)
-    is the starting image (default: the corrupted image).
+    is the starting image (default: the corrupted image), sharpened by
+    ``unsharp_mask(init, init_sharpen, init_sharpen_std)`` (and clipped with ``clip``).
     """
     corrupted = np.asarray(corrupted, dtype=np.float64)
     n, h, w = corrupted.shape
     d = m * m
     lam, betas = epll_parameters(sigma, d, beta_factors, lam_factor)
+    check_unsharp_parameters(init_sharpen, init_sharpen_std)
     counts = patch_counts((h, w), m)
     posteriors = [PatchPosterior.build(weights, means, covariances, None, 1.0 / beta, remove_dc)
                   for beta in betas]
@@ -116,7 +147,10 @@ def epll_restore(corrupted: np.ndarray, weights: np.ndarray, means: np.ndarray,
     for start in range(0, n, images_per_chunk):
         stop = min(start + images_per_chunk, n)
         y = corrupted[start:stop]
-        x = y.copy() if init is None else np.array(init[start:stop], dtype=np.float64)
+        x = unsharp_mask(y if init is None else init[start:stop], init_sharpen,
+                         init_sharpen_std)
+        if clip:
+            np.clip(x, 0.0, 1.0, out=x)
         for beta, post in zip(betas, posteriors, strict=True):
             for _ in range(n_inner):
                 P = extract_patches(x, m)
