@@ -102,10 +102,11 @@ def main() -> int:
                                     **dict(epll, init_sharpen=0.0))
         x_mapk = map_k_restore(corrupted, weights, means, covs, W, sigma, m,
                                extra_noise_cov=extra, position_weight_power=power)
-        for method, x in (("mapk, plain mean", x_mapk_plain), ("mapk", x_mapk),
-                          ("epll, plain start", x_epll_plain), ("epll", x_epll)):
+        for method, key, x in (("mapk, plain mean", "mapk_plain", x_mapk_plain),
+                               ("mapk", "mapk", x_mapk),
+                               ("epll, plain start", "epll_plain", x_epll_plain),
+                               ("epll", "epll", x_epll)):
             value = mean_psnr(x)
-            key = method.replace(", plain mean", "_plain").replace(", plain start", "_plain")
             result[f"{name}_{key}"] = round(value, 3)
             print(f"{name} m={m} K={K} {method}: {value:.3f} dB (100 validation digits)",
                   flush=True)

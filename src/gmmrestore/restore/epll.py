@@ -18,7 +18,8 @@ extracts the i-th m x m patch.  Auxiliary patches ``z_i`` split the problem:
 The cost has many local minima and where EPLL ends depends on its start: from the smooth
 MAP-k estimate it settles in smooth minima.  ``init_sharpen`` applies an unsharp mask to the
 start (:func:`unsharp_mask`); on validation digits that ends higher in every setting tried
-(README "EPLL").
+with the true blur, but with an estimated blur at low noise it can end lower (README "Where
+EPLL starts").
 """
 
 from __future__ import annotations
