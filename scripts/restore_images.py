@@ -24,7 +24,11 @@ from gmmrestore.gmm import load_gmm
 from gmmrestore.h5io import GmmRestoreError, read_h5, write_h5
 from gmmrestore.operators import kernel_from_patch_matrix, patch_blur_matrix, validate_kernel
 from gmmrestore.restore.epll import DEFAULT_BETA_FACTORS, check_unsharp_parameters, epll_restore
-from gmmrestore.restore.mapk import boundary_noise_covariance, map_k_restore
+from gmmrestore.restore.mapk import (
+    boundary_noise_covariance,
+    check_position_weight_power,
+    map_k_restore,
+)
 
 log = logging.getLogger("gmmrestore.restore_images")
 METHODS = ("mapk", "epll")
@@ -137,9 +141,10 @@ def main(argv=None) -> None:
     args = parser.parse_args(argv)
     cli.setup_logging(args.quiet)
 
-    if not args.position_weight_power >= 0:
-        raise GmmRestoreError(f"--position-weight-power must be >= 0, got "
-                              f"{args.position_weight_power}")
+    try:
+        check_position_weight_power(args.position_weight_power)
+    except ValueError as err:
+        raise GmmRestoreError(f"--position-weight-power: {err}") from None
     try:
         check_unsharp_parameters(args.init_sharpen, args.init_sharpen_std)
     except ValueError as err:

@@ -456,7 +456,7 @@ def case_sigma_negative(f):
 
 def case_position_weight_power_negative(f):
     return (*restore(f, "--position-weight-power", -1),
-            r"--position-weight-power must be >= 0, got -1\.0")
+            r"--position-weight-power: position weight power must be >= 0, got -1\.0")
 
 
 def case_epll_init_sharpen_negative(f):

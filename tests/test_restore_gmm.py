@@ -119,8 +119,9 @@ def test_position_variance_is_the_posterior_variance(rng):
     np.testing.assert_allclose(post.position_weights(2.0), (expected / expected.min())**-2.0,
                                rtol=1e-10)
     np.testing.assert_array_equal(post.position_weights(0.0), np.ones(m * m))
-    with pytest.raises(ValueError, match=">= 0"):
-        post.position_weights(-1.0)
+    for bad in (-1.0, float("nan")):
+        with pytest.raises(ValueError, match=">= 0"):
+            post.position_weights(bad)
 
 
 @pytest.mark.parametrize(("n_threads", "power"), [(1, 0.0), (2, 0.0), (2, 2.5)])

@@ -153,6 +153,12 @@ def quadratic_form_coefficients(P: np.ndarray, b: np.ndarray) -> np.ndarray:
                            [b @ Pb]])
 
 
+def check_position_weight_power(power: float) -> None:
+    """Raise ValueError unless ``power >= 0`` (NaN fails)."""
+    if not power >= 0:
+        raise ValueError(f"position weight power must be >= 0, got {power}")
+
+
 @dataclass(frozen=True)
 class PatchPosterior:
     """Per-component quantities of MAP-k for one (GMM, W, noise variance).
@@ -187,8 +193,7 @@ class PatchPosterior:
         ``(position_variance / min)^-power``.  ``power = 0`` is the plain mean, 1 the
         inverse-variance (precision) weighting; larger powers trust the well-determined
         positions (the patch centre) more."""
-        if power < 0:
-            raise ValueError(f"position weight power must be >= 0, got {power}")
+        check_position_weight_power(power)
         variance = np.maximum(self.position_variance, np.finfo(float).tiny)
         return (variance / variance.min()) ** -float(power)
 
