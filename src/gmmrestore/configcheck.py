@@ -41,6 +41,21 @@ def _quoted(values: Iterable[Any]) -> str:
     return ", ".join(repr(v) if isinstance(v, str) else str(v) for v in values)
 
 
+def schema_defaults(schema: Mapping[str, Any], *keys: str) -> dict[str, Any]:
+    """The ``default`` of each property of the object at ``keys`` in a JSON schema (loaded
+    as a dict), e.g. ``schema_defaults(schema, "restore", "epll")``: what the workflow's
+    validation fills in, for scripts that read a config without it.  Properties without a
+    default are left out; a missing key raises KeyError naming the path."""
+    node = schema
+    for depth, key in enumerate(keys):
+        try:
+            node = node["properties"][key]
+        except KeyError:
+            raise KeyError(f"schema has no property {key_path(keys[:depth + 1])}") from None
+    return {name: spec["default"] for name, spec in node.get("properties", {}).items()
+            if "default" in spec}
+
+
 def schema_error_message(error: Any) -> str:
     """One line for a ``jsonschema.ValidationError``: which key, which value, what is allowed.
 

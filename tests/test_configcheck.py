@@ -1,0 +1,41 @@
+"""gmmrestore.configcheck.schema_defaults against a small schema and against what the
+workflow's validation (snakemake.utils.validate) fills into the real config."""
+
+from __future__ import annotations
+
+import copy
+import os
+
+import pytest
+import yaml
+from snakemake.utils import validate
+
+from gmmrestore.configcheck import schema_defaults
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir)
+SCHEMA_PATH = os.path.abspath(os.path.join(ROOT, "schemas", "config.schema.yaml"))
+
+
+def test_schema_defaults_small_schema():
+    schema = {"properties": {"a": {"type": "object", "properties": {
+        "b": {"type": "number", "default": 1.5},
+        "c": {"type": "number"},
+        "d": {"type": "array", "default": [1, 2]}}}}}
+    assert schema_defaults(schema, "a") == {"b": 1.5, "d": [1, 2]}
+    assert schema_defaults(schema, "a", "b") == {}
+    with pytest.raises(KeyError, match=r"a\.x"):
+        schema_defaults(schema, "a", "x")
+
+
+@pytest.mark.parametrize("section", ["epll", "mapk"])
+def test_schema_defaults_match_validation(section):
+    with open(SCHEMA_PATH, encoding="utf-8") as fh:
+        schema = yaml.safe_load(fh)
+    with open(os.path.join(ROOT, "config.yaml"), encoding="utf-8") as fh:
+        config = yaml.safe_load(fh)
+    config["restore"].pop(section, None)
+    filled = copy.deepcopy(config)
+    validate(filled, SCHEMA_PATH)
+    expected = schema_defaults(schema, "restore", section)
+    assert expected  # the section has defaults to compare
+    assert filled["restore"][section] == expected
