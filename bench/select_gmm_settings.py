@@ -13,8 +13,9 @@ result and a JSON line.  Trained GMMs are cached in ``--cache`` (npz).
 
 ``--init-study`` (a diagnostic of where EPLL ends, not a method): EPLL also from the
 corrupted image, from the clean image (an oracle start) and from MAP-k with three extra low
-betas first (these starts not sharpened), each with its PSNR and its mean EPLL cost
-(:func:`epll_energy`).
+betas first (these starts not sharpened), and from the sharpened MAP-k start with every
+patch's component chosen from the clean patch (oracle components), each with its PSNR and its
+mean EPLL cost (:func:`epll_energy`).
 
     .venv/bin/python bench/select_gmm_settings.py --patch-size 6 --components 200
 """
@@ -123,7 +124,9 @@ def main() -> int:
             starts = {"mapk": (x_mapk_plain, epll), "corrupted": (corrupted, plain),
                       "clean (oracle)": (scored, plain),
                       "mapk, low betas first": (x_mapk_plain, dict(
-                          plain, beta_factors=[0.125, 0.25, 0.5] + list(epll["beta_factors"])))}
+                          plain, beta_factors=[0.125, 0.25, 0.5] + list(epll["beta_factors"]))),
+                      "mapk, components of the clean patches (oracle)": (x_mapk_plain, dict(
+                          epll, component_images=scored))}
             for start, (init, schedule) in starts.items():
                 x = x_epll if start == "mapk" else epll_restore(
                     corrupted, weights, means, covs, kernel, sigma, m, init=init, clip=True,

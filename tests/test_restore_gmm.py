@@ -73,6 +73,32 @@ def test_batched_map_k_equals_one_patch_formula(rng, blurred, n_threads, monkeyp
     assert len(set(labels.tolist())) > 1  # the choice depends on y
 
 
+def test_map_k_with_given_components_equals_the_formula(rng, monkeypatch):
+    """labels= skips the choice: each estimate is mu_k + G_k (y - W mu_k) under the given
+    component (the one-patch formula's second half); its own labels reproduce map_k."""
+    K, m = 5, 3
+    d = m * m
+    weights, means, covs = random_gmm(rng, K, d)
+    W = op.patch_blur_matrix(op.gaussian_kernel(3, 1.0), m)
+    s2 = 0.05
+    Y = rng.normal(size=(30, d)) * 0.5
+    post = PatchPosterior.build(weights, means, covs, W, s2)
+    monkeypatch.setattr("gmmrestore.restore.mapk.TASK_PATCHES", 7)
+    given = rng.integers(0, K, size=len(Y))
+    Z, labels = map_k_patches(Y, post, labels=given, n_threads=2)
+    np.testing.assert_array_equal(labels, given)
+    for n in range(len(Y)):
+        k = given[n]
+        C = W @ covs[k] @ W.T + s2 * np.eye(d)
+        z = means[k] + covs[k] @ W.T @ np.linalg.solve(C, Y[n] - W @ means[k])
+        np.testing.assert_allclose(Z[n], z, atol=1e-9)
+    Z_chosen, chosen = map_k_patches(Y, post)
+    np.testing.assert_array_equal(map_k_patches(Y, post, labels=chosen)[0], Z_chosen)
+    for bad in (given[:-1], given + 0.5, np.full(len(Y), K)):
+        with pytest.raises(ValueError, match="labels"):
+            map_k_patches(Y, post, labels=bad)
+
+
 def test_map_k_threads_do_not_change_the_result(rng, monkeypatch):
     K, m = 8, 4
     weights, means, covs = random_gmm(rng, K, m * m)
@@ -280,6 +306,40 @@ def test_epll_starts_from_the_sharpened_init(rng, clip):
                                                   init=start, **kw))
     plain = epll_restore(y, weights, means, covs, k, 0.1, m, init=init, **kw)
     assert np.abs(x - plain).max() > 1e-3
+
+
+def test_epll_with_component_images_equals_explicit_step(rng):
+    """Denoising, one beta, one pass: x = (lam y + beta sum_i P_i^T z_i) / (lam + beta D)
+    with z_i the posterior mean of patch i of the start under the component that patch i of
+    component_images chooses, written out one patch at a time."""
+    h, w, m, K = 6, 7, 3, 4
+    d = m * m
+    weights, means, covs = random_gmm(rng, K, d, scale=0.5)
+    sigma = 0.1
+    y = rng.random((2, h, w))
+    guide = rng.random((2, h, w))
+    lam_factor, beta_factor = 0.5, 4.0
+    lam, beta = lam_factor * d / sigma**2, beta_factor / sigma**2
+    x = epll_restore(y, weights, means, covs, None, sigma, m, beta_factors=[beta_factor],
+                     lam_factor=lam_factor, component_images=guide)
+    for n in range(2):
+        num = lam * y[n].copy()
+        den = np.full((h, w), lam)
+        for i in range(h - m + 1):
+            for j in range(w - m + 1):
+                k, _ = one_patch_map_k(guide[n, i:i + m, j:j + m].ravel(), weights, means,
+                                       covs, np.eye(d), 1.0 / beta)
+                p = y[n, i:i + m, j:j + m].ravel()
+                C = covs[k] + np.eye(d) / beta
+                z = means[k] + covs[k] @ np.linalg.solve(C, p - means[k])
+                num[i:i + m, j:j + m] += beta * z.reshape(m, m)
+                den[i:i + m, j:j + m] += beta
+        np.testing.assert_allclose(x[n], num / den, atol=1e-9)
+    plain = epll_restore(y, weights, means, covs, None, sigma, m, beta_factors=[beta_factor],
+                         lam_factor=lam_factor)
+    assert np.abs(x - plain).max() > 1e-3  # the guide's components differ from y's
+    with pytest.raises(ValueError, match="component_images"):
+        epll_restore(y, weights, means, covs, None, sigma, m, component_images=guide[:1])
 
 
 @pytest.mark.parametrize(("blurred", "remove_dc"), [(False, False), (True, False), (True, True)])

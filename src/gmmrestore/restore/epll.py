@@ -126,19 +126,26 @@ def epll_restore(corrupted: np.ndarray, weights: np.ndarray, means: np.ndarray,
                  lam_factor: float = 1.0, n_inner: int = 1, cg_rtol: float = 1e-6,
                  cg_maxiter: int = 200, images_per_chunk: int = 64, clip: bool = False,
                  init: np.ndarray | None = None, init_sharpen: float = 0.0,
-                 init_sharpen_std: float = 1.0, progress=None) -> np.ndarray:
+                 init_sharpen_std: float = 1.0, component_images: np.ndarray | None = None,
+                 progress=None) -> np.ndarray:
     """Restore images by EPLL with a GMM prior over m x m patches.
 
     corrupted : (n, H, W);  kernel : (kh, kw) image-level blur or None for denoising.
     Returns (n, H, W).  ``n_inner`` patch/image alternations per beta; ``init`` (n, H, W)
     is the starting image (default: the corrupted image), sharpened by
     ``unsharp_mask(init, init_sharpen, init_sharpen_std)`` (and clipped with ``clip``).
+    ``component_images`` (n, H, W), a diagnostic: every patch step takes each patch's
+    component from the same patch of these images instead of the current estimate (the
+    clean images give the oracle choice; README, issue 3 status).
     """
     corrupted = np.asarray(corrupted, dtype=np.float64)
     n, h, w = corrupted.shape
     d = m * m
     lam, betas = epll_parameters(sigma, d, beta_factors, lam_factor)
     check_unsharp_parameters(init_sharpen, init_sharpen_std)
+    if component_images is not None and np.shape(component_images) != corrupted.shape:
+        raise ValueError(f"component_images must have the shape of the corrupted images "
+                         f"{corrupted.shape}, got {np.shape(component_images)}")
     counts = patch_counts((h, w), m)
     posteriors = [PatchPosterior.build(weights, means, covariances, None, 1.0 / beta, remove_dc)
                   for beta in betas]
@@ -153,9 +160,13 @@ def epll_restore(corrupted: np.ndarray, weights: np.ndarray, means: np.ndarray,
         if clip:
             np.clip(x, 0.0, 1.0, out=x)
         for beta, post in zip(betas, posteriors, strict=True):
+            given = None
+            if component_images is not None:
+                _, given = map_k_patches(
+                    extract_patches(component_images[start:stop], m).reshape(-1, d), post)
             for _ in range(n_inner):
                 P = extract_patches(x, m)
-                Z, _ = map_k_patches(P.reshape(-1, d), post)
+                Z, _ = map_k_patches(P.reshape(-1, d), post, labels=given)
                 patch_sum = accumulate_patches(Z.reshape(P.shape), (h, w), m)
                 x = epll_image_step(y, patch_sum, counts, kernel, lam, beta, x0=x,
                                     cg_rtol=cg_rtol, cg_maxiter=cg_maxiter)

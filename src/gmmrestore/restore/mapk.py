@@ -254,7 +254,8 @@ class PatchPosterior:
 
 
 def map_k_patches(Y: np.ndarray, post: PatchPosterior, chunk_size: int = 256,
-                  n_threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+                  n_threads: int | None = None,
+                  labels: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """MAP-k estimates of clean patches.
 
     Parameters
@@ -270,22 +271,35 @@ def map_k_patches(Y: np.ndarray, post: PatchPosterior, chunk_size: int = 256,
         Worker threads, each with a single-threaded BLAS, over tasks of
         :data:`TASK_PATCHES` patches (default: the BLAS thread count).  The result does not
         depend on it.
+    labels : (N,) ints in [0, K), optional
+        Components given instead of chosen (a diagnostic: e.g. the components the clean
+        patches would choose); the estimates are then ``G_k y + offset_k`` under them.
 
     Returns
     -------
     Z : (N, d) posterior means under the chosen components.
-    labels : (N,) chosen component per patch.
+    labels : (N,) chosen (or given) component per patch.
     """
     Y = np.asarray(Y, dtype=np.float64)
     N, d = Y.shape
     K = post.n_components
     Z = np.empty((N, d))
-    labels = np.empty(N, dtype=np.intp)
+    choose = labels is None
+    if choose:
+        labels = np.empty(N, dtype=np.intp)
+    else:
+        labels = np.asarray(labels)
+        if labels.shape != (N,) or not np.issubdtype(labels.dtype, np.integer):
+            raise ValueError(f"labels must be ({N},) integers, got {labels.shape} "
+                             f"{labels.dtype}")
+        if N and not 0 <= labels.min() <= labels.max() < K:
+            raise ValueError(f"labels must lie in [0, {K}), got {labels.min()}..{labels.max()}")
+        labels = labels.astype(np.intp)
     if post.dc_response is not None:
         dc = Y.sum(axis=1) / post.dc_response.sum()
         Y = Y - dc[:, None] * post.dc_response
 
-    def task(start: int, stop: int) -> None:
+    def choose_components(start: int, stop: int) -> None:
         # patches along the fast axis, so that quadratic_features writes whole rows
         Yt = np.ascontiguousarray(Y[start:stop].T)
         n_features = post.score_matrix.shape[0]
@@ -295,6 +309,10 @@ def map_k_patches(Y: np.ndarray, post: PatchPosterior, chunk_size: int = 256,
             out = features if e - s == features.shape[1] else np.empty((n_features, e - s))
             phi = quadratic_features(Yt[:, s:e].T, out=out)
             labels[start + s:start + e] = np.argmax(phi @ post.score_matrix, axis=1)
+
+    def task(start: int, stop: int) -> None:
+        if choose:
+            choose_components(start, stop)
         # Each component's gain on its own patches: a loop over K, not over patches, on
         # the patches sorted by component (one gather and one scatter per task).
         chosen = labels[start:stop]
