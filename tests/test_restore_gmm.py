@@ -306,6 +306,8 @@ def test_epll_starts_from_the_sharpened_init(rng, clip):
                                                   init=start, **kw))
     plain = epll_restore(y, weights, means, covs, k, 0.1, m, init=init, **kw)
     assert np.abs(x - plain).max() > 1e-3
+    with pytest.raises(ValueError, match=r"init must have the shape .*\(3, 9, 8\)"):
+        epll_restore(y, weights, means, covs, k, 0.1, m, init=init[:, :, 1:], **kw)
 
 
 def test_epll_with_component_images_equals_explicit_step(rng):

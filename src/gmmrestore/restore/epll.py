@@ -143,9 +143,10 @@ def epll_restore(corrupted: np.ndarray, weights: np.ndarray, means: np.ndarray,
     d = m * m
     lam, betas = epll_parameters(sigma, d, beta_factors, lam_factor)
     check_unsharp_parameters(init_sharpen, init_sharpen_std)
-    if component_images is not None and np.shape(component_images) != corrupted.shape:
-        raise ValueError(f"component_images must have the shape of the corrupted images "
-                         f"{corrupted.shape}, got {np.shape(component_images)}")
+    for name, given in (("init", init), ("component_images", component_images)):
+        if given is not None and np.shape(given) != corrupted.shape:
+            raise ValueError(f"{name} must have the shape of the corrupted images "
+                             f"{corrupted.shape}, got {np.shape(given)}")
     counts = patch_counts((h, w), m)
     posteriors = [PatchPosterior.build(weights, means, covariances, None, 1.0 / beta, remove_dc)
                   for beta in betas]
