@@ -469,6 +469,11 @@ def test_dataset_file_roundtrip_and_checks(tmp_path):
     with pytest.raises(GmmRestoreError, match="NaN/Inf"):
         datasets.write_dataset_file(tmp_path / "x.h5", bad, attrs)
     assert not (tmp_path / "x.h5").exists()
+    bad["test"][1, 2, 3] = 1.5
+    write_h5(tmp_path / "range.h5", "dataset", bad, attrs)
+    with pytest.raises(GmmRestoreError,
+                       match=r"range.h5: 'test' values span \[[0-9.e-]+, 1.5\]; expected \[0, 1\]"):
+        datasets.load_dataset_file(tmp_path / "range.h5")
     del bad["validation"]
     write_h5(tmp_path / "missing.h5", "dataset", bad, attrs)
     with pytest.raises(GmmRestoreError, match="missing dataset.*validation"):

@@ -19,15 +19,19 @@ HEADER = "patch_size\tn_components\tblur\tnoise_sigma\n"
 def dry_run(tmp_path, table_text, extra=""):
     table = tmp_path / "settings.tsv"
     table.write_text(table_text)
+    return dry_run_with(tmp_path, f"sweep_table: {table}\n{extra}"), table
+
+
+def dry_run_with(tmp_path, override_text):
+    """``snakemake -n`` of the tiny config overridden by ``override_text``, in tmp_path."""
     override = tmp_path / "override.yaml"
-    override.write_text(f"sweep_table: {table}\n{extra}")
+    override.write_text(override_text)
     env = dict(os.environ)
     env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
-    result = subprocess.run(
+    return subprocess.run(
         [SNAKEMAKE, "-s", os.path.join(ROOT, "Snakefile"), "--directory", str(tmp_path),
          "-n", "--configfile", TINY, str(override)],
         capture_output=True, text=True, env=env, timeout=300)
-    return result, table
 
 
 def job_counts(stdout):
@@ -74,14 +78,7 @@ def test_bad_table_stops_before_any_job(tmp_path, table_text, messages):
 
 
 def test_missing_table_is_named(tmp_path):
-    override = tmp_path / "override.yaml"
-    override.write_text("sweep_table: no/such/settings.tsv\n")
-    env = dict(os.environ)
-    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
-    result = subprocess.run(
-        [SNAKEMAKE, "-s", os.path.join(ROOT, "Snakefile"), "--directory", str(tmp_path),
-         "-n", "--configfile", TINY, str(override)],
-        capture_output=True, text=True, env=env, timeout=300)
+    result = dry_run_with(tmp_path, "sweep_table: no/such/settings.tsv\n")
     assert result.returncode != 0
     assert "sweep_table 'no/such/settings.tsv' not found" in result.stdout + result.stderr
 

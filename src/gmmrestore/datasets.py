@@ -565,6 +565,17 @@ def make_dataset(pools: Pools, n_train: int | None = None, n_validation: int | N
     return arrays, attrs
 
 
+def _check_finite_unit(x: np.ndarray, count_prefix: str, count_unit: str,
+                       range_prefix: str, range_hint: str) -> None:
+    """Raise GmmRestoreError, worded by the caller, if ``x`` holds NaN/Inf or values
+    outside [0, 1]."""
+    bad = int(np.count_nonzero(~np.isfinite(x)))
+    if bad:
+        raise GmmRestoreError(f"{count_prefix} {bad} NaN/Inf {count_unit}")
+    if x.size and (x.min() < 0 or x.max() > 1):
+        raise GmmRestoreError(f"{range_prefix} [{x.min():.4g}, {x.max():.4g}]; {range_hint}")
+
+
 def _check_arrays(arrays: Mapping[str, np.ndarray], where: str) -> None:
     shape = None
     for split in SPLITS:
@@ -582,13 +593,8 @@ def _check_arrays(arrays: Mapping[str, np.ndarray], where: str) -> None:
             raise GmmRestoreError(f"{where}: '{split}' holds no image")
         if x.dtype.kind != "f":
             raise GmmRestoreError(f"{where}: '{split}' has dtype {x.dtype}, expected float")
-        bad = int(np.count_nonzero(~np.isfinite(x)))
-        if bad:
-            raise GmmRestoreError(f"{where}: '{split}' holds {bad} NaN/Inf value(s)")
-        if x.size and (x.min() < 0 or x.max() > 1):
-            raise GmmRestoreError(
-                f"{where}: '{split}' values span [{x.min():.4g}, {x.max():.4g}], "
-                f"expected [0, 1]")
+        _check_finite_unit(x, f"{where}: '{split}' holds", "value(s)",
+                           f"{where}: '{split}' values span", "expected [0, 1]")
         labels = arrays.get(f"{split}_labels")
         if labels is not None and labels.shape != (len(x),):
             raise GmmRestoreError(
@@ -781,13 +787,9 @@ def to_gray_unit(image: np.ndarray, name: str) -> np.ndarray:
         x = x.astype(np.float64) / np.iinfo(x.dtype).max
     elif x.dtype.kind == "f":
         x = x.astype(np.float64)
-        bad = int(np.count_nonzero(~np.isfinite(x)))
-        if bad:
-            raise GmmRestoreError(f"{name}: {bad} NaN/Inf pixel value(s)")
-        if x.size and (x.min() < 0 or x.max() > 1):
-            raise GmmRestoreError(
-                f"{name}: float image with values in [{x.min():.4g}, {x.max():.4g}]; "
-                f"float images must already lie in [0, 1]")
+        _check_finite_unit(x, f"{name}:", "pixel value(s)",
+                           f"{name}: float image with values in",
+                           "float images must already lie in [0, 1]")
     else:
         raise GmmRestoreError(f"{name}: unsupported pixel type {x.dtype}")
     if x.ndim == 2:
