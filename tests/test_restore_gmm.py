@@ -10,6 +10,7 @@ from scipy.stats import multivariate_normal
 from gmmrestore import operators as op
 from gmmrestore.patches import extract_patches
 from gmmrestore.restore.epll import (
+    ImagePrior,
     epll_energy,
     epll_image_step,
     epll_restore,
@@ -342,6 +343,56 @@ def test_epll_with_component_images_equals_explicit_step(rng):
     assert np.abs(x - plain).max() > 1e-3  # the guide's components differ from y's
     with pytest.raises(ValueError, match="component_images"):
         epll_restore(y, weights, means, covs, None, sigma, m, component_images=guide[:1])
+
+
+def test_image_prior_map_estimate_equals_formula(rng):
+    """The whole-image prior's MAP step is the seed's rule with W = I, image by image."""
+    K, d, s2 = 4, 12, 0.05
+    weights, means, covs = random_gmm(rng, K, d, scale=0.5)
+    covs[1] = covs[1] - 0.0099 * np.eye(d)  # one nearly singular component
+    X = rng.normal(size=(9, d)) * 0.5
+    prior = ImagePrior(weights, means, covs)
+    Z = prior.map_estimate(X, s2)
+    chosen = set()
+    for x, z in zip(X, Z, strict=True):
+        k, expected = one_patch_map_k(x, weights, means, covs, np.eye(d), s2)
+        chosen.add(k)
+        np.testing.assert_allclose(z, expected, atol=1e-10)
+    assert len(chosen) > 1  # more than one component was exercised
+
+
+def test_epll_with_image_prior_equals_explicit_step(rng):
+    """Denoising, one beta, one pass: x = (lam y + beta (sum_i P_i^T z_i + w z)) /
+    (lam + beta (D + w)), z_i the patches' MAP-k estimates and z the whole-image prior's,
+    both under noise 1/beta, written out one patch and one image at a time."""
+    h, w, m, K = 5, 6, 3, 3
+    d = m * m
+    weights, means, covs = random_gmm(rng, K, d, scale=0.5)
+    image_weights, image_means, image_covs = random_gmm(rng, 3, h * w, scale=0.5)
+    prior = ImagePrior(image_weights, image_means, image_covs)
+    sigma, lam_factor, beta_factor, strength = 0.1, 0.5, 4.0, 7.0
+    lam, beta = lam_factor * d / sigma**2, beta_factor / sigma**2
+    y = rng.random((2, h, w))
+    x = epll_restore(y, weights, means, covs, None, sigma, m, beta_factors=[beta_factor],
+                     lam_factor=lam_factor, image_prior=prior, image_prior_weight=strength)
+    for n in range(2):
+        _, z_image = one_patch_map_k(y[n].ravel(), image_weights, image_means, image_covs,
+                                     np.eye(h * w), 1.0 / beta)
+        num = lam * y[n] + beta * strength * z_image.reshape(h, w)
+        den = np.full((h, w), lam + beta * strength)
+        for i in range(h - m + 1):
+            for j in range(w - m + 1):
+                _, z = one_patch_map_k(y[n, i:i + m, j:j + m].ravel(), weights, means, covs,
+                                       np.eye(d), 1.0 / beta)
+                num[i:i + m, j:j + m] += beta * z.reshape(m, m)
+                den[i:i + m, j:j + m] += beta
+        np.testing.assert_allclose(x[n], num / den, atol=1e-9)
+    with pytest.raises(ValueError, match=r"image_prior is over 30 pixels, the images have "
+                                         r"5 x 5 = 25"):
+        epll_restore(y[:, :, :5], weights, means, covs, None, sigma, m, image_prior=prior)
+    with pytest.raises(ValueError, match="image_prior_weight must be > 0"):
+        epll_restore(y, weights, means, covs, None, sigma, m, image_prior=prior,
+                     image_prior_weight=0.0)
 
 
 @pytest.mark.parametrize(("blurred", "remove_dc"), [(False, False), (True, False), (True, True)])

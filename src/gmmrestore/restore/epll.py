@@ -75,6 +75,54 @@ def unsharp_mask(images: np.ndarray, amount: float, std: float = 1.0) -> np.ndar
     return images + amount * (images - smooth)
 
 
+class ImagePrior:
+    """A GMM over whole images (d = H * W pixels) for EPLL's image-level term.
+
+    Each covariance is diagonalised once, ``Sigma_k = U_k diag(l_k) U_k^T``, so the MAP step
+    under any isotropic noise variance costs two products per component; MAP-k's
+    quadratic-feature route (:class:`~gmmrestore.restore.mapk.PatchPosterior`) would need a
+    ``(K, d(d+1)/2)`` score matrix per noise level, too large at image size.
+
+    weights (K,), means (K, d), covariances (K, d, d).
+    """
+
+    def __init__(self, weights: np.ndarray, means: np.ndarray, covariances: np.ndarray):
+        gmm = GaussianMixture(weights, means, covariances)  # checks the shapes
+        self.log_weights = np.log(np.asarray(gmm.weights, dtype=np.float64))
+        self.means = np.asarray(gmm.means, dtype=np.float64)
+        eigenvalues, self.bases = np.linalg.eigh(np.asarray(gmm.covariances, dtype=np.float64))
+        self.eigenvalues = np.maximum(eigenvalues, 0.0)  # round-off below 0
+
+    @property
+    def n_features(self) -> int:
+        return self.means.shape[1]
+
+    def map_estimate(self, X: np.ndarray, noise_var: float) -> np.ndarray:
+        """Posterior mean of clean images under the component of highest posterior
+        probability, for ``X = x + n``, ``n ~ N(0, noise_var I)``.
+
+        X : (n, d).  Returns (n, d).  Component score: ``log pi_k + log N(X; mu_k,
+        Sigma_k + noise_var I)``; estimate ``mu_k + Sigma_k (Sigma_k + noise_var I)^-1
+        (X - mu_k)``.
+        """
+        X = np.asarray(X, dtype=np.float64)
+        K = len(self.log_weights)
+        scores = np.empty((K, len(X)))
+        for k in range(K):  # K products of (n, d) by (d, d): BLAS, no loop over images
+            r = (X - self.means[k]) @ self.bases[k]
+            v = self.eigenvalues[k] + noise_var
+            scores[k] = self.log_weights[k] - 0.5 * (
+                np.sum(np.log(2 * np.pi * v)) + np.sum(r**2 / v, axis=1))
+        best = np.argmax(scores, axis=0)
+        out = np.empty_like(X)
+        for k in np.unique(best):
+            rows = best == k
+            r = (X[rows] - self.means[k]) @ self.bases[k]
+            shrink = self.eigenvalues[k] / (self.eigenvalues[k] + noise_var)
+            out[rows] = self.means[k] + (r * shrink) @ self.bases[k].T
+        return out
+
+
 def epll_image_step(y: np.ndarray, patch_sum: np.ndarray, counts: np.ndarray,
                     kernel: np.ndarray | None, lam: float, beta: float,
                     x0: np.ndarray | None = None, cg_rtol: float = 1e-6,
@@ -127,6 +175,7 @@ def epll_restore(corrupted: np.ndarray, weights: np.ndarray, means: np.ndarray,
                  cg_maxiter: int = 200, images_per_chunk: int = 64, clip: bool = False,
                  init: np.ndarray | None = None, init_sharpen: float = 0.0,
                  init_sharpen_std: float = 1.0, component_images: np.ndarray | None = None,
+                 image_prior: ImagePrior | None = None, image_prior_weight: float = 16.0,
                  progress=None) -> np.ndarray:
     """Restore images by EPLL with a GMM prior over m x m patches.
 
@@ -137,6 +186,12 @@ def epll_restore(corrupted: np.ndarray, weights: np.ndarray, means: np.ndarray,
     ``component_images`` (n, H, W), a diagnostic: every patch step takes each patch's
     component from the same patch of these images instead of the current estimate (the
     clean images give the oracle choice; README, issue 3 status).
+
+    ``image_prior`` (an :class:`ImagePrior` over H * W pixels) adds a whole-image term: each
+    image step also pulls x towards the prior's MAP estimate of x under noise ``1/beta``,
+    with ``image_prior_weight`` times the weight of one patch, i.e. the system becomes
+    ``(lam A^T A + beta (D + w)) x = lam A^T y + beta (sum_i P_i^T z_i + w z_image)``
+    (multi-scale EPLL with the whole image as the coarsest "patch"; README, issue 3 status).
     """
     corrupted = np.asarray(corrupted, dtype=np.float64)
     n, h, w = corrupted.shape
@@ -148,6 +203,13 @@ def epll_restore(corrupted: np.ndarray, weights: np.ndarray, means: np.ndarray,
             raise ValueError(f"{name} must have the shape of the corrupted images "
                              f"{corrupted.shape}, got {np.shape(given)}")
     counts = patch_counts((h, w), m)
+    if image_prior is not None:
+        if image_prior.n_features != h * w:
+            raise ValueError(f"image_prior is over {image_prior.n_features} pixels, the "
+                             f"images have {h} x {w} = {h * w}")
+        if not image_prior_weight > 0:
+            raise ValueError(f"image_prior_weight must be > 0, got {image_prior_weight}")
+        counts = counts + image_prior_weight
     posteriors = [PatchPosterior.build(weights, means, covariances, None, 1.0 / beta, remove_dc)
                   for beta in betas]
     if kernel is not None:
@@ -169,6 +231,9 @@ def epll_restore(corrupted: np.ndarray, weights: np.ndarray, means: np.ndarray,
                 P = extract_patches(x, m)
                 Z, _ = map_k_patches(P.reshape(-1, d), post, labels=given)
                 patch_sum = accumulate_patches(Z.reshape(P.shape), (h, w), m)
+                if image_prior is not None:
+                    z_image = image_prior.map_estimate(x.reshape(len(x), -1), 1.0 / beta)
+                    patch_sum += image_prior_weight * z_image.reshape(x.shape)
                 x = epll_image_step(y, patch_sum, counts, kernel, lam, beta, x0=x,
                                     cg_rtol=cg_rtol, cg_maxiter=cg_maxiter)
                 if clip:
