@@ -61,11 +61,19 @@ def run_main(monkeypatch, capsys, caplog):
     return run
 
 
+def snakemake_env():
+    """Environment for a snakemake subprocess: this interpreter's bin folder first on PATH
+    (its snakemake and python); no PYTHONPATH, so the scripts must find the package
+    themselves (``_bootstrap``) as they do in a user's run."""
+    env = dict(os.environ)
+    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
+    return env
+
+
 def python_env():
     """Environment for running scripts in a subprocess with the repo's package importable."""
-    env = dict(os.environ)
+    env = snakemake_env()
     env["PYTHONPATH"] = os.path.join(ROOT, "src") + os.pathsep + env.get("PYTHONPATH", "")
-    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
     return env
 
 

@@ -11,7 +11,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import ROOT
+from conftest import ROOT, snakemake_env
 
 SNAKEMAKE = os.path.join(os.path.dirname(sys.executable), "snakemake")
 TINY = os.path.join(ROOT, "tests", "configs", "tiny.yaml")
@@ -19,8 +19,7 @@ FAKE = os.path.join(ROOT, "tests", "cluster_generic")
 
 
 def snakemake(workdir, *args, env=None, timeout=300):
-    full_env = dict(os.environ)
-    full_env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + full_env.get("PATH", "")
+    full_env = snakemake_env()
     full_env.update(env or {})
     return subprocess.run(
         [SNAKEMAKE, "-s", os.path.join(ROOT, "Snakefile"), "--directory", str(workdir), *args],

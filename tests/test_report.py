@@ -13,7 +13,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import ROOT
+from conftest import ROOT, snakemake_env
 
 SNAKEMAKE = os.path.join(os.path.dirname(sys.executable), "snakemake")
 TINY = os.path.join(ROOT, "tests", "configs", "tiny.yaml")
@@ -52,8 +52,7 @@ def decode_data_uri(uri):
 def report(tiny_run, tmp_path_factory):
     """The report of the shared tiny run: (path, parsed JavaScript data)."""
     path = tmp_path_factory.mktemp("report") / "report.html"
-    env = dict(os.environ)
-    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
+    env = snakemake_env()
     result = subprocess.run(
         [SNAKEMAKE, "-s", os.path.join(ROOT, "Snakefile"), "--directory", str(tiny_run),
          "--configfile", TINY, "--report", str(path)],

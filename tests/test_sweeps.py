@@ -9,7 +9,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import ROOT
+from conftest import ROOT, snakemake_env
 
 SNAKEMAKE = os.path.join(os.path.dirname(sys.executable), "snakemake")
 TINY = os.path.join(ROOT, "tests", "configs", "tiny.yaml")
@@ -26,8 +26,7 @@ def dry_run_with(tmp_path, override_text):
     """``snakemake -n`` of the tiny config overridden by ``override_text``, in tmp_path."""
     override = tmp_path / "override.yaml"
     override.write_text(override_text)
-    env = dict(os.environ)
-    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
+    env = snakemake_env()
     return subprocess.run(
         [SNAKEMAKE, "-s", os.path.join(ROOT, "Snakefile"), "--directory", str(tmp_path),
          "-n", "--configfile", TINY, str(override)],

@@ -9,7 +9,7 @@ import sys
 import h5py
 import numpy as np
 import pytest
-from conftest import ROOT
+from conftest import ROOT, snakemake_env
 
 from gmmrestore.h5io import read_h5
 
@@ -18,8 +18,7 @@ TINY = os.path.join(ROOT, "tests", "configs", "tiny.yaml")
 
 
 def snakemake(workdir, *args, check=True, timeout=600):
-    env = dict(os.environ)
-    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
+    env = snakemake_env()
     result = subprocess.run(
         [SNAKEMAKE, "-s", os.path.join(ROOT, "Snakefile"), "--directory", str(workdir),
          "--cores", "2", *args], capture_output=True, text=True, env=env, timeout=timeout)
@@ -124,8 +123,7 @@ def test_bad_config_stops_before_any_job(tmp_path, override, message):
 
 
 def test_lint_is_clean():
-    env = dict(os.environ)
-    env["PATH"] = os.path.dirname(sys.executable) + os.pathsep + env.get("PATH", "")
+    env = snakemake_env()
     result = subprocess.run([SNAKEMAKE, "--lint"], cwd=ROOT, capture_output=True, text=True,
                             env=env, timeout=300)
     assert "Congratulations" in result.stdout + result.stderr, result.stdout + result.stderr
