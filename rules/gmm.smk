@@ -27,6 +27,36 @@ rule train_gmm:
         " > {log} 2>&1"
 
 
+rule train_image_gmm:
+    # the whole-image mixture of method epll_image_prior (small images only)
+    input:
+        script=script_path("train_gmm.py"),
+        library=library_inputs("train_gmm.py"),
+        data=f"{RESULTS}/data/{{dataset}}.h5",
+    output:
+        f"{RESULTS}/{{dataset}}/gmm/images_K{{K}}.h5",
+    log:
+        f"{RESULTS}/logs/train_image_gmm/{{dataset}}_K{{K}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/train_image_gmm/{{dataset}}_K{{K}}.tsv"
+    conda:
+        "../envs/gmm.yaml"
+    threads: 2
+    resources:
+        # the images, and about three copies of K float64 covariances of 784 x 784 (5 MB each;
+        # sized for MNIST digits: larger images need mem_mb set in a profile)
+        mem_mb=lambda wc, input: 2000 + int(20 * input.size_mb) + 15 * int(wc.K),
+        runtime=30,
+    params:
+        args=image_gmm_args(),
+        checkpoint=lambda wc: f"{RESULTS}/{wc.dataset}/gmm/images_K{wc.K}.checkpoint.h5",
+    shell:
+        "OMP_NUM_THREADS={threads} OPENBLAS_NUM_THREADS={threads}"
+        " python {input.script} --images {input.data} --out {output}"
+        " --components {wildcards.K} {params.args} --checkpoint {params.checkpoint}"
+        " > {log} 2>&1"
+
+
 rule plot_gmm:
     input:
         script=script_path("plot_gmm.py"),

@@ -4,6 +4,7 @@ rule restore_images:
         library=library_inputs("restore_images.py"),
         corrupted=f"{RESULTS}/{{dataset}}/{{blur}}_s{{sigma}}/corrupted.h5",
         gmm=f"{RESULTS}/{{dataset}}/gmm/m{{m}}_K{{K}}.h5",
+        image_gmm=image_gmm_input,
     output:
         f"{RESULTS}/{{dataset}}/{{blur}}_s{{sigma}}/m{{m}}_K{{K}}/{{method}}.h5",
     log:
@@ -18,13 +19,14 @@ rule restore_images:
         runtime=60,
     params:
         extra=lambda wc: RESTORE_PARAMS["method_args"].get(wc.method, ""),
+        image_gmm=image_gmm_arg,
         chunk=RESTORE_PARAMS["chunk"],
         clip=RESTORE_PARAMS["clip"],
     shell:
         "OMP_NUM_THREADS={threads} OPENBLAS_NUM_THREADS={threads}"
         " python {input.script} --corrupted {input.corrupted} --gmm {input.gmm}"
         " --method {wildcards.method} --out {output} --images-per-chunk {params.chunk}"
-        " {params.clip} {params.extra} > {log} 2>&1"
+        " {params.clip} {params.extra} {params.image_gmm} > {log} 2>&1"
 
 
 rule estimate_kernel:
@@ -66,6 +68,7 @@ rule restore_images_blind:
         corrupted=f"{RESULTS}/{{dataset}}/{{blur}}_s{{sigma}}/corrupted.h5",
         gmm=f"{RESULTS}/{{dataset}}/gmm/m{{m}}_K{{K}}.h5",
         kernel=f"{RESULTS}/{{dataset}}/{{blur}}_s{{sigma}}/kernel_estimate.h5",
+        image_gmm=image_gmm_input,
     output:
         f"{RESULTS}/{{dataset}}/{{blur}}_s{{sigma}}/m{{m}}_K{{K}}/{{method}}-blind.h5",
     log:
@@ -80,13 +83,15 @@ rule restore_images_blind:
         runtime=60,
     params:
         extra=lambda wc: RESTORE_PARAMS["method_args"].get(wc.method, ""),
+        image_gmm=image_gmm_arg,
         chunk=RESTORE_PARAMS["chunk"],
         clip=RESTORE_PARAMS["clip"],
     shell:
         "OMP_NUM_THREADS={threads} OPENBLAS_NUM_THREADS={threads}"
         " python {input.script} --corrupted {input.corrupted} --gmm {input.gmm}"
         " --kernel-file {input.kernel} --method {wildcards.method} --out {output}"
-        " --images-per-chunk {params.chunk} {params.clip} {params.extra} > {log} 2>&1"
+        " --images-per-chunk {params.chunk} {params.clip} {params.extra} {params.image_gmm}"
+        " > {log} 2>&1"
 
 
 rule restore_baseline:

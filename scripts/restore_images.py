@@ -1,6 +1,9 @@
 #!/usr/bin/env python3
 """Restore corrupted images with a trained GMM patch prior: MAP-k (the seed's rule) or EPLL.
 
+Method epll_image_prior is EPLL with a second mixture over whole images (train_gmm.py
+--images, given as --image-gmm) added to every image step (README, issue 3 status).
+
 The blur used is the true kernel stored in the corrupted file, or, for blind restoration,
 the kernels estimated by estimate_kernel.py (--kernel-file): every image is restored with
 the kernel of its own batch (`batch_kernels[batch_index[i]]`; a file with one `kernel` only
@@ -23,7 +26,12 @@ from gmmrestore import cli
 from gmmrestore.gmm import load_gmm
 from gmmrestore.h5io import GmmRestoreError, read_h5, write_h5
 from gmmrestore.operators import kernel_from_patch_matrix, patch_blur_matrix, validate_kernel
-from gmmrestore.restore.epll import DEFAULT_BETA_FACTORS, check_unsharp_parameters, epll_restore
+from gmmrestore.restore.epll import (
+    DEFAULT_BETA_FACTORS,
+    ImagePrior,
+    check_unsharp_parameters,
+    epll_restore,
+)
 from gmmrestore.restore.mapk import (
     boundary_noise_covariance,
     check_position_weight_power,
@@ -31,7 +39,7 @@ from gmmrestore.restore.mapk import (
 )
 
 log = logging.getLogger("gmmrestore.restore_images")
-METHODS = ("mapk", "epll")
+METHODS = ("mapk", "epll", "epll_image_prior")
 
 
 # what a blind restoration may read from the corrupted file (not the true blur)
@@ -95,6 +103,35 @@ def true_blur(arrays: dict, m: int) -> tuple[np.ndarray | None, np.ndarray]:
     return kernel, patch_blur_matrix(kernel, m)
 
 
+def load_image_prior(args, image_shape: tuple[int, int]) -> ImagePrior | None:
+    """The whole-image prior of method epll_image_prior (None for the other methods);
+    checks it was trained on images of ``image_shape``."""
+    if args.method != "epll_image_prior":
+        if args.image_gmm:
+            raise GmmRestoreError(f"--image-gmm is used by method epll_image_prior only, "
+                                  f"not {args.method}")
+        return None
+    if not args.image_gmm:
+        raise GmmRestoreError("method epll_image_prior needs --image-gmm (a whole-image "
+                              "mixture from train_gmm.py --images)")
+    if not args.image_prior_weight > 0:
+        raise GmmRestoreError(f"--image-prior-weight must be > 0, got "
+                              f"{args.image_prior_weight}")
+    gmm, attrs = load_gmm(args.image_gmm)
+    trained_on = attrs.get("image_shape")
+    if attrs.get("prior") != "whole images" or trained_on is None:
+        raise GmmRestoreError(f"--image-gmm {args.image_gmm} is not a whole-image mixture "
+                              "(attribute prior 'whole images' missing; train it with "
+                              "train_gmm.py --images)")
+    if tuple(int(v) for v in trained_on) != tuple(image_shape):
+        raise GmmRestoreError(
+            f"--image-gmm {args.image_gmm} was trained on {trained_on[0]} x {trained_on[1]} "
+            f"images, the corrupted images are {image_shape[0]} x {image_shape[1]}")
+    log.info("whole-image prior: K=%d over %d x %d pixels, weight %g", gmm.n_components,
+             *image_shape, args.image_prior_weight)
+    return ImagePrior(gmm.weights, gmm.means, gmm.covariances)
+
+
 def main(argv=None) -> None:
     parser = cli.make_parser(__doc__)
     parser.add_argument("--corrupted", required=True, help="HDF5 from corrupt_images.py")
@@ -132,6 +169,13 @@ def main(argv=None) -> None:
     parser.add_argument("--init-sharpen-std", type=float, default=1.0,
                         help="EPLL: standard deviation in pixels of the Gaussian G of the "
                              "unsharp mask")
+    parser.add_argument("--image-gmm", default=None,
+                        help="epll_image_prior: the whole-image mixture (HDF5 from "
+                             "train_gmm.py --images, trained on images of the test images' "
+                             "size)")
+    parser.add_argument("--image-prior-weight", type=float, default=16.0,
+                        help="epll_image_prior: weight of the whole-image term in each image "
+                             "step, in units of one patch's (chosen on validation digits)")
     parser.add_argument("--no-clip", dest="clip", action="store_false",
                         help="keep the raw restoration instead of clipping it to [0, 1] (the "
                              "known intensity range, as the baselines do); EPLL clips every "
@@ -151,9 +195,13 @@ def main(argv=None) -> None:
         raise GmmRestoreError(f"--init-sharpen / --init-sharpen-std: {err}") from None
     arrays, attrs = load_corrupted(args.corrupted, blind=bool(args.kernel_file))
     gmm, gmm_attrs = load_gmm(args.gmm)
+    if gmm_attrs.get("prior") == "whole images" or gmm_attrs.get("patch_size") == "none":
+        raise GmmRestoreError(f"--gmm {args.gmm} is not a patch prior (a whole-image "
+                              "mixture goes to --image-gmm)")
     m = int(gmm_attrs["patch_size"])
     remove_dc = bool(gmm_attrs.get("remove_dc", False))
     corrupted = arrays["corrupted"]
+    image_prior = load_image_prior(args, corrupted.shape[1:])
     if m > min(corrupted.shape[1:]):
         raise GmmRestoreError(f"patch size m={m} of {args.gmm} is larger than the images "
                               f"{corrupted.shape[1:]} of {args.corrupted}")
@@ -180,10 +228,13 @@ def main(argv=None) -> None:
         params["kernels"] = len(groups)  # one per batch of the estimate
     if args.method == "mapk":
         params["position_weight_power"] = args.position_weight_power
-    if args.method == "epll":
+    if args.method.startswith("epll"):
         params.update(beta_factors=list(args.beta_factors), lam_factor=args.lam_factor,
                       n_inner=args.n_inner, init=args.epll_init,
                       init_sharpen=args.init_sharpen, init_sharpen_std=args.init_sharpen_std)
+    if image_prior is not None:
+        params.update(image_gmm=args.image_gmm, image_prior_weight=args.image_prior_weight,
+                      image_prior_components=len(image_prior.log_weights))
     parts = []
     for number, (kernel, W, members) in enumerate(groups):
         if len(groups) > 1:
@@ -209,7 +260,7 @@ def main(argv=None) -> None:
                                  position_weight_power=(args.position_weight_power
                                                         if args.method == "mapk" else 0.0),
                                  images_per_chunk=args.images_per_chunk, progress=progress)
-        if args.method == "epll":
+        if args.method.startswith("epll"):
             if kernel is None:
                 raise GmmRestoreError("EPLL needs an image-level blur kernel, but the patch "
                                       "matrix in the corrupted file is not a convolution")
@@ -219,7 +270,8 @@ def main(argv=None) -> None:
                                 images_per_chunk=args.images_per_chunk, init=part,
                                 init_sharpen=args.init_sharpen,
                                 init_sharpen_std=args.init_sharpen_std, clip=args.clip,
-                                progress=progress)
+                                image_prior=image_prior,
+                                image_prior_weight=args.image_prior_weight, progress=progress)
         parts.append(part)
         done += len(members)
     restored = np.empty(corrupted.shape, dtype=np.result_type(*parts))

@@ -5,6 +5,10 @@ Reads the 'patches' HDF5 file of extract_patches.py (dataset 'patches', optional
 writes a 'gmm' HDF5 file (weights, means, covariances, per-iteration training and held-out mean
 log-likelihood).  Patch sets larger than --memory-budget-mb are streamed from the file chunk by
 chunk (exact EM on accumulated sufficient statistics); smaller ones are loaded into memory.
+
+With --images instead of --patches, the mixture is over whole training images of a dataset
+file (each H x W image one sample of H*W values, the validation images held out): the
+whole-image prior of restore_images.py's method epll_image_prior, for small images only.
 """
 
 from __future__ import annotations
@@ -18,16 +22,24 @@ import numpy as np
 import _bootstrap  # noqa: F401  (puts src/ on sys.path)
 
 from gmmrestore import cli
+from gmmrestore.datasets import load_dataset_file
 from gmmrestore.gmm import INIT_METHODS, fit_gmm, save_gmm
 from gmmrestore.h5io import GmmRestoreError, open_h5
 
 log = logging.getLogger("gmmrestore.train_gmm")
+# a whole-image mixture holds K (H*W)^2 covariances and EPLL diagonalises each one: 64 x 64
+# images (4096 pixels, 128 MiB per component) is the practical limit
+MAX_IMAGE_PIXELS = 4096
 
 
 def build_parser():
     parser = cli.make_parser(__doc__)
-    parser.add_argument("--patches", required=True,
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--patches",
                         help="input patches HDF5 (kind 'patches', dataset 'patches' (N, d))")
+    source.add_argument("--images",
+                        help="input dataset HDF5 (kind 'dataset'): train on its whole "
+                             f"training images (at most {MAX_IMAGE_PIXELS} pixels each)")
     parser.add_argument("--out", required=True, help="output GMM HDF5 (kind 'gmm')")
     parser.add_argument("--components", "-K", type=int, required=True,
                         help="number of mixture components K (at most the number of patches)")
@@ -61,6 +73,75 @@ def build_parser():
     return parser
 
 
+def fit_kwargs(args, dtype: np.dtype) -> dict:
+    """fit_gmm's settings from the command line."""
+    return dict(max_iter=args.max_iter, tol=args.tol, reg_covar=args.reg_covar,
+                init=args.init, n_init=args.n_init, seed=args.seed, dtype=dtype,
+                chunk_size=args.chunk_size, remove_dc=args.remove_dc,
+                checkpoint_path=args.checkpoint, memory_budget_mb=args.memory_budget_mb)
+
+
+def check_components(K: int, n: int, source: str, what: str) -> None:
+    if K > n:
+        raise GmmRestoreError(f"K={K} larger than the number of training {what} N={n} in "
+                              f"{source}")
+
+
+def fit_patches(args, dtype: np.dtype):
+    """EM on the patches of a patches file; returns (gmm, history, attributes to record)."""
+    with open_h5(args.patches, "patches", ["patches"]) as fh:
+        patches = fh["patches"]
+        if patches.ndim != 2:
+            raise GmmRestoreError(f"{args.patches}: dataset 'patches' has shape "
+                                  f"{patches.shape}, expected (N, d)")
+        n, d = patches.shape
+        check_components(args.components, n, args.patches, "patches")
+        m_attr = fh.attrs.get("patch_size")
+        m = int(m_attr) if m_attr is not None else None
+        if m is not None and m * m != d:
+            raise GmmRestoreError(f"{args.patches}: attribute patch_size={m} but patches have "
+                                  f"{d} values (expected {m * m})")
+        heldout = fh["heldout"] if "heldout" in fh and fh["heldout"].shape[0] > 0 else None
+        if heldout is not None:
+            log.info("scoring %d held-out patches after every iteration", heldout.shape[0])
+        # fit_gmm reads the patches into memory when they fit in the budget, else streams them
+        gmm, history = fit_gmm(patches, args.components, heldout=heldout,
+                               **fit_kwargs(args, dtype))
+        attrs = {"source": args.patches,
+                 "n_train_patches": int(n),
+                 "n_heldout_patches": 0 if heldout is None else int(heldout.shape[0]),
+                 "streamed": bool(history.timing["streamed"]), "chunk_size": args.chunk_size,
+                 "dataset": fh.attrs.get("dataset", ""),
+                 "patches_seed": fh.attrs.get("seed", -1)}
+    if m is not None:
+        attrs["patch_size"] = m
+    return gmm, history, attrs
+
+
+def fit_images(args, dtype: np.dtype):
+    """EM on the whole training images of a dataset file (validation images held out);
+    returns (gmm, history, attributes to record)."""
+    arrays, ds_attrs = load_dataset_file(args.images)  # checked: shapes, finite, [0, 1]
+    train, validation = arrays["train"], arrays["validation"]
+    h, w = train.shape[1:]
+    if h * w > MAX_IMAGE_PIXELS:
+        raise GmmRestoreError(
+            f"{args.images}: images of {h} x {w} = {h * w} pixels; a whole-image mixture "
+            f"is limited to {MAX_IMAGE_PIXELS} pixels (its covariances are (H*W)^2 each); "
+            "leave out method epll_image_prior for images this large")
+    check_components(args.components, len(train), args.images, "images")
+    heldout = validation.reshape(len(validation), h * w) if len(validation) else None
+    log.info("whole-image mixture: %d training images of %d x %d, %d held out", len(train),
+             h, w, len(validation))
+    gmm, history = fit_gmm(train.reshape(len(train), h * w), args.components,
+                           heldout=heldout, **fit_kwargs(args, dtype))
+    attrs = {"source": args.images, "prior": "whole images", "image_shape": [h, w],
+             "patch_size": None,  # H*W may be a square; this is no patch prior
+             "n_train_images": len(train), "n_heldout_images": len(validation),
+             "dataset": ds_attrs.get("dataset", "")}
+    return gmm, history, attrs
+
+
 def main(argv=None) -> None:
     args = build_parser().parse_args(argv)
     cli.setup_logging(args.quiet)
@@ -74,38 +155,10 @@ def main(argv=None) -> None:
         raise GmmRestoreError(f"--memory-budget-mb must be > 0, got {args.memory_budget_mb}")
     dtype = np.dtype(args.dtype)
 
-    with open_h5(args.patches, "patches", ["patches"]) as fh:
-        patches = fh["patches"]
-        if patches.ndim != 2:
-            raise GmmRestoreError(f"{args.patches}: dataset 'patches' has shape "
-                                  f"{patches.shape}, expected (N, d)")
-        n, d = patches.shape
-        if args.components > n:
-            raise GmmRestoreError(f"K={args.components} larger than the number of training "
-                                  f"patches N={n} in {args.patches}")
-        m_attr = fh.attrs.get("patch_size")
-        m = int(m_attr) if m_attr is not None else None
-        if m is not None and m * m != d:
-            raise GmmRestoreError(f"{args.patches}: attribute patch_size={m} but patches have "
-                                  f"{d} values (expected {m * m})")
-        heldout = fh["heldout"] if "heldout" in fh and fh["heldout"].shape[0] > 0 else None
-        if heldout is not None:
-            log.info("scoring %d held-out patches after every iteration", heldout.shape[0])
-        # fit_gmm reads the patches into memory when they fit in the budget, else streams them
-        gmm, history = fit_gmm(
-            patches, args.components, max_iter=args.max_iter, tol=args.tol,
-            reg_covar=args.reg_covar, init=args.init, n_init=args.n_init, seed=args.seed,
-            dtype=dtype, chunk_size=args.chunk_size, remove_dc=args.remove_dc,
-            heldout=heldout, checkpoint_path=args.checkpoint,
-            memory_budget_mb=args.memory_budget_mb)
-        attrs = {"source": args.patches,
-                 "n_train_patches": int(n),
-                 "n_heldout_patches": 0 if heldout is None else int(heldout.shape[0]),
-                 "streamed": bool(history.timing["streamed"]), "chunk_size": args.chunk_size,
-                 "dataset": fh.attrs.get("dataset", ""),
-                 "patches_seed": fh.attrs.get("seed", -1)}
-    if m is not None:
-        attrs["patch_size"] = m
+    if args.images:
+        gmm, history, attrs = fit_images(args, dtype)
+    else:
+        gmm, history, attrs = fit_patches(args, dtype)
     save_gmm(args.out, gmm, history, attrs)
     log.info("wrote %s: K=%d, %d iterations (%s), final mean log-likelihood %.6f", args.out,
              gmm.n_components, history.n_iter,

@@ -478,6 +478,55 @@ def case_K_larger_than_patches(f):
             r"K=500 larger than the number of training patches N=486 in .*patches\.h5")
 
 
+def image_gmm(f, image_shape, prior="whole images"):
+    """A whole-image mixture file (random, K = 2) over images of ``image_shape``."""
+    path = f["out"].parent.parent / "image_gmm.h5"
+    w, mu, cov = random_gmm(np.random.default_rng(1), 2, image_shape[0] * image_shape[1])
+    save_gmm(path, GaussianMixture(w, mu, cov), None,
+             {"prior": prior, "image_shape": list(image_shape), "patch_size": None})
+    return path
+
+
+def case_image_prior_method_without_image_gmm(f):
+    return (*restore(f, "--method", "epll_image_prior"),
+            r"method epll_image_prior needs --image-gmm \(a whole-image mixture from "
+            r"train_gmm\.py --images\)")
+
+
+def case_image_gmm_of_other_image_size(f):
+    return (*restore(f, "--method", "epll_image_prior", "--image-gmm",
+                     image_gmm(f, (16, 9))),
+            r"--image-gmm \S*image_gmm\.h5 was trained on 16 x 9 images, the corrupted "
+            r"images are 12 x 12")
+
+
+def case_patch_gmm_as_image_gmm(f):
+    return (*restore(f, "--method", "epll_image_prior", "--image-gmm", f["gmm"]),
+            r"--image-gmm \S*gmm\.h5 is not a whole-image mixture")
+
+
+def case_image_gmm_as_patch_gmm(f):
+    return ("restore_images", ["--corrupted", f["corrupted"], "--gmm",
+                               image_gmm(f, (12, 12)), "--method", "epll", "--out", f["out"]],
+            r"--gmm \S*image_gmm\.h5 is not a patch prior \(a whole-image mixture goes to "
+            r"--image-gmm\)")
+
+
+def case_images_too_large_for_image_gmm(f):
+    path = f["out"].parent.parent / "large.h5"
+    images = {s: np.zeros((n, 65, 64), np.float32)
+              for s, n in (("train", 3), ("validation", 1), ("test", 1))}
+    datasets.write_dataset_file(path, images, {"dataset": "toy", "source": "test"})
+    return ("train_gmm", ["--images", path, "--out", f["out"], "-K", 2],
+            r"images of 65 x 64 = 4160 pixels; a whole-image mixture is limited to 4096 "
+            r"pixels")
+
+
+def case_K_larger_than_images(f):
+    return ("train_gmm", ["--images", f["dataset"], "--out", f["out"], "-K", 7],
+            r"K=7 larger than the number of training images N=6 in \S*dataset\.h5")
+
+
 FILE_CASES = {name[5:]: fn for name, fn in sorted(globals().items())
               if name.startswith("case_")}
 

@@ -68,9 +68,30 @@ def interrupt_when(proc, ready, sig, timeout=120):
     assert proc.returncode == (128 + signal.SIGTERM if sig == signal.SIGTERM else -sig)
 
 
-def assert_nothing_looks_complete(folder, out):
+def temporary_files(folder):
+    return [p for p in os.listdir(folder) if p.endswith(".tmp")]
+
+
+def assert_nothing_looks_complete(folder, out, sig=signal.SIGTERM):
+    """No output; no temporary file either, except after SIGKILL (which no process can
+    catch: a write it interrupts leaves its hidden temporary file, removed by the rerun)."""
     assert not out.exists()
-    assert not [p for p in os.listdir(folder) if p.endswith(".tmp")]
+    leftovers = temporary_files(folder)
+    if sig == signal.SIGKILL:
+        assert all(p.startswith(".") for p in leftovers), leftovers
+    else:
+        assert not leftovers, leftovers
+
+
+def test_next_write_removes_the_temporary_file_of_a_killed_write(tmp_path):
+    """What SIGKILL leaves behind (a hidden temporary file of the output) is removed by the
+    next write of that output; another output's temporary file is not touched."""
+    stale = tmp_path / ".gmm.h5.k1ll3d.tmp"
+    other = tmp_path / ".other.h5.k1ll3d.tmp"
+    for path in (stale, other):
+        path.write_bytes(b"half an HDF5 file")
+    write_h5(tmp_path / "gmm.h5", "patches", {"patches": np.zeros((2, 4))})
+    assert sorted(os.listdir(tmp_path)) == [".other.h5.k1ll3d.tmp", "gmm.h5"]
 
 
 @pytest.mark.slow
@@ -84,9 +105,10 @@ def test_killed_training_leaves_no_output_and_rerun_matches(tmp_path, sig):
     checkpoint = tmp_path / "gmm.checkpoint.h5"
     proc = train(patches, out, ["--checkpoint", str(checkpoint)])
     interrupt_when(proc, checkpoint.exists, sig)
-    assert_nothing_looks_complete(tmp_path, out)
+    assert_nothing_looks_complete(tmp_path, out, sig)
     resumed = train(patches, out, ["--checkpoint", str(checkpoint)])
     assert resumed.wait(timeout=600) == 0, resumed.stdout.read()
+    assert not temporary_files(tmp_path) and not checkpoint.exists()
     reference = tmp_path / "reference.h5"
     plain = train(patches, reference)
     assert plain.wait(timeout=600) == 0, plain.stdout.read()

@@ -259,6 +259,7 @@ def test_example_configs_plan_a_run(paired_set, tmp_path, name, stage):
                        os.path.join(ROOT, "configs", f"{name}.yaml"))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     jobs = planned_jobs(result.stdout)
-    assert jobs[stage] == 1 and jobs["restore_images"] == 2
+    # config.yaml's GMM methods: mapk, epll, epll_image_prior (with its whole-image GMM)
+    assert jobs[stage] == 1 and jobs["restore_images"] == 3 and jobs["train_image_gmm"] == 1
     assert {"corrupt_images", "import_paired"} - {stage} - set(jobs) == \
         {"corrupt_images", "import_paired"} - {stage}

@@ -85,13 +85,13 @@ def test_missing_table_is_named(tmp_path):
 def test_every_schema_method_gets_its_jobs(tmp_path):
     # names with digits (bm3d) once failed the method wildcard: no job, a 'missing input'
     schema = open(os.path.join(ROOT, "schemas", "config.schema.yaml")).read()
-    methods = re.search(r"enum: \[(mapk, epll[^\]]*)\]", schema).group(1).split(", ")
-    assert "bm3d" in methods and "tv_deconv" in methods
+    methods = re.split(r",\s*", re.search(r"enum: \[(mapk, epll[^\]]*)\]", schema).group(1))
+    assert {"bm3d", "tv_deconv", "epll_image_prior"} <= set(methods)
     result, _ = dry_run(tmp_path, HEADER + "6\t3\tgauss5\t0.1\n",
                         f"restore: {{methods: [{', '.join(methods)}]}}\n")
     assert result.returncode == 0, result.stderr[-3000:]
     counts = job_counts(result.stdout)
-    gmm_methods = {"mapk", "epll"}
-    assert counts["restore_images"] == len(gmm_methods)
+    gmm_methods = {"mapk", "epll", "epll_image_prior"}
+    assert counts["restore_images"] == len(gmm_methods) and counts["train_image_gmm"] == 1
     assert counts["restore_baseline"] == len(set(methods) - gmm_methods)
     assert counts["evaluate_restoration"] == len(methods)

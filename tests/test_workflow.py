@@ -39,6 +39,7 @@ def test_tiny_workflow_outputs(tiny_run):
     for rel in ("metrics.csv", "summary.csv", "data/tiny.h5", "tiny/patches/m6.h5",
                 "tiny/gmm/m6_K3.h5", "tiny/gauss5_s0.1/corrupted.h5",
                 "tiny/gauss5_s0.1/m6_K3/mapk.h5", "tiny/gauss5_s0.1/m6_K3/epll.h5",
+                "tiny/gmm/images_K4.h5", "tiny/gauss5_s0.1/m6_K3/epll_image_prior.h5",
                 "tiny/gauss5_s0.1/baseline/wiener.h5",
                 "figures/gmm_tiny_m6_K3.png", "figures/examples_tiny_gauss5_s0.1.png"):
         path = results / rel
@@ -50,7 +51,7 @@ def test_tiny_workflow_outputs(tiny_run):
     methods = {}
     for row in rows:
         methods.setdefault(row["method"], []).append(row)
-    assert set(methods) == {"corrupted", "mapk", "epll", "wiener"}
+    assert set(methods) == {"corrupted", "mapk", "epll", "epll_image_prior", "wiener"}
     assert all(len(v) == 8 for v in methods.values())  # n_test images each
     assert sorted(int(r["image_id"]) for r in methods["mapk"]) == list(range(8))
     assert all(np.isfinite(float(r["psnr"])) for r in rows)
@@ -63,6 +64,9 @@ def test_tiny_workflow_outputs(tiny_run):
     with h5py.File(results / "tiny/gmm/m6_K3.h5") as fh:
         assert fh["covariances"].shape == (3, 36, 36)
         assert fh.attrs["kind"] == "gmm" and len(fh["loglik_train"]) >= 1
+    with h5py.File(results / "tiny/gmm/images_K4.h5") as fh:
+        assert fh["covariances"].shape == (4, 784, 784)
+        assert fh.attrs["prior"] == "whole images" and list(fh.attrs["image_shape"]) == [28, 28]
     with h5py.File(results / "tiny/gauss5_s0.1/corrupted.h5") as fh:
         assert fh.attrs["noise_sigma"] == 0.1 and fh.attrs["boundary"] == "zero"
         assert "kernel" in fh and fh["corrupted"].shape == (8, 28, 28)

@@ -11,6 +11,7 @@ they need, and name the file and the problem when something is off.
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import tempfile
 from collections.abc import Iterator, Mapping, Sequence
@@ -38,12 +39,19 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
     """Yield a temporary path next to ``path``; rename it onto ``path`` on success.
 
     On any exception (including KeyboardInterrupt) the temporary file is removed and
-    ``path`` is left untouched.
+    ``path`` is left untouched; temporary files of ``path`` left by a killed earlier write
+    are removed first.
     """
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
+    prefix = f".{os.path.basename(path)}."
+    # a process killed by SIGKILL while writing leaves its temporary file; a file has one
+    # writer at a time (one job per output), so the next write of the same path removes it
+    for stale in glob.glob(os.path.join(glob.escape(folder), glob.escape(prefix) + "*.tmp")):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(stale)
+    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=folder)
     os.close(fd)
     try:
         yield tmp
