@@ -10,6 +10,13 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 sys.path.insert(0, os.path.join(workflow.basedir, "src"))  # the checkout's gmmrestore
+# jobs run `python`: the interpreter running Snakemake (e.g. .venv/bin/snakemake's, with the
+# dependencies) comes first on PATH; with --use-conda the job's env is activated over it
+os.environ.update(
+    PATH=os.pathsep.join(
+        [os.path.dirname(sys.executable), os.environ.get("PATH", os.defpath)]
+    )
+)
 from gmmrestore.configcheck import check_settings, schema_error_message
 from gmmrestore.depends import library_sources
 

@@ -77,10 +77,23 @@ def python_env():
     return env
 
 
+def unactivated_env():
+    """Environment of a user who types ``.venv/bin/snakemake`` without activating the venv:
+    this interpreter's bin folder not on PATH, no PYTHONPATH (the workflow must make its
+    jobs' ``python`` the one running Snakemake)."""
+    env = dict(os.environ)
+    own = os.path.dirname(sys.executable)
+    env["PATH"] = os.pathsep.join(p for p in env.get("PATH", "").split(os.pathsep)
+                                  if p and os.path.abspath(p) != os.path.abspath(own))
+    env.pop("PYTHONPATH", None)
+    return env
+
+
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory):
     """Working folder of one complete run of the workflow on tests/configs/tiny.yaml, shared
-    by every test that inspects a finished run (one run per pytest session)."""
+    by every test that inspects a finished run (one run per pytest session), started as
+    ``.venv/bin/snakemake`` from an unactivated shell."""
     import subprocess
 
     workdir = tmp_path_factory.mktemp("tiny_run")
@@ -88,7 +101,7 @@ def tiny_run(tmp_path_factory):
     result = subprocess.run(
         [snakemake, "-s", os.path.join(ROOT, "Snakefile"), "--directory", str(workdir),
          "--cores", "2", "--configfile", os.path.join(ROOT, "tests", "configs", "tiny.yaml")],
-        capture_output=True, text=True, env=python_env(), timeout=600)
+        capture_output=True, text=True, env=unactivated_env(), timeout=600)
     if result.returncode != 0:
         raise AssertionError(f"tiny workflow failed:\n{result.stdout[-3000:]}\n"
                              f"{result.stderr[-5000:]}")
