@@ -253,7 +253,7 @@ metrics = rows("metrics.csv")
 methods = {}
 for row in metrics:
     methods.setdefault(row["method"], []).append(float(row["psnr"]))
-assert set(methods) == {"corrupted", "mapk", "epll", "wiener"}, methods.keys()
+assert set(methods) == {"corrupted", "mapk", "epll", "epll_image_prior", "wiener"}, methods.keys()
 assert all(len(v) == 8 for v in methods.values()), {m: len(v) for m, v in methods.items()}
 mean = {m: sum(v) / len(v) for m, v in methods.items()}
 assert mean["mapk"] > mean["corrupted"] + 2, mean
