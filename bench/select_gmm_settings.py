@@ -42,7 +42,11 @@ import yaml
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "src"))
 
 from gmmrestore import datasets, metrics, operators  # noqa: E402
-from gmmrestore.configcheck import schema_defaults  # noqa: E402
+from gmmrestore.configcheck import (  # noqa: E402
+    IMAGE_PRIOR_EPLL_KEYS,
+    epll_image_prior_settings,
+    schema_defaults,
+)
 from gmmrestore.gmm import fit_gmm  # noqa: E402
 from gmmrestore.patches import sample_patches  # noqa: E402
 from gmmrestore.restore.baselines import tune_baseline  # noqa: E402
@@ -96,7 +100,7 @@ def main() -> int:
                       **restore.get("image_prior", {})}
     for item in args.image_prior_set:
         key, _, value = item.partition("=")
-        if key not in ("n_components", "reg_covar", "weight", "lam_factor", "init_sharpen"):
+        if key not in ("n_components", "reg_covar", "weight", *IMAGE_PRIOR_EPLL_KEYS):
             parser.error(f"--image-prior-set {item}: unknown key {key!r}")
         image_settings[key] = int(value) if key == "n_components" else float(value)
     val = arrays["validation"].astype(np.float64)
@@ -156,12 +160,11 @@ def main() -> int:
         runs = [("mapk, plain mean", "mapk_plain", x_mapk_plain), ("mapk", "mapk", x_mapk),
                 ("epll, plain start", "epll_plain", x_epll_plain), ("epll", "epll", x_epll)]
         if image_prior is not None:
-            own = {key: image_settings[key] for key in ("lam_factor", "init_sharpen")
-                   if key in image_settings}
             runs.append(("epll_image_prior", "epll_image_prior", epll_restore(
                 corrupted, weights, means, covs, kernel, sigma, m, init=x_mapk_plain,
                 clip=True, image_prior=image_prior,
-                image_prior_weight=image_settings["weight"], **{**epll, **own})))
+                image_prior_weight=image_settings["weight"],
+                **epll_image_prior_settings(epll, image_settings))))
         for method, key, x in runs:
             value = mean_psnr(x)
             result[f"{name}_{key}"] = round(value, 3)

@@ -17,7 +17,11 @@ os.environ.update(
         [os.path.dirname(sys.executable), os.environ.get("PATH", os.defpath)]
     )
 )
-from gmmrestore.configcheck import check_settings, schema_error_message
+from gmmrestore.configcheck import (
+    check_settings,
+    epll_image_prior_settings,
+    schema_error_message,
+)
 from gmmrestore.depends import library_sources
 
 try:
@@ -436,10 +440,8 @@ def gmm_threads(wildcards):
     return int(min(8, max(1, flops // 2e9)))
 
 
-def epll_args(overrides=None):
-    """restore_images.py's EPLL options from restore.epll, with ``overrides`` (the keys
-    restore.image_prior may set for method epll_image_prior) in their place."""
-    e = {**config["restore"]["epll"], **(overrides or {})}
+def epll_args(e):
+    """restore_images.py's EPLL options from EPLL settings ``e`` (restore.epll)."""
     factors = " ".join(str(f) for f in e["beta_factors"])
     return (
         f"--beta-factors {factors} --lam-factor {e['lam_factor']} --n-inner {e['n_inner']} "
@@ -457,7 +459,7 @@ def image_gmm_args():
 
 def image_gmm_input(wildcards):
     """The whole-image mixture for method epll_image_prior (nothing for the others)."""
-    if not wildcards.method.startswith("epll_image_prior"):
+    if wildcards.method != "epll_image_prior":
         return []
     K = config["restore"]["image_prior"]["n_components"]
     return f"{RESULTS}/{wildcards.dataset}/gmm/images_K{K}.h5"
@@ -472,13 +474,11 @@ RESTORE_PARAMS = {
     "method_args": {
         "mapk": "--position-weight-power "
         f"{config['restore']['mapk']['position_weight_power']}",
-        "epll": epll_args(),
+        "epll": epll_args(config["restore"]["epll"]),
         "epll_image_prior": epll_args(
-            {
-                key: value
-                for key, value in config["restore"]["image_prior"].items()
-                if key in ("lam_factor", "init_sharpen")
-            }
+            epll_image_prior_settings(
+                config["restore"]["epll"], config["restore"]["image_prior"]
+            )
         )
         + f" --image-prior-weight {config['restore']['image_prior']['weight']}",
     },

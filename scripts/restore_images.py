@@ -23,7 +23,7 @@ import numpy as np
 import _bootstrap  # noqa: F401  (puts src/ on sys.path)
 
 from gmmrestore import cli
-from gmmrestore.gmm import load_gmm
+from gmmrestore.gmm import WHOLE_IMAGE_PRIOR, load_gmm
 from gmmrestore.h5io import GmmRestoreError, read_h5, write_h5
 from gmmrestore.operators import kernel_from_patch_matrix, patch_blur_matrix, validate_kernel
 from gmmrestore.restore.epll import (
@@ -119,9 +119,9 @@ def load_image_prior(args, image_shape: tuple[int, int]) -> ImagePrior | None:
                               f"{args.image_prior_weight}")
     gmm, attrs = load_gmm(args.image_gmm)
     trained_on = attrs.get("image_shape")
-    if attrs.get("prior") != "whole images" or trained_on is None:
+    if attrs.get("prior") != WHOLE_IMAGE_PRIOR or trained_on is None:
         raise GmmRestoreError(f"--image-gmm {args.image_gmm} is not a whole-image mixture "
-                              "(attribute prior 'whole images' missing; train it with "
+                              f"(attribute prior '{WHOLE_IMAGE_PRIOR}' missing; train it with "
                               "train_gmm.py --images)")
     if tuple(int(v) for v in trained_on) != tuple(image_shape):
         raise GmmRestoreError(
@@ -195,7 +195,7 @@ def main(argv=None) -> None:
         raise GmmRestoreError(f"--init-sharpen / --init-sharpen-std: {err}") from None
     arrays, attrs = load_corrupted(args.corrupted, blind=bool(args.kernel_file))
     gmm, gmm_attrs = load_gmm(args.gmm)
-    if gmm_attrs.get("prior") == "whole images" or gmm_attrs.get("patch_size") == "none":
+    if gmm_attrs.get("prior") == WHOLE_IMAGE_PRIOR or gmm_attrs.get("patch_size") == "none":
         raise GmmRestoreError(f"--gmm {args.gmm} is not a patch prior (a whole-image "
                               "mixture goes to --image-gmm)")
     m = int(gmm_attrs["patch_size"])

@@ -23,7 +23,7 @@ import _bootstrap  # noqa: F401  (puts src/ on sys.path)
 
 from gmmrestore import cli
 from gmmrestore.datasets import load_dataset_file
-from gmmrestore.gmm import INIT_METHODS, fit_gmm, save_gmm
+from gmmrestore.gmm import INIT_METHODS, WHOLE_IMAGE_PRIOR, fit_gmm, save_gmm
 from gmmrestore.h5io import GmmRestoreError, open_h5
 
 log = logging.getLogger("gmmrestore.train_gmm")
@@ -135,7 +135,7 @@ def fit_images(args, dtype: np.dtype):
              h, w, len(validation))
     gmm, history = fit_gmm(train.reshape(len(train), h * w), args.components,
                            heldout=heldout, **fit_kwargs(args, dtype))
-    attrs = {"source": args.images, "prior": "whole images", "image_shape": [h, w],
+    attrs = {"source": args.images, "prior": WHOLE_IMAGE_PRIOR, "image_shape": [h, w],
              "patch_size": None,  # H*W may be a square; this is no patch prior
              "n_train_images": len(train), "n_heldout_images": len(validation),
              "dataset": ds_attrs.get("dataset", "")}

@@ -9,7 +9,7 @@ import pytest
 import yaml
 from snakemake.utils import validate
 
-from gmmrestore.configcheck import schema_defaults
+from gmmrestore.configcheck import epll_image_prior_settings, schema_defaults
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir)
 SCHEMA_PATH = os.path.abspath(os.path.join(ROOT, "schemas", "config.schema.yaml"))
@@ -37,3 +37,12 @@ def test_schema_defaults_match_validation(section):
     expected = schema_defaults(schema, "restore", section)
     assert expected  # the section has defaults to compare
     assert config["restore"][section] == expected
+
+
+def test_epll_image_prior_settings_replace_only_their_keys():
+    epll = {"beta_factors": [1, 4], "lam_factor": 0.5, "n_inner": 2, "init_sharpen": 1.0}
+    merged = epll_image_prior_settings(epll, {"n_components": 40, "weight": 16,
+                                              "lam_factor": 2.0})
+    assert merged == {**epll, "lam_factor": 2.0}
+    assert epll["lam_factor"] == 0.5  # the EPLL settings themselves are untouched
+    assert epll_image_prior_settings(epll, {"n_components": 40}) == epll

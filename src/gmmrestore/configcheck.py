@@ -21,6 +21,18 @@ from typing import Any
 SOURCE_IMAGE_SIDE = {"mnist": 28, "fashion_mnist": 28, "folder": None, "natural": None}
 
 
+# keys of restore.image_prior that replace restore.epll's for method epll_image_prior
+IMAGE_PRIOR_EPLL_KEYS = ("lam_factor", "init_sharpen")
+
+
+def epll_image_prior_settings(epll: Mapping[str, Any],
+                              image_prior: Mapping[str, Any]) -> dict[str, Any]:
+    """EPLL settings of method epll_image_prior: ``restore.epll`` with the keys of
+    :data:`IMAGE_PRIOR_EPLL_KEYS` that ``restore.image_prior`` sets in their place."""
+    return {**epll, **{key: image_prior[key] for key in IMAGE_PRIOR_EPLL_KEYS
+                       if key in image_prior}}
+
+
 class ConfigError(ValueError):
     """A configuration value that cannot work, with a one-line message."""
 

@@ -80,6 +80,8 @@ KMEANS_ITER = 10
 #: A component whose responsibility sums to less than this many patches is re-seeded.
 MIN_COMPONENT_COUNT = 1.0
 INIT_METHODS = ("kmeans++", "random")
+# root attribute ``prior`` of a gmm file over whole images (train_gmm.py --images)
+WHOLE_IMAGE_PRIOR = "whole images"
 _CHECKPOINT_KIND = "gmm_checkpoint"
 _LOG2PI = math.log(2.0 * math.pi)
 
