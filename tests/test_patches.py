@@ -29,6 +29,24 @@ def test_accumulate_is_adjoint_of_extract(rng):
     assert lhs == pytest.approx(rhs, rel=1e-12)
 
 
+def test_patch_rows_are_the_patches_as_columns(rng):
+    images = rng.random((3, 6, 9))
+    rows = P.extract_patch_rows(images, 3)
+    assert rows.shape == (9, 3 * 4 * 7) and rows.flags.c_contiguous
+    brute = np.concatenate([brute_force_patches(image, 3) for image in images])
+    np.testing.assert_array_equal(rows, brute.T)
+
+
+def test_accumulate_rows_is_adjoint_of_extract_rows(rng):
+    x = rng.normal(size=(2, 7, 5))
+    columns = rng.normal(size=(9, 2 * 5 * 3))
+    lhs = np.vdot(P.extract_patch_rows(x, 3), columns)
+    rhs = np.vdot(x, P.accumulate_patch_rows(columns, (7, 5), 3))
+    assert lhs == pytest.approx(rhs, rel=1e-12)
+    with pytest.raises(ValueError, match="patch rows must be"):
+        P.accumulate_patch_rows(columns[:, 1:], (7, 5), 3)
+
+
 def test_counts_match_loops():
     h, w, m = 7, 10, 4
     counts = np.zeros((h, w))
@@ -60,6 +78,8 @@ def test_weighted_average_matches_loops(rng):
         weight_sum[i:i + m, j:j + m] += weights.reshape(m, m)
     np.testing.assert_allclose(P.average_patches(patches, (h, w), m, weights),
                                total / weight_sum, rtol=1e-12)
+    np.testing.assert_allclose(P.average_patch_rows(patches.reshape(-1, m * m).T, (h, w), m,
+                                                    weights), total / weight_sum, rtol=1e-12)
     with pytest.raises(ValueError, match="positive"):
         P.average_patches(patches, (h, w), m, np.zeros(m * m))
 

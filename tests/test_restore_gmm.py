@@ -18,6 +18,7 @@ from gmmrestore.restore.epll import (
 )
 from gmmrestore.restore.mapk import (
     PatchPosterior,
+    map_k_patch_rows,
     map_k_patches,
     map_k_restore,
     quadratic_features,
@@ -72,6 +73,21 @@ def test_batched_map_k_equals_one_patch_formula(rng, blurred, n_threads, monkeyp
         assert labels[n] == k
         np.testing.assert_allclose(Z[n], z, atol=1e-9)
     assert len(set(labels.tolist())) > 1  # the choice depends on y
+
+
+def test_map_k_patch_rows_is_map_k_of_the_columns(rng):
+    """The column layout gives the same estimates and choices; a (d, N) view of a wider
+    array (rows not contiguous with each other) works too."""
+    K, d = 5, 9
+    weights, means, covs = random_gmm(rng, K, d)
+    post = PatchPosterior.build(weights, means, covs, None, 0.05)
+    wide = rng.normal(size=(d, 50)) * 0.5
+    Zt, labels = map_k_patch_rows(wide[:, 3:40], post, chunk_size=8)
+    Z, expected = map_k_patches(np.ascontiguousarray(wide[:, 3:40].T), post)
+    np.testing.assert_array_equal(labels, expected)
+    np.testing.assert_allclose(Zt, Z.T, rtol=0, atol=1e-12)
+    with pytest.raises(ValueError, match="patches have 8 pixels"):
+        map_k_patch_rows(wide[:8], post)
 
 
 def test_map_k_with_given_components_equals_the_formula(rng, monkeypatch):

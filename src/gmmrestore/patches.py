@@ -44,24 +44,57 @@ def extract_patches(images: np.ndarray, m: int) -> np.ndarray:
     return out[0] if single else out
 
 
-def accumulate_patches(patches: np.ndarray, image_shape: tuple[int, int], m: int) -> np.ndarray:
-    """Adjoint of :func:`extract_patches`: add every patch back at its position.
+def extract_patch_rows(images: np.ndarray, m: int) -> np.ndarray:
+    """All m x m patches of each image, one patch per column.
 
-    patches : (n, P, m*m).  Returns (n, H, W).  One vectorised add per offset inside the
-    patch (m² of them), never a loop over patches.
+    images : (n, H, W).  Returns (m*m, n*P), C-contiguous: column ``i * P + p`` is
+    patch ``p`` of image ``i`` (the order of :func:`extract_patches`), row ``a * m + b``
+    its pixel (a, b).  The transpose of ``extract_patches(images, m).reshape(-1, m*m)``,
+    built with one contiguous copy per offset inside the patch (m² of them): the layout the
+    batched passes (MAP-k, EPLL) work in, each pixel of the patches contiguous.
     """
-    patches = np.asarray(patches)
-    n = patches.shape[0]
+    images = np.asarray(images)
+    check_patch_size(m, images.shape[1:])
+    n, h, w = images.shape
+    hp, wp = h - m + 1, w - m + 1
+    rows = np.empty((m, m, n, hp, wp), dtype=images.dtype)
+    for a in range(m):
+        for b in range(m):
+            rows[a, b] = images[:, a:a + hp, b:b + wp]
+    return rows.reshape(m * m, n * hp * wp)
+
+
+def accumulate_patch_rows(rows: np.ndarray, image_shape: tuple[int, int], m: int
+                          ) -> np.ndarray:
+    """Adjoint of :func:`extract_patch_rows`: add every patch (a column) back at its position.
+
+    rows : (m*m, n*P).  Returns (n, H, W).  One vectorised add per offset inside the patch
+    (m² of them), each reading contiguous memory; never a loop over patches.
+    """
+    rows = np.asarray(rows)
     h, w = image_shape
     hp, wp = h - m + 1, w - m + 1
-    # one transposing copy, so that each of the m² adds reads contiguous memory (reading
-    # grid[..., a, b] in place strides by m² elements: ~2x slower overall)
-    grid = np.ascontiguousarray(patches.reshape(n, hp, wp, m, m).transpose(3, 4, 0, 1, 2))
-    out = np.zeros((n, h, w), dtype=np.result_type(patches.dtype, np.float32))
+    if rows.ndim != 2 or rows.shape[0] != m * m or rows.shape[1] % (hp * wp):
+        raise ValueError(f"patch rows must be (m*m={m * m}, n*{hp * wp}) for {h}x{w} images, "
+                         f"got {rows.shape}")
+    grid = rows.reshape(m, m, -1, hp, wp)
+    out = np.zeros((grid.shape[2], h, w), dtype=np.result_type(rows.dtype, np.float32))
     for a in range(m):
         for b in range(m):
             out[:, a:a + hp, b:b + wp] += grid[a, b]
     return out
+
+
+def accumulate_patches(patches: np.ndarray, image_shape: tuple[int, int], m: int) -> np.ndarray:
+    """Adjoint of :func:`extract_patches`: add every patch back at its position.
+
+    patches : (n, P, m*m).  Returns (n, H, W).
+    """
+    patches = np.asarray(patches)
+    # one transposing copy, so that each of the m² adds reads contiguous memory (reading
+    # the patches in place strides by m² elements: ~2x slower overall)
+    return accumulate_patch_rows(np.ascontiguousarray(patches.reshape(-1, m * m).T),
+                                 image_shape, m)
 
 
 def patch_counts(image_shape: tuple[int, int], m: int) -> np.ndarray:
@@ -74,23 +107,35 @@ def patch_counts(image_shape: tuple[int, int], m: int) -> np.ndarray:
     return np.outer(rows, cols).astype(np.float64)
 
 
-def average_patches(patches: np.ndarray, image_shape: tuple[int, int], m: int,
-                    position_weights: np.ndarray | None = None) -> np.ndarray:
-    """Re-assemble images by averaging overlapping patch estimates: (n, P, m*m) -> (n, H, W).
+def average_patch_rows(rows: np.ndarray, image_shape: tuple[int, int], m: int,
+                       position_weights: np.ndarray | None = None) -> np.ndarray:
+    """Re-assemble images by averaging overlapping patch estimates given as columns
+    (:func:`extract_patch_rows` layout): (m*m, n*P) -> (n, H, W).
 
     ``position_weights`` (m*m,), positive: each pixel becomes the weighted mean of its
     estimates, an estimate weighted by its position inside its patch (None: equal weights).
     """
     if position_weights is None:
-        return accumulate_patches(patches, image_shape, m) / patch_counts(image_shape, m)
+        return accumulate_patch_rows(rows, image_shape, m) / patch_counts(image_shape, m)
     position_weights = np.asarray(position_weights, dtype=np.float64)
     if position_weights.shape != (m * m,) or not np.all(position_weights > 0):
         raise ValueError(f"position_weights must be {m * m} positive numbers, got shape "
                          f"{position_weights.shape}")
     n_per_image = n_patches_per_image(image_shape, m)
-    weight_sum = accumulate_patches(np.broadcast_to(position_weights, (1, n_per_image, m * m)),
-                                    image_shape, m)[0]
-    return accumulate_patches(patches * position_weights, image_shape, m) / weight_sum
+    weight_sum = accumulate_patch_rows(
+        np.broadcast_to(position_weights[:, None], (m * m, n_per_image)), image_shape, m)[0]
+    return accumulate_patch_rows(rows * position_weights[:, None], image_shape, m) / weight_sum
+
+
+def average_patches(patches: np.ndarray, image_shape: tuple[int, int], m: int,
+                    position_weights: np.ndarray | None = None) -> np.ndarray:
+    """Re-assemble images by averaging overlapping patch estimates: (n, P, m*m) -> (n, H, W).
+
+    ``position_weights``: see :func:`average_patch_rows`.
+    """
+    patches = np.asarray(patches)
+    return average_patch_rows(np.ascontiguousarray(patches.reshape(-1, m * m).T), image_shape,
+                              m, position_weights)
 
 
 def sample_patches(images: np.ndarray, m: int, max_patches: int | None,

@@ -6,7 +6,7 @@ is the image-level blur (:func:`gmmrestore.operators.blur`, zero boundary) and `
 extracts the i-th m x m patch.  Auxiliary patches ``z_i`` split the problem:
 
 * patch step: ``z_i = MAP-k estimate of P_i x`` under the GMM with noise variance
-  ``1/beta`` (the same :func:`~gmmrestore.restore.mapk.map_k_patches` as MAP-k, with W = I);
+  ``1/beta`` (the same :func:`~gmmrestore.restore.mapk.map_k_patch_rows` as MAP-k, with W = I);
 * image step: ``x = argmin lam |A x - y|^2 + beta sum_i |P_i x - z_i|^2``, i.e.
   ``(lam A^T A + beta D) x = lam A^T y + beta sum_i P_i^T z_i`` with ``D`` the number of
   patches covering each pixel.  For pure denoising (A = I) this is a per-pixel division;
@@ -31,9 +31,9 @@ from scipy import ndimage
 
 from ..gmm import GaussianMixture, remove_patch_dc, score_samples
 from ..operators import blur, blur_adjoint
-from ..patches import accumulate_patches, extract_patches, patch_counts
+from ..patches import accumulate_patch_rows, extract_patch_rows, extract_patches, patch_counts
 from ..solvers import batched_cg
-from .mapk import PatchPosterior, map_k_patches
+from .mapk import PatchPosterior, map_k_patch_rows
 
 log = logging.getLogger("gmmrestore.epll")
 
@@ -225,12 +225,11 @@ def epll_restore(corrupted: np.ndarray, weights: np.ndarray, means: np.ndarray,
         for beta, post in zip(betas, posteriors, strict=True):
             given = None
             if component_images is not None:
-                _, given = map_k_patches(
-                    extract_patches(component_images[start:stop], m).reshape(-1, d), post)
+                _, given = map_k_patch_rows(
+                    extract_patch_rows(component_images[start:stop], m), post)
             for _ in range(n_inner):
-                P = extract_patches(x, m)
-                Z, _ = map_k_patches(P.reshape(-1, d), post, labels=given)
-                patch_sum = accumulate_patches(Z.reshape(P.shape), (h, w), m)
+                Zt, _ = map_k_patch_rows(extract_patch_rows(x, m), post, labels=given)
+                patch_sum = accumulate_patch_rows(Zt, (h, w), m)
                 if image_prior is not None:
                     z_image = image_prior.map_estimate(x.reshape(len(x), -1), 1.0 / beta)
                     patch_sum += image_prior_weight * z_image.reshape(x.shape)

@@ -20,7 +20,10 @@ with the gain ``G_k = Sigma_k W^T C_k^{-1}`` from a Cholesky solve and the offse
 ``o_k = mu_k - G_k b_k``, both computed once per component.
 Patches are processed in tasks of :data:`TASK_PATCHES` by worker threads, each with a
 single-threaded BLAS (:mod:`gmmrestore.threads`), so that the feature construction and the
-gains run on every core, not only the score product.
+gains run on every core, not only the score product.  Patches travel as columns of a
+(d, N) array (:func:`~gmmrestore.patches.extract_patch_rows`): each pixel of the patches is
+contiguous, which the feature products, the gather by component and the re-assembly read
+without transposing copies (MAP-k ran 45% -> 51-53% of the GEMM rate on an AVX-512 machine).
 
 For a GMM trained on DC-removed patches (``remove_dc``: zero-mean components), each patch's
 DC ``c`` is estimated as ``1^T y / 1^T W 1`` and removed, ``y0 = y - c W 1``, and added back
@@ -37,7 +40,7 @@ import numpy as np
 from scipy import linalg
 
 from ..operators import blur
-from ..patches import average_patches, extract_patches
+from ..patches import average_patch_rows, extract_patch_rows, extract_patches
 from ..threads import run_over_spans
 
 log = logging.getLogger("gmmrestore.mapk")
@@ -47,7 +50,8 @@ log = logging.getLogger("gmmrestore.mapk")
 MIN_RELATIVE_NOISE_VAR = 1e-8
 #: Rows of y per block of the quadratic features (see :func:`quadratic_features`).
 FEATURE_BLOCK = 8
-#: Patches per task of a worker thread in :func:`map_k_patches` (scores, choice and estimate).
+#: Patches per task of a worker thread in :func:`map_k_patch_rows` (scores, choice and
+#: estimate).
 TASK_PATCHES = 8192
 
 
@@ -100,25 +104,25 @@ def n_quadratic_features(d: int) -> int:
     return d * (d + 1) // 2 + d + 1
 
 
-def quadratic_features(Y: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """Quadratic features of patches: every product ``y_i y_j`` (``i <= j``) once, then
-    ``y`` and 1.
+def quadratic_feature_rows(Yt: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """Quadratic features of patches given as columns: every product ``y_i y_j``
+    (``i <= j``) once, then ``y`` and 1, one feature per row.
 
-    Y : (n, d).  out : optional (:func:`n_quadratic_features` (d), n) buffer.  Returns
-    (n, :func:`n_quadratic_features` (d)), the transpose of ``out``: each feature is
-    contiguous over the patches, so that the products are a few vectorised calls along the
-    patches (broadcasting along a patch's own short rows is several times slower), and the
-    BLAS reads the transpose at no cost.  Order: for each block of :data:`FEATURE_BLOCK`
-    rows ``[lo, hi)``, the products with the columns after the block (one broadcast call);
-    then the products inside the diagonal blocks (one call for all blocks).
+    Yt : (d, n), each row contiguous (e.g. columns of :func:`~gmmrestore.patches.
+    extract_patch_rows`).  out : optional C-contiguous (:func:`n_quadratic_features` (d),
+    n) buffer.  Returns (:func:`n_quadratic_features` (d), n): each feature contiguous over
+    the patches, so that the products are a few vectorised calls along the patches
+    (broadcasting along a patch's own short rows is several times slower).  Order: for each
+    block of :data:`FEATURE_BLOCK` rows ``[lo, hi)``, the products with the columns after
+    the block (one broadcast call); then the products inside the diagonal blocks (one call
+    for all blocks).
     """
-    n, d = Y.shape
+    d, n = Yt.shape
     if out is None:
-        out = np.empty((n_quadratic_features(d), n), dtype=Y.dtype)
+        out = np.empty((n_quadratic_features(d), n), dtype=Yt.dtype)
     elif out.shape != (n_quadratic_features(d), n) or not out.flags.c_contiguous:
         raise ValueError(f"out must be a C-contiguous ({n_quadratic_features(d)}, {n}) "
                          f"array, got shape {out.shape}")
-    Yt = Y.T
     offset = 0
     for lo, hi in _feature_blocks(d):
         size = (hi - lo) * (d - hi)
@@ -139,7 +143,17 @@ def quadratic_features(Y: np.ndarray, out: np.ndarray | None = None) -> np.ndarr
         offset += size
     out[offset:offset + d] = Yt
     out[-1] = 1.0
-    return out.T
+    return out
+
+
+def quadratic_features(Y: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """:func:`quadratic_feature_rows` of patches given as rows.
+
+    Y : (n, d).  out : optional (:func:`n_quadratic_features` (d), n) buffer.  Returns
+    (n, :func:`n_quadratic_features` (d)), the transpose of ``out`` (the BLAS reads it at
+    no cost).
+    """
+    return quadratic_feature_rows(np.ascontiguousarray(Y.T), out).T
 
 
 def quadratic_form_coefficients(P: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -226,7 +240,7 @@ class PatchPosterior:
                         "floor", noise_var, floor, MIN_RELATIVE_NOISE_VAR)
             noise_var = floor
         # one contiguous row per component: score_matrix.T is the score product's left
-        # operand in map_k_patches, used without a copy
+        # operand in map_k_patch_rows, used without a copy
         score_matrix = np.empty((K, n_quadratic_features(d))).T
         gain = np.empty((K, d, d))
         posterior_variance = np.empty((K, d))
@@ -258,17 +272,30 @@ class PatchPosterior:
 def map_k_patches(Y: np.ndarray, post: PatchPosterior, chunk_size: int = 1024,
                   n_threads: int | None = None,
                   labels: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """MAP-k estimates of clean patches.
+    """MAP-k estimates of clean patches given as rows: :func:`map_k_patch_rows` of ``Y.T``.
+
+    Y : (N, d).  Returns ``Z`` (N, d) (a transposed view) and ``labels`` (N,).
+    """
+    Zt, labels = map_k_patch_rows(np.ascontiguousarray(np.asarray(Y, dtype=np.float64).T),
+                                  post, chunk_size, n_threads, labels)
+    return Zt.T, labels
+
+
+def map_k_patch_rows(Yt: np.ndarray, post: PatchPosterior, chunk_size: int = 1024,
+                     n_threads: int | None = None,
+                     labels: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """MAP-k estimates of clean patches, one patch per column.
 
     Parameters
     ----------
-    Y : (N, d)
-        Observed patches.
+    Yt : (d, N)
+        Observed patches as columns (:func:`~gmmrestore.patches.extract_patch_rows`), each
+        row contiguous.
     post : PatchPosterior
     chunk_size : int
         Patches per score product; bounds the (~d(d+1)/2, chunk_size) feature temporary
-        (18 MB per thread at the default for d = 64: on an AVX-512 machine 1024 ran 46-48%
-        of the GEMM rate against 43% at 256, measured with bench/restore_speed.py).
+        (18 MB per thread at the default for d = 64: on an AVX-512 machine 768-1024 ran
+        50-56% of the GEMM rate in map_k_restore, 512 50-53%, 1536-2048 46-47%).
     n_threads : int, optional
         Worker threads, each with a single-threaded BLAS, over tasks of
         :data:`TASK_PATCHES` patches (default: the BLAS thread count).  The result does not
@@ -279,13 +306,15 @@ def map_k_patches(Y: np.ndarray, post: PatchPosterior, chunk_size: int = 1024,
 
     Returns
     -------
-    Z : (N, d) posterior means under the chosen components.
+    Zt : (d, N) posterior means under the chosen components, as columns.
     labels : (N,) chosen (or given) component per patch.
     """
-    Y = np.asarray(Y, dtype=np.float64)
-    N, d = Y.shape
+    Yt = np.asarray(Yt, dtype=np.float64)
+    d, N = Yt.shape
     K = post.n_components
-    Z = np.empty((N, d))
+    if d != post.n_features:
+        raise ValueError(f"patches have {d} pixels, the posterior {post.n_features}")
+    Zt = np.empty((d, N))
     choose = labels is None
     if choose:
         labels = np.empty(N, dtype=np.intp)
@@ -298,8 +327,8 @@ def map_k_patches(Y: np.ndarray, post: PatchPosterior, chunk_size: int = 1024,
             raise ValueError(f"labels must lie in [0, {K}), got {labels.min()}..{labels.max()}")
         labels = labels.astype(np.intp)
     if post.dc_response is not None:
-        dc = Y.sum(axis=1) / post.dc_response.sum()
-        Y = Y - dc[:, None] * post.dc_response
+        dc = Yt.sum(axis=0) / post.dc_response.sum()
+        Yt = Yt - post.dc_response[:, None] * dc
 
     # scores as (K, n_features) @ (n_features, patches): both operands C-contiguous, which
     # the BLAS ran ~1.4x faster than the transposed product on an AVX-512 machine
@@ -308,13 +337,13 @@ def map_k_patches(Y: np.ndarray, post: PatchPosterior, chunk_size: int = 1024,
     def choose_components(start: int, stop: int) -> None:
         n_features = post.score_matrix.shape[0]
         features = np.empty((n_features, min(chunk_size, stop - start)))
-        for s in range(0, stop - start, chunk_size):
-            e = min(s + chunk_size, stop - start)
+        for s in range(start, stop, chunk_size):
+            e = min(s + chunk_size, stop)
             out = features if e - s == features.shape[1] else np.empty((n_features, e - s))
-            # patches along the fast axis, so that quadratic_features writes whole rows (a
-            # chunk's transpose stays in cache; the whole task's was ~10% of the time)
-            quadratic_features(np.ascontiguousarray(Y[start + s:start + e].T).T, out=out)
-            labels[start + s:start + e] = np.argmax(score_rows @ out, axis=0)
+            # a compact copy of the chunk: the products ran ~20% faster from it than from
+            # rows N apart
+            quadratic_feature_rows(np.ascontiguousarray(Yt[:, s:e]), out=out)
+            labels[s:e] = np.argmax(score_rows @ out, axis=0)
 
     def task(start: int, stop: int) -> None:
         if choose:
@@ -324,23 +353,28 @@ def map_k_patches(Y: np.ndarray, post: PatchPosterior, chunk_size: int = 1024,
         chosen = labels[start:stop]
         order = np.argsort(chosen, kind="stable")
         bounds = np.searchsorted(chosen[order], np.arange(K + 1))
-        sorted_patches = Y[start + order]
+        sorted_patches = np.take(Yt[:, start:stop], order, axis=1)
         estimates = np.empty_like(sorted_patches)
         for k in np.flatnonzero(np.diff(bounds)):
             span = slice(bounds[k], bounds[k + 1])
-            np.matmul(sorted_patches[span], post.gain[k].T, out=estimates[span])
-            estimates[span] += post.offset[k]
-        Z[start + order] = estimates
+            np.matmul(post.gain[k], sorted_patches[:, span], out=estimates[:, span])
+            estimates[:, span] += post.offset[k][:, None]
+        # scatter back as a gather by the inverse permutation (np.take is faster than
+        # assigning through fancy indices; mode "clip" writes to out without a buffer, and
+        # the indices are in range by construction)
+        inverse = np.empty_like(order)
+        inverse[order] = np.arange(len(order))
+        np.take(estimates, inverse, axis=1, out=Zt[:, start:stop], mode="clip")
 
     for _ in run_over_spans(task, N, TASK_PATCHES, n_threads):
         pass
     if post.dc_response is not None:
-        Z += dc[:, None]
-    return Z, labels
+        Zt += dc
+    return Zt, labels
 
 
 def map_k_flops(n_patches: int, n_components: int, d: int) -> float:
-    """Floating-point operations of :func:`map_k_patches`: the score product, the
+    """Floating-point operations of :func:`map_k_patch_rows`: the score product, the
     d(d+1)/2 products of :func:`quadratic_features` and the gain products."""
     n_score = n_quadratic_features(d)
     return n_patches * (2.0 * n_score * n_components + d * (d + 1) / 2 + 2.0 * d * d)
@@ -387,9 +421,9 @@ def map_k_restore(corrupted: np.ndarray, weights: np.ndarray, means: np.ndarray,
     n, h, w = corrupted.shape
 
     def restore_chunk(start: int, stop: int) -> np.ndarray:
-        P = extract_patches(corrupted[start:stop], m)
-        Z, _ = map_k_patches(P.reshape(-1, m * m), post, n_threads=1)
-        return average_patches(Z.reshape(P.shape), (h, w), m, position_weights)
+        Zt, _ = map_k_patch_rows(extract_patch_rows(corrupted[start:stop], m), post,
+                                 n_threads=1)
+        return average_patch_rows(Zt, (h, w), m, position_weights)
 
     out = np.empty_like(corrupted)
     for start, stop, restored in run_over_spans(restore_chunk, n, images_per_chunk, n_threads):
