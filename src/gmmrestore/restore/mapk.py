@@ -23,7 +23,8 @@ single-threaded BLAS (:mod:`gmmrestore.threads`), so that the feature constructi
 gains run on every core, not only the score product.  Patches travel as columns of a
 (d, N) array (:func:`~gmmrestore.patches.extract_patch_rows`): each pixel of the patches is
 contiguous, which the feature products, the gather by component and the re-assembly read
-without transposing copies (MAP-k ran 45% -> 51-53% of the GEMM rate on an AVX-512 machine).
+without transposing copies (bench/restore_speed.py on an AVX-512 machine: 45-48% -> 49-57%
+of the GEMM rate).
 
 For a GMM trained on DC-removed patches (``remove_dc``: zero-mean components), each patch's
 DC ``c`` is estimated as ``1^T y / 1^T W 1`` and removed, ``y0 = y - c W 1``, and added back
@@ -295,7 +296,8 @@ def map_k_patch_rows(Yt: np.ndarray, post: PatchPosterior, chunk_size: int = 102
     chunk_size : int
         Patches per score product; bounds the (~d(d+1)/2, chunk_size) feature temporary
         (18 MB per thread at the default for d = 64: on an AVX-512 machine 768-1024 ran
-        50-56% of the GEMM rate in map_k_restore, 512 50-53%, 1536-2048 46-47%).
+        50-56% of the GEMM rate in map_k_restore, 512 50-53%, 1536-2048 46-47%, in
+        alternation in one run).
     n_threads : int, optional
         Worker threads, each with a single-threaded BLAS, over tasks of
         :data:`TASK_PATCHES` patches (default: the BLAS thread count).  The result does not
