@@ -22,14 +22,12 @@ import numpy as np
 import _bootstrap  # noqa: F401  (puts src/ on sys.path)
 
 from gmmrestore import cli
+from gmmrestore.configcheck import MAX_IMAGE_PRIOR_PIXELS
 from gmmrestore.datasets import load_dataset_file
 from gmmrestore.gmm import INIT_METHODS, WHOLE_IMAGE_PRIOR, fit_gmm, save_gmm
 from gmmrestore.h5io import GmmRestoreError, open_h5
 
 log = logging.getLogger("gmmrestore.train_gmm")
-# a whole-image mixture holds K (H*W)^2 covariances and EPLL diagonalises each one: 64 x 64
-# images (4096 pixels, 128 MiB per component) is the practical limit
-MAX_IMAGE_PIXELS = 4096
 
 
 def build_parser():
@@ -39,7 +37,7 @@ def build_parser():
                         help="input patches HDF5 (kind 'patches', dataset 'patches' (N, d))")
     source.add_argument("--images",
                         help="input dataset HDF5 (kind 'dataset'): train on its whole "
-                             f"training images (at most {MAX_IMAGE_PIXELS} pixels each)")
+                             f"training images (at most {MAX_IMAGE_PRIOR_PIXELS} pixels each)")
     parser.add_argument("--out", required=True, help="output GMM HDF5 (kind 'gmm')")
     parser.add_argument("--components", "-K", type=int, required=True,
                         help="number of mixture components K (at most the number of patches)")
@@ -124,10 +122,10 @@ def fit_images(args, dtype: np.dtype):
     arrays, ds_attrs = load_dataset_file(args.images)  # checked: shapes, finite, [0, 1]
     train, validation = arrays["train"], arrays["validation"]
     h, w = train.shape[1:]
-    if h * w > MAX_IMAGE_PIXELS:
+    if h * w > MAX_IMAGE_PRIOR_PIXELS:
         raise GmmRestoreError(
             f"{args.images}: images of {h} x {w} = {h * w} pixels; a whole-image mixture "
-            f"is limited to {MAX_IMAGE_PIXELS} pixels (its covariances are (H*W)^2 each); "
+            f"is limited to {MAX_IMAGE_PRIOR_PIXELS} pixels (its covariances are (H*W)^2 each); "
             "leave out method epll_image_prior for images this large")
     check_components(args.components, len(train), args.images, "images")
     heldout = validation.reshape(len(validation), h * w) if len(validation) else None

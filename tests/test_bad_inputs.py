@@ -111,6 +111,17 @@ CONFIG_CASES = {
         "dataset: {n_train: 1}\npatches: {max_patches: 100000}\n" + sweep(K="[600]"), (),
         "config: sweep lists n_components 600, more than the 529 training patches of patch "
         "size 6"),
+    "image_prior_images_too_large": (
+        "dataset: {source: folder, folder: img, image_size: 65}", (),
+        "config: restore.methods lists epll_image_prior, whose mixture over whole images is "
+        "limited to 4096 pixels per image; the training images of source 'folder' are 65x65 "
+        "= 4225 (dataset.image_size); leave epll_image_prior out of restore.methods or use "
+        "images of at most 64x64"),
+    "image_prior_K_larger_than_training_images": (
+        "restore: {image_prior: {n_components: 201}}", (),
+        "config: restore.image_prior.n_components = 201, more than the 200 training images "
+        "(dataset.n_train), each one sample of epll_image_prior's whole-image mixture; "
+        "allowed: 1 to 200"),
     "sigma_negative": (
         sweep(sigma="[0.1, -0.1]"), (),
         "config: sweep.noise_sigma[1] = -0.1: -0.1 is less than the minimum of 0"),
@@ -177,8 +188,11 @@ def test_bad_config_names_key_value_and_what_is_allowed(case):
 @pytest.mark.parametrize("override", [
     sweep(sigma="[0, 0.1]"),                                    # sigma = 0: pure deblurring
     sweep(m="[28]", K="[3]"),                                   # m equal to the image size
-    "dataset: {n_train: 1}\npatches: {max_patches: 100000}\n" + sweep(K="[529]"),
+    # one training image: also the whole-image prior's K at most 1
+    "dataset: {n_train: 1}\npatches: {max_patches: 100000}\n"
+    "restore: {image_prior: {n_components: 1}}\n" + sweep(K="[529]"),
     "dataset: {source: paired, paired: {folder: p, noise_sigma: 0.1}}",  # given blur: paired
+    "dataset: {source: folder, folder: img, image_size: 64}",  # whole-image prior's largest
 ])
 def test_edge_configs_are_accepted(override):
     assert config_problem(override) is None

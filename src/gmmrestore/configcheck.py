@@ -3,8 +3,9 @@
 The Snakefile validates its config against ``schemas/config.schema.yaml`` (JSON Schema,
 defaults filled in) and turns the first violation into one line with
 :func:`schema_error_message`; :func:`check_settings` then checks what a schema cannot: blur
-names against ``blurs``, patch sizes against the image size, K against the number of training
-patches.  Every message starts with ``config:``, names the key and the value, and says what is
+names against ``blurs``, patch sizes against the image size, K against the number of
+training patches, and the whole-image prior's image size and K (:func:`check_image_prior`).
+Every message starts with ``config:``, names the key and the value, and says what is
 allowed.
 
 Pure Python (no numpy), so the Snakefile can import it wherever Snakemake runs.
@@ -23,6 +24,10 @@ SOURCE_IMAGE_SIDE = {"mnist": 28, "fashion_mnist": 28, "folder": None, "natural"
 
 # keys of restore.image_prior that replace restore.epll's for method epll_image_prior
 IMAGE_PRIOR_EPLL_KEYS = ("lam_factor", "init_sharpen")
+#: Largest training image (pixels) for the whole-image mixture of method epll_image_prior:
+#: it holds K (H*W)^2 covariances and EPLL diagonalises each one (64 x 64 images: 128 MiB
+#: per component).
+MAX_IMAGE_PRIOR_PIXELS = 4096
 
 
 def epll_image_prior_settings(epll: Mapping[str, Any],
@@ -161,3 +166,28 @@ def check_settings(config: Mapping[str, Any], settings: Sequence[Any], where: st
                 f"patches of patch size {m} (dataset.n_train {config['dataset']['n_train']}, "
                 f"patches.max_patches {config.get('patches', {}).get('max_patches')}); "
                 f"allowed: 1 to {n}")
+    check_image_prior(config)
+
+
+def check_image_prior(config: Mapping[str, Any]) -> None:
+    """Method epll_image_prior trains a mixture over whole training images: they must have
+    at most :data:`MAX_IMAGE_PRIOR_PIXELS` pixels and number at least its K.  Raises
+    :class:`ConfigError`."""
+    if "epll_image_prior" not in config["restore"]["methods"]:
+        return
+    dataset = config["dataset"]
+    side = image_side(dataset)
+    if side * side > MAX_IMAGE_PRIOR_PIXELS:
+        raise ConfigError(
+            f"config: restore.methods lists epll_image_prior, whose mixture over whole images "
+            f"is limited to {MAX_IMAGE_PRIOR_PIXELS} pixels per image; the training images of "
+            f"source '{training_source(dataset)}' are {side}x{side} = {side * side} "
+            "(dataset.image_size); leave epll_image_prior out of restore.methods or use "
+            "images of at most 64x64")
+    k = config["restore"].get("image_prior", {}).get("n_components")
+    n_train = int(dataset["n_train"])
+    if k is not None and int(k) > n_train:
+        raise ConfigError(
+            f"config: restore.image_prior.n_components = {k}, more than the {n_train} "
+            f"training images (dataset.n_train), each one sample of epll_image_prior's "
+            f"whole-image mixture; allowed: 1 to {n_train}")
