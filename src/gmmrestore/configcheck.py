@@ -135,7 +135,7 @@ def check_settings(config: Mapping[str, Any], settings: Sequence[Any], where: st
     """Check the sweep ``settings`` (items with ``patch_size``, ``n_components``, ``blur``)
     against the rest of ``config``; ``where`` names their source in messages (``sweep`` or the
     sweep table); ``given_blurs`` are blur names that need no entry under ``blurs`` (a paired
-    set's given corruption).  Raises :class:`ConfigError`."""
+    set's given corruption); then :func:`check_image_prior`.  Raises :class:`ConfigError`."""
     blurs = config["blurs"]
     known = set(blurs) | set(given_blurs)
     unknown = list(dict.fromkeys(s.blur for s in settings if s.blur not in known))

@@ -49,7 +49,7 @@ log = logging.getLogger("gmmrestore.mapk")
 # Smallest noise variance used in C_k, relative to the mean prior variance: sigma = 0
 # (pure deblurring) otherwise gives a singular C_k whenever W is singular.
 MIN_RELATIVE_NOISE_VAR = 1e-8
-#: Rows of y per block of the quadratic features (see :func:`quadratic_features`).
+#: Rows of y per block of the quadratic features (see :func:`quadratic_feature_rows`).
 FEATURE_BLOCK = 8
 #: Patches per task of a worker thread in :func:`map_k_patch_rows` (scores, choice and
 #: estimate).
@@ -76,14 +76,14 @@ def safe_cholesky(C: np.ndarray, what: str = "matrix") -> tuple[np.ndarray, floa
 
 
 def _feature_blocks(d: int) -> list[tuple[int, int]]:
-    """Row blocks ``[lo, hi)`` of the quadratic features (see :func:`quadratic_features`)."""
+    """Row blocks ``[lo, hi)`` of the quadratic features (see :func:`quadratic_feature_rows`)."""
     edges = list(range(0, d, FEATURE_BLOCK)) + [d]
     return list(zip(edges[:-1], edges[1:], strict=True))
 
 
 @functools.cache
 def _quadratic_pairs(d: int) -> tuple[np.ndarray, np.ndarray]:
-    """Index pairs ``(i, j)``, ``i <= j``, of the products in :func:`quadratic_features`,
+    """Index pairs ``(i, j)``, ``i <= j``, of the products in :func:`quadratic_feature_rows`,
     in its order: for each row block ``[lo, hi)``, its rows against the columns after it;
     then inside the diagonal blocks, for each offset ``j - i``, the full blocks, then the
     last, shorter block."""
@@ -377,7 +377,7 @@ def map_k_patch_rows(Yt: np.ndarray, post: PatchPosterior, chunk_size: int = 102
 
 def map_k_flops(n_patches: int, n_components: int, d: int) -> float:
     """Floating-point operations of :func:`map_k_patch_rows`: the score product, the
-    d(d+1)/2 products of :func:`quadratic_features` and the gain products."""
+    d(d+1)/2 products of :func:`quadratic_feature_rows` and the gain products."""
     n_score = n_quadratic_features(d)
     return n_patches * (2.0 * n_score * n_components + d * (d + 1) / 2 + 2.0 * d * d)
 
