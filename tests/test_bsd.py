@@ -13,6 +13,7 @@ import hashlib
 import os
 from pathlib import Path
 
+import h5py
 import numpy as np
 import pytest
 import skimage.io
@@ -261,3 +262,32 @@ def test_script_downloads_the_pinned_sets_from_a_loopback_mirror(server, tmp_pat
     assert len(server.requests) == 402  # 400 Train400 crops and the two test images
     code, err = run_main(SCRIPT, "--source", "bsd", "--out", out, "--digests", "x.json")
     assert code == 2 and "do not apply to --source bsd" in err
+
+
+@pytest.mark.slow
+def test_workflow_on_whole_bsd68_images_from_a_loopback_mirror(server, tmp_path):
+    from test_workflow import snakemake
+
+    full = {s: [e.file for e in v] for s, v in bsd.load_manifest().items()}
+    mirror = serve_sets(server, "/natural", sets=full)
+    override = tmp_path / "mirror.yaml"
+    override.write_text(f'dataset: {{mirrors: ["{mirror}"]}}\n')
+    snakemake(tmp_path, "--configfile", Path(ROOT) / "tests" / "configs" / "bsd_tiny.yaml",
+              override)
+    results = tmp_path / "results"
+    with h5py.File(results / "bsdtiny" / "none_s0.0980392" / "corrupted.h5") as fh:
+        assert fh["clean"].shape == (2, 321, 481)
+        assert fh["transposed"][:].tolist() == [True, False]
+        assert list(fh.attrs["ids"]) == ["test001", "test004"]
+        clean = fh["clean"][:]
+    portrait = skimage.io.imread(NATURAL / "BSD68" / "test001.png")
+    np.testing.assert_allclose(clean[0], portrait.T / 255, atol=1e-6)
+    with open(results / "metrics.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert {r["method"] for r in rows} == {"corrupted", "mapk", "epll", "tv", "bm3d"}
+    assert {r["image_id"] for r in rows} == {"test001", "test004"}
+    psnr = {(r["method"], r["image_id"]): float(r["psnr"]) for r in rows}
+    for image in ("test001", "test004"):
+        for method in ("mapk", "epll", "bm3d"):
+            assert psnr[method, image] > psnr["corrupted", image] + 4
+    assert (results / "figures" / "examples_bsdtiny_none_s0.0980392.png").stat().st_size > 0
