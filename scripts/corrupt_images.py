@@ -147,6 +147,11 @@ def main(argv=None) -> None:
             "patch_matrix": args.patch_matrix}
     datasets = {"clean": clean, "corrupted": corrupted, "val_clean": val_clean,
                 "val_corrupted": val_corrupted, "kernel": kernel}
+    per_image = {}  # source bsd: each test image's id and whether it is stored transposed
+    if "test_transposed" in arrays:
+        datasets["transposed"] = arrays["test_transposed"][: len(clean)]
+    if "test_ids" in attrs:
+        per_image["ids"] = list(attrs["test_ids"])[: len(clean)]
     if patch_matrix is not None:
         datasets["patch_matrix"] = patch_matrix
     write_h5(
@@ -159,12 +164,14 @@ def main(argv=None) -> None:
                + ("" if args.quantize_bits is None
                   else f"; clipped to [0, 1] and quantised to {args.quantize_bits} bits"),
                "dataset": attrs.get("dataset", ""), "source": attrs.get("source", ""),
-               "n_test": len(clean), "n_validation": len(val_clean)},
+               "n_test": len(clean), "n_validation": len(val_clean), **per_image},
         dataset_attrs={"clean": {"description": "test images before corruption"},
                        "corrupted": {"description": "blurred and noisy test images"},
                        "val_clean": {"description": "validation images (baseline tuning)"},
                        "val_corrupted": {"description": "corrupted validation images"},
-                       "kernel": {"description": "image-level blur kernel, sums to 1"}},
+                       "kernel": {"description": "image-level blur kernel, sums to 1"},
+                       "transposed": {"description": "test image stored transposed (a "
+                                                     "portrait photograph)"}},
     )
     log.info("corrupted %d test + %d validation images with %s (kernel %s), sigma=%g -> %s",
              len(clean), len(val_clean), args.blur_name, kernel.shape, args.sigma, args.out)

@@ -19,7 +19,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 # Side of the (square) images of each dataset source; None: the config's image_size.
-SOURCE_IMAGE_SIDE = {"mnist": 28, "fashion_mnist": 28, "folder": None, "natural": None}
+SOURCE_IMAGE_SIDE = {"mnist": 28, "fashion_mnist": 28, "folder": None, "natural": None,
+                     "bsd": 180}  # bsd: the Train400 crops
 
 
 # keys of restore.image_prior that replace restore.epll's for method epll_image_prior
