@@ -53,8 +53,10 @@ def library_inputs(name):
 
 
 def fmt_sigma(value):
-    """Noise level as it appears in paths (0.1 -> '0.1', 0.05 -> '0.05')."""
-    return f"{float(value):g}"
+    """Noise level as it appears in paths (0.1 -> '0.1', 0.05 -> '0.05'), written exactly:
+    the shortest text that reads back as the same float (0.1234567 -> '0.1234567')."""
+    short = f"{float(value):g}"
+    return short if float(short) == float(value) else repr(float(value))
 
 
 Setting = collections.namedtuple("Setting", "patch_size n_components blur noise_sigma")
