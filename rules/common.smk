@@ -3,6 +3,7 @@ import csv
 import itertools
 import os
 import re
+import shlex
 import sys
 import tempfile
 
@@ -260,8 +261,8 @@ def blind_evaluation_args(wildcards, input):
     if "kernel" not in input.keys():
         return ""
     return (
-        f"--kernel-estimate {input.kernel}"
-        f" --true-kernel-restored {input.true_kernel_restored}"
+        f"--kernel-estimate {shlex.quote(input.kernel)}"
+        f" --true-kernel-restored {shlex.quote(input.true_kernel_restored)}"
     )
 
 
@@ -358,7 +359,7 @@ def dataset_args():
     args = [
         f"--source {training_source()}",
         f"--name {ds['name']}",
-        f"--cache-dir {ds['cache_dir']}",
+        f"--cache-dir {shlex.quote(ds['cache_dir'])}",
         f"--n-train {ds['n_train']}",
         f"--n-validation {ds['n_validation']}",
         f"--n-test {n_test}",
@@ -366,9 +367,9 @@ def dataset_args():
     ]
     if training_source() in ("folder", "natural"):
         args.append(f"--image-size {ds['image_size']}")
-    args += [f"--mirror {url}" for url in ds["mirrors"]]
+    args += [f"--mirror {shlex.quote(url)}" for url in ds["mirrors"]]
     if ds.get("folder"):
-        args.append(f"--folder {ds['folder']}")
+        args.append(f"--folder {shlex.quote(ds['folder'])}")
     if not ds["allow_offline_fallback"]:
         args.append("--no-offline-fallback")
     return " ".join(args)
@@ -391,7 +392,7 @@ def paired_args():
     ds = config["dataset"]
     return " ".join(
         [
-            f"--folder {ds['paired']['folder']}",
+            f"--folder {shlex.quote(ds['paired']['folder'])}",
             f"--sigma {float(ds['paired']['noise_sigma'])!r}",
             f"--intensity {ds['paired']['intensity']}",
             f"--name {ds['name']}",
@@ -412,7 +413,7 @@ def blur_args(wildcards):
         f"--blur-angle {spec['angle']}",
     ]
     if spec["type"] == "matrix":
-        args.append(f"--patch-matrix {spec['path']}")
+        args.append(f"--patch-matrix {shlex.quote(spec['path'])}")
     return " ".join(args)
 
 
@@ -468,7 +469,7 @@ def image_gmm_input(wildcards):
 
 
 def image_gmm_arg(wildcards, input):
-    return f"--image-gmm {input.image_gmm}" if input.image_gmm else ""
+    return f"--image-gmm {shlex.quote(input.image_gmm)}" if input.image_gmm else ""
 
 
 RESTORE_PARAMS = {
