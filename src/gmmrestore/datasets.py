@@ -26,10 +26,11 @@ Sources
 ``folder``
     The user's own PNG / JPEG / TIFF images (top level of the folder; hidden files and
     sub-folders ignored; any other file is an error naming it).  Colour is converted to
-    gray (alpha dropped), integer images are scaled by their dtype's maximum, float
-    images must already lie in [0, 1].  Images are cut into non-overlapping
-    ``size x size`` tiles from the top-left corner; incomplete tiles at the right and
-    bottom borders are dropped; an image smaller than one tile is an error naming it.
+    gray by :mod:`gmmrestore.imageio` (every Pillow image mode by its meaning: bit depth,
+    palette, CMYK, alpha dropped with a warning); float images must lie in [0, 1].  Images
+    are cut into non-overlapping ``size x size`` tiles from the top-left corner;
+    incomplete tiles at the right and bottom borders are dropped;
+    an image smaller than one tile is an error naming it.
     Files (not tiles) are split into train / validation / test by a seeded permutation,
     so no photo contributes to two splits.
 ``natural``
@@ -62,12 +63,12 @@ from typing import Any
 import numpy as np
 
 from .h5io import GmmRestoreError, atomic_path, read_h5, write_h5
+from .imageio import IMAGE_EXTENSIONS, read_image  # noqa: F401  (re-exported)
 from .operators import load_patch_matrix
 
 log = logging.getLogger("gmmrestore.datasets")
 
 SPLITS = ("train", "validation", "test")
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 
 
 class DownloadError(GmmRestoreError):
@@ -805,26 +806,6 @@ def to_gray_unit(image: np.ndarray, name: str) -> np.ndarray:
     return np.clip(gray, 0.0, 1.0)
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Read a PNG / JPEG / TIFF file as (H, W) float64 gray in [0, 1] (see :func:`to_gray_unit`).
-
-    Raises :class:`GmmRestoreError` naming the file when it has another extension or
-    cannot be decoded.
-    """
-    import skimage.io
-
-    path = os.fspath(path)
-    if not path.lower().endswith(IMAGE_EXTENSIONS):
-        raise GmmRestoreError(
-            f"{path}: not an image file (supported: {', '.join(IMAGE_EXTENSIONS)})")
-    try:
-        image = skimage.io.imread(path)
-    except Exception as err:  # decoders raise many types  # noqa: BLE001
-        raise GmmRestoreError(
-            f"{path}: cannot read as an image ({type(err).__name__}: {err})") from None
-    return to_gray_unit(image, path)
-
-
 def tile_image(image: np.ndarray, size: int, name: str = "image") -> np.ndarray:
     """Cut (H, W) into non-overlapping (size, size) tiles, row-major from the top-left.
 
@@ -882,13 +863,23 @@ def split_files(names: Sequence[str], validation: float | int, test: float | int
             "train": sorted(chosen[n_test + n_val:])}
 
 
+def _is_file(entry: os.DirEntry) -> bool:
+    """Whether a folder entry is a regular file (following symlinks); a symlink loop or an
+    entry that cannot be inspected is an error naming it."""
+    try:
+        return entry.is_file()
+    except OSError as err:
+        raise GmmRestoreError(f"{entry.path}: cannot be read ({err.strerror}"
+                              f"{'; a symlink loop?' if err.errno == 40 else ''})") from None
+
+
 def list_image_files(folder: str | os.PathLike) -> list[str]:
     """Non-hidden regular files at the top level of ``folder``, sorted."""
     folder = os.fspath(folder)
     if not os.path.isdir(folder):
         raise GmmRestoreError(f"{folder}: image folder not found")
     names = sorted(e.name for e in os.scandir(folder)
-                   if e.is_file() and not e.name.startswith("."))
+                   if not e.name.startswith(".") and _is_file(e))
     if not names:
         raise GmmRestoreError(f"{folder}: no image files found")
     return names

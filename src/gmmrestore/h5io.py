@@ -164,8 +164,8 @@ def _h5_writing(tmp: str) -> Iterator[h5py.File]:
 
 
 def _abandon(fh: h5py.File) -> None:
-    """Close a file whose writes failed, with its pending writes sent to an anonymous in-memory file (the
-    caller removes the temporary file)."""
+    """Close a file whose writes failed, its pending writes sent to an anonymous in-memory
+    file (the caller removes the temporary file)."""
     with contextlib.suppress(Exception):
         if not fh.id.valid:
             return
