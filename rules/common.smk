@@ -5,7 +5,6 @@ import os
 import re
 import shlex
 import sys
-import tempfile
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
@@ -24,6 +23,7 @@ from gmmrestore.configcheck import (
     schema_error_message,
 )
 from gmmrestore.depends import library_sources
+from gmmrestore import runlock, runstatus
 
 try:
     validate(config, "../schemas/config.schema.yaml")
@@ -295,32 +295,19 @@ def metric_files():
 
 
 def write_sweep_status(path=f"{RESULTS}/sweep_status.csv"):
-    """List every expected setting x method with status 'ok' (its metrics file exists) or
-    'missing' (its job failed or has not run), so failed settings are reported, not
-    dropped; called when the workflow ends (onsuccess / onerror)."""
-    rows = [
-        {**row, "status": "ok" if os.path.exists(f) else "missing", "metrics_file": f}
-        for row, f in expected_metrics()
-    ]
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    with tempfile.NamedTemporaryFile(
-        "w", dir=os.path.dirname(path) or ".", suffix=".tmp", delete=False, newline=""
-    ) as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-    os.chmod(fh.name, 0o644)
-    os.replace(fh.name, path)
-    missing = [r for r in rows if r["status"] == "missing"]
-    message = f"sweep status: {len(rows) - len(missing)} of {len(rows)} ok -> {path}"
-    if missing:
-        message += "; missing: " + ", ".join(
-            "{blur} s={noise_sigma} m={patch_size} K={n_components} {method}".format(
-                **r
-            )
-            for r in missing
-        )
-    return message
+    """List every expected setting x method with this run's outcome (ok, failed, not run;
+    gmmrestore.runstatus reads it from Snakemake's DAG and failed jobs); called when the
+    workflow ends (onsuccess / onerror).  Returns the summary line."""
+    return runstatus.write_status(workflow, expected_metrics(), path)
+
+
+def lock_results_dir():
+    """Hold the lock of RESULTS for the rest of the run (gmmrestore.runlock); called by
+    onstart, i.e. in the main Snakemake process only, when jobs are about to run."""
+    try:
+        runlock.acquire(RESULTS)
+    except runlock.ResultsFolderBusy as err:
+        raise WorkflowError(f"error: {err}") from None
 
 
 def all_targets():
@@ -495,3 +482,7 @@ def restore_mem_mb(wc, input):
     m = int(wc.m)
     chunk_patches = config["restore"]["images_per_chunk"] * 1024
     return 1500 + int(4 * input.size_mb) + int(chunk_patches * m**4 * 8 / 1e6)
+
+
+onstart:
+    lock_results_dir()

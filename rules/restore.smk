@@ -137,7 +137,8 @@ rule evaluate_corrupted:
         mem_mb=1000,
         runtime=10,
     shell:
-        "python {input.script:q} --corrupted {input.data:q} --out {output:q}" " > {log:q} 2>&1"
+        "python {input.script:q} --corrupted {input.data:q} --out {output:q}"
+        " > {log:q} 2>&1"
 
 
 rule evaluate_restoration:
