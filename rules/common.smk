@@ -351,6 +351,7 @@ def dataset_args():
         f"--n-validation {ds['n_validation']}",
         f"--n-test {n_test}",
         f"--seed {config['seed']}",
+        f"--deadline {ds['download_timeout_s']}",
     ]
     if training_source() in ("folder", "natural"):
         args.append(f"--image-size {ds['image_size']}")

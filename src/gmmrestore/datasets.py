@@ -333,21 +333,47 @@ def _fmt_bytes(n: float) -> str:
     return f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{n / 1e3:.1f} kB"
 
 
-def _stream(url: str, fh, name: str, timeout: float, progress_interval: float) -> int:
-    """Copy ``url`` into the open file ``fh``; return the byte count."""
+class _DeadlineExceeded(OSError):
+    """The whole transfer of one file took longer than its deadline (a trickling server)."""
+
+
+def _progress(name: str, done: int, total: int | None, elapsed: float) -> str:
+    rate = done / max(elapsed, 1e-9)
+    line = f"{name}: {_fmt_bytes(done)}"
+    if total:
+        line += f" of {_fmt_bytes(total)} ({100 * done / total:.0f}%)"
+    line += f", {_fmt_bytes(rate)}/s"
+    if total and rate > 0:
+        line += f", about {(total - done) / rate:.0f} s left"
+    return line
+
+
+def _stream(url: str, fh, name: str, timeout: float, progress_interval: float,
+            deadline: float | None = None) -> int:
+    """Copy ``url`` into the open file ``fh``; return the byte count.
+
+    ``timeout`` bounds each connection / read; ``deadline`` (seconds, optional) bounds the
+    whole transfer, so a server that sends a byte every few seconds cannot keep it going
+    forever.  A progress line is logged every ``progress_interval`` seconds.
+    """
+    start = last = time.monotonic()
+    if deadline is not None:
+        timeout = min(timeout, deadline)
     with urllib.request.urlopen(url, timeout=timeout) as resp:
         length = resp.headers.get("Content-Length")
         total = int(length) if length and length.isdigit() else None
-        start = last = time.monotonic()
         done = 0
-        while chunk := resp.read(1 << 16):
+        while chunk := resp.read1(1 << 16):
             fh.write(chunk)
             done += len(chunk)
             now = time.monotonic()
+            if deadline is not None and now - start > deadline:
+                share = f" of {total}" if total else ""
+                raise _DeadlineExceeded(
+                    f"not complete after the deadline of {deadline:g} s ({done}{share} bytes; "
+                    "dataset.download_timeout_s)")
             if now - last >= progress_interval:
-                rate = done / max(now - start, 1e-9)
-                share = f" of {_fmt_bytes(total)} ({100 * done / total:.0f}%)" if total else ""
-                log.info("%s: %s%s, %s/s", name, _fmt_bytes(done), share, _fmt_bytes(rate))
+                log.info("%s", _progress(name, done, total, now - start))
                 last = now
         if total is not None and done != total:
             raise _IncompleteTransfer(
@@ -376,7 +402,7 @@ def fetch_file(name: str, expected: FileDigest, mirrors: Sequence[str],
                cache_dir: str | os.PathLike, *,
                validate: Callable[[str], Any] | None = None,
                retries: int = 3, backoff: float = 1.0, timeout: float = 30.0,
-               progress_interval: float = 2.0,
+               progress_interval: float = 2.0, deadline: float | None = None,
                sleep: Callable[[float], None] = time.sleep) -> FetchResult:
     """Return a verified copy of ``name`` in ``cache_dir``, downloading it if needed.
 
@@ -385,8 +411,9 @@ def fetch_file(name: str, expected: FileDigest, mirrors: Sequence[str],
     mirrors are tried in order; each attempt streams into a temporary file in
     ``cache_dir``, which is verified and validated before it is renamed to
     ``cache_dir/name``.  Network errors and HTTP 5xx/408/429 are retried ``retries``
-    times with delays ``backoff * 2**attempt``; other HTTP errors and files failing
-    verification move on to the next mirror at once.
+    times with delays ``backoff * 2**attempt``; other HTTP errors, files failing
+    verification and transfers longer than ``deadline`` seconds (a trickling server)
+    move on to the next mirror at once.
 
     Parameters
     ----------
@@ -426,7 +453,7 @@ def fetch_file(name: str, expected: FileDigest, mirrors: Sequence[str],
             try:
                 with atomic_path(target) as tmp:
                     with open(tmp, "wb") as fh:
-                        _stream(url, fh, name, timeout, progress_interval)
+                        _stream(url, fh, name, timeout, progress_interval, deadline)
                     os.chmod(tmp, 0o644)  # mkstemp creates 0600; cached data is not secret
                     verify_file(tmp, expected, name)
                     payload = validate(tmp) if validate else None
@@ -443,6 +470,10 @@ def fetch_file(name: str, expected: FileDigest, mirrors: Sequence[str],
                     log.warning("%s: %s from %s", name, reason, url)
                     failures.append((url, reason))
                     break
+            except _DeadlineExceeded as err:  # a slow mirror stays slow: try the next one
+                log.warning("%s: %s from %s; trying the next mirror", name, err, url)
+                failures.append((url, str(err)))
+                break
             except ValueError as err:  # malformed URL, unknown scheme
                 failures.append((url, f"invalid URL ({err})"))
                 break
