@@ -146,6 +146,9 @@ def write_h5(
                 dset.attrs["shape"] = np.asarray(array.shape, dtype=np.int64)
                 for key, value in ((dataset_attrs or {}).get(name) or {}).items():
                     dset.attrs[key] = _clean_attr(value)
+                # write it out now: a write error (disk full) must surface here, not when
+                # the dataset object is garbage-collected, where HDF5 cannot recover
+                fh.flush()
 
 
 @contextlib.contextmanager
