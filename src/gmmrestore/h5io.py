@@ -57,7 +57,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
     except OSError as err:
         if is_disk_full(err):
             raise DiskFullError(f"{path}: no space left on device; nothing written") from None
-        raise
+        raise GmmRestoreError(f"{path}: cannot be written ({err.strerror or err})") from None
     os.close(fd)
     try:
         yield tmp
