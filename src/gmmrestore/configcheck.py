@@ -214,7 +214,7 @@ def check_noise_sigmas(settings: Sequence[Any], where: str) -> None:
             sigma = math.nan
         if not (math.isfinite(sigma) and 0 <= sigma <= MAX_NOISE_SIGMA):
             raise ConfigError(
-                f"config: {where} lists noise_sigma {s.noise_sigma!r}; allowed: a finite "
+                f"config: {where} lists noise_sigma {s.noise_sigma}; allowed: a finite "
                 f"number from 0 to {MAX_NOISE_SIGMA:g} (the images' intensity range is "
                 "[0, 1])")
 
