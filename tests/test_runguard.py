@@ -135,3 +135,45 @@ def test_paths_with_spaces_and_non_ascii_characters(tmp_path):
     assert [r["status"] for r in status] == ["ok"] * 3
     assert (results / "figures" / "examples_tiny_gauss5_s0.05.png").stat().st_size > 0
     assert time.monotonic() - start < 300
+
+
+def test_outcomes_from_the_dag_and_failed_jobs(tmp_path):
+    """runstatus.outcomes on a stand-in DAG: a job downstream of a failed one is 'failed'
+    naming it, a finished one 'ok', one that needed to run but did not 'not run', an up to
+    date file 'ok', a file no job makes and nobody made 'not run'."""
+    from types import SimpleNamespace as NS
+
+    from gmmrestore import runstatus
+
+    class Job(NS):
+        __hash__ = object.__hash__
+        __eq__ = object.__eq__
+
+    def job(name, out):
+        return Job(rule=NS(name=name), output=[str(tmp_path / out)],
+                   log=[f"logs/{name}.log"])
+
+    train, restore, evaluate = job("train", "m.h5"), job("restore", "r.h5"), job("eval", "c")
+    ok_job, stopped = job("eval", "d"), job("eval", "e")
+    jobs = [train, restore, evaluate, ok_job, stopped]
+    dependencies = {evaluate: {restore: set()}, restore: {train: set()}, train: {},
+                    ok_job: {}, stopped: {train: set()}}
+    finished = {train, ok_job}
+    dag = NS(jobs=jobs, dependencies=dependencies, needrun=lambda j: True,
+             finished=lambda j: j in finished)
+    workflow = NS(dag=dag, scheduler=NS(failed={restore}))
+    (tmp_path / "old").write_text("from an earlier run")
+    got = runstatus.outcomes(workflow, [tmp_path / n for n in ("c", "d", "e", "old", "none")])
+    assert got == {
+        str(tmp_path / "c"): ("failed", f"restore failed ({tmp_path}/r.h5; log: "
+                                        "logs/restore.log)"),
+        str(tmp_path / "d"): ("ok", ""),
+        str(tmp_path / "e"): ("not run", "the run stopped before this job"),
+        str(tmp_path / "old"): ("ok", ""),
+        str(tmp_path / "none"): ("not run", "not a target")}
+    rows = runstatus.status_rows(
+        [({"blur": "b", "noise_sigma": "0.1", "patch_size": 6, "n_components": 3,
+           "method": m}, str(tmp_path / f)) for m, f in (("mapk", "c"), ("epll", "e"))], got)
+    assert runstatus.summary_line(rows, "s.csv") == (
+        "sweep status: 0 of 2 ok in this run, 1 failed, 1 not run -> s.csv; failed: b s=0.1 "
+        "m=6 K=3 mapk; not run: b s=0.1 m=6 K=3 epll")

@@ -13,10 +13,13 @@ from __future__ import annotations
 import datetime
 import fcntl
 import json
+import logging
 import os
 import socket
 
 from .h5io import GmmRestoreError
+
+log = logging.getLogger("gmmrestore.runlock")
 
 LOCK_NAME = ".gmmrestore.lock"
 _held: dict[str, int] = {}  # lock path -> open descriptor, kept until the process ends
@@ -62,6 +65,11 @@ def acquire(results_dir: str) -> str:
             f"results_dir '{results_dir}' is in use by {holder}; wait for it to finish or "
             "set another results_dir (two runs writing one results folder would delete each "
             "other's files)") from None
+    except OSError as err:  # a file system without locks (some network mounts)
+        os.close(fd)
+        log.warning("%s: cannot lock (%s); running without the results-folder lock", path,
+                    err.strerror or err)
+        return path
     info = {"pid": os.getpid(), "host": socket.gethostname(), "cwd": os.getcwd(),
             "started": datetime.datetime.now().isoformat(timespec="seconds")}
     os.ftruncate(fd, 0)
