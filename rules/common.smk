@@ -3,8 +3,8 @@ import csv
 import itertools
 import os
 import re
+import shlex
 import sys
-import tempfile
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
@@ -23,6 +23,7 @@ from gmmrestore.configcheck import (
     schema_error_message,
 )
 from gmmrestore.depends import library_sources
+from gmmrestore import runlock, runstatus
 
 try:
     validate(config, "../schemas/config.schema.yaml")
@@ -53,8 +54,10 @@ def library_inputs(name):
 
 
 def fmt_sigma(value):
-    """Noise level as it appears in paths (0.1 -> '0.1', 0.05 -> '0.05')."""
-    return f"{float(value):g}"
+    """Noise level as it appears in paths (0.1 -> '0.1', 0.05 -> '0.05'), written exactly:
+    the shortest text that reads back as the same float (0.1234567 -> '0.1234567')."""
+    short = f"{float(value):g}"
+    return short if float(short) == float(value) else repr(float(value))
 
 
 Setting = collections.namedtuple("Setting", "patch_size n_components blur noise_sigma")
@@ -258,8 +261,8 @@ def blind_evaluation_args(wildcards, input):
     if "kernel" not in input.keys():
         return ""
     return (
-        f"--kernel-estimate {input.kernel}"
-        f" --true-kernel-restored {input.true_kernel_restored}"
+        f"--kernel-estimate {shlex.quote(input.kernel)}"
+        f" --true-kernel-restored {shlex.quote(input.true_kernel_restored)}"
     )
 
 
@@ -292,32 +295,19 @@ def metric_files():
 
 
 def write_sweep_status(path=f"{RESULTS}/sweep_status.csv"):
-    """List every expected setting x method with status 'ok' (its metrics file exists) or
-    'missing' (its job failed or has not run), so failed settings are reported, not
-    dropped; called when the workflow ends (onsuccess / onerror)."""
-    rows = [
-        {**row, "status": "ok" if os.path.exists(f) else "missing", "metrics_file": f}
-        for row, f in expected_metrics()
-    ]
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    with tempfile.NamedTemporaryFile(
-        "w", dir=os.path.dirname(path) or ".", suffix=".tmp", delete=False, newline=""
-    ) as fh:
-        writer = csv.DictWriter(fh, fieldnames=list(rows[0]), lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-    os.chmod(fh.name, 0o644)
-    os.replace(fh.name, path)
-    missing = [r for r in rows if r["status"] == "missing"]
-    message = f"sweep status: {len(rows) - len(missing)} of {len(rows)} ok -> {path}"
-    if missing:
-        message += "; missing: " + ", ".join(
-            "{blur} s={noise_sigma} m={patch_size} K={n_components} {method}".format(
-                **r
-            )
-            for r in missing
-        )
-    return message
+    """List every expected setting x method with this run's outcome (ok, failed, not run;
+    gmmrestore.runstatus reads it from Snakemake's DAG and failed jobs); called when the
+    workflow ends (onsuccess / onerror).  Returns the summary line."""
+    return runstatus.write_status(workflow, expected_metrics(), path)
+
+
+def lock_results_dir():
+    """Hold the lock of RESULTS for the rest of the run (gmmrestore.runlock); called by
+    onstart, i.e. in the main Snakemake process only, when jobs are about to run."""
+    try:
+        runlock.acquire(RESULTS)
+    except runlock.ResultsFolderBusy as err:
+        raise WorkflowError(f"error: {err}") from None
 
 
 def all_targets():
@@ -356,22 +346,23 @@ def dataset_args():
     args = [
         f"--source {training_source()}",
         f"--name {ds['name']}",
-        f"--cache-dir {ds['cache_dir']}",
+        f"--cache-dir {shlex.quote(ds['cache_dir'])}",
         f"--n-train {ds['n_train']}",
         f"--n-validation {ds['n_validation']}",
         f"--n-test {n_test}",
         f"--seed {config['seed']}",
+        f"--deadline {ds['download_timeout_s']}",
     ]
     if training_source() in ("folder", "natural"):
         args.append(f"--image-size {ds['image_size']}")
-    args += [f"--mirror {url}" for url in ds["mirrors"]]
+    args += [f"--mirror {shlex.quote(url)}" for url in ds["mirrors"]]
     if training_source() == "bsd":
         bsd = ds["bsd"]
         args += [f"--train-set {bsd['train_set']} --test-set {bsd['test_set']}"]
-        args += [f"--test-image {name}" for name in bsd.get("test_images", [])]
+        args += [f"--test-image {shlex.quote(name)}" for name in bsd.get("test_images", [])]
         args += [f"--crop {bsd['crop']}"] if "crop" in bsd else []
     if ds.get("folder"):
-        args.append(f"--folder {ds['folder']}")
+        args.append(f"--folder {shlex.quote(ds['folder'])}")
     if not ds["allow_offline_fallback"]:
         args.append("--no-offline-fallback")
     return " ".join(args)
@@ -394,7 +385,7 @@ def paired_args():
     ds = config["dataset"]
     return " ".join(
         [
-            f"--folder {ds['paired']['folder']}",
+            f"--folder {shlex.quote(ds['paired']['folder'])}",
             f"--sigma {float(ds['paired']['noise_sigma'])!r}",
             f"--intensity {ds['paired']['intensity']}",
             f"--name {ds['name']}",
@@ -416,7 +407,7 @@ def blur_args(wildcards):
         f"--blur-seed {spec['seed']}",
     ]
     if spec["type"] == "matrix":
-        args.append(f"--patch-matrix {spec['path']}")
+        args.append(f"--patch-matrix {shlex.quote(spec['path'])}")
     return " ".join(args)
 
 
@@ -482,7 +473,7 @@ def image_gmm_input(wildcards):
 
 
 def image_gmm_arg(wildcards, input):
-    return f"--image-gmm {input.image_gmm}" if input.image_gmm else ""
+    return f"--image-gmm {shlex.quote(input.image_gmm)}" if input.image_gmm else ""
 
 
 RESTORE_PARAMS = {
@@ -508,3 +499,7 @@ def restore_mem_mb(wc, input):
     m = int(wc.m)
     chunk_patches = config["restore"]["images_per_chunk"] * 1024
     return 1500 + int(4 * input.size_mb) + int(chunk_patches * m**4 * 8 / 1e6)
+
+
+onstart:
+    lock_results_dir()

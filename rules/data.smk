@@ -17,7 +17,7 @@ rule download_dataset:
     params:
         args=dataset_args(),
     shell:
-        "python {input.script} {params.args} --out {output} > {log} 2>&1"
+        "python {input.script:q} {params.args} --out {output:q} > {log:q} 2>&1"
 
 
 rule extract_patches:
@@ -45,9 +45,9 @@ rule extract_patches:
         heldout=config["patches"]["heldout_patches"],
         seed=config["seed"],
     shell:
-        "python {input.script} --dataset {input.data} --out {output}"
+        "python {input.script:q} --dataset {input.data:q} --out {output:q}"
         " --patch-size {wildcards.m} --max-patches {params.max_patches}"
-        " --heldout-patches {params.heldout} --seed {params.seed} > {log} 2>&1"
+        " --heldout-patches {params.heldout} --seed {params.seed} > {log:q} 2>&1"
 
 
 rule corrupt_images:
@@ -76,10 +76,10 @@ rule corrupt_images:
         n_test=config["dataset"]["n_test"],
         seed=config["seed"],
     shell:
-        "python {input.script} --dataset {input.data} --out {output}"
+        "python {input.script:q} --dataset {input.data:q} --out {output:q}"
         " {params.blur} {params.corruption} --sigma {wildcards.sigma}"
         " --n-test {params.n_test}"
-        " --seed {params.seed} > {log} 2>&1"
+        " --seed {params.seed} > {log:q} 2>&1"
 
 
 rule import_paired:
@@ -107,5 +107,5 @@ rule import_paired:
     params:
         args=paired_args(),
     shell:
-        "python {input.script} {params.args} --reference {input.reference}"
-        " --out {output} > {log} 2>&1"
+        "python {input.script:q} {params.args} --reference {input.reference:q}"
+        " --out {output:q} > {log:q} 2>&1"

@@ -22,9 +22,9 @@ rule train_gmm:
         checkpoint=lambda wc: f"{RESULTS}/{wc.dataset}/gmm/m{wc.m}_K{wc.K}.checkpoint.h5",
     shell:
         "OMP_NUM_THREADS={threads} OPENBLAS_NUM_THREADS={threads}"
-        " python {input.script} --patches {input.data} --out {output}"
-        " --components {wildcards.K} {params.args} --checkpoint {params.checkpoint}"
-        " > {log} 2>&1"
+        " python {input.script:q} --patches {input.data:q} --out {output:q}"
+        " --components {wildcards.K} {params.args} --checkpoint {params.checkpoint:q}"
+        " > {log:q} 2>&1"
 
 
 rule train_image_gmm:
@@ -52,9 +52,9 @@ rule train_image_gmm:
         checkpoint=lambda wc: f"{RESULTS}/{wc.dataset}/gmm/images_K{wc.K}.checkpoint.h5",
     shell:
         "OMP_NUM_THREADS={threads} OPENBLAS_NUM_THREADS={threads}"
-        " python {input.script} --images {input.data} --out {output}"
-        " --components {wildcards.K} {params.args} --checkpoint {params.checkpoint}"
-        " > {log} 2>&1"
+        " python {input.script:q} --images {input.data:q} --out {output:q}"
+        " --components {wildcards.K} {params.args} --checkpoint {params.checkpoint:q}"
+        " > {log:q} 2>&1"
 
 
 rule plot_gmm:
@@ -85,4 +85,4 @@ rule plot_gmm:
         mem_mb=1000,
         runtime=10,
     shell:
-        "python {input.script} --gmm {input.data} --out {output} > {log} 2>&1"
+        "python {input.script:q} --gmm {input.data:q} --out {output:q} > {log:q} 2>&1"

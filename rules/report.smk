@@ -27,8 +27,8 @@ rule collect_metrics:
         mem_mb=1000,
         runtime=10,
     shell:
-        "python {input.script} {input.data} --metrics {output.metrics}"
-        " --summary {output.summary} > {log} 2>&1"
+        "python {input.script:q} {input.data:q} --metrics {output.metrics:q}"
+        " --summary {output.summary:q} > {log:q} 2>&1"
 
 
 rule plot_examples:
@@ -58,8 +58,8 @@ rule plot_examples:
     params:
         n=config["figures"]["n_examples"],
     shell:
-        "python {input.script} --corrupted {input.corrupted}"
-        " --restored {input.restored} --out {output} --n-examples {params.n} > {log} 2>&1"
+        "python {input.script:q} --corrupted {input.corrupted:q}"
+        " --restored {input.restored:q} --out {output:q} --n-examples {params.n} > {log:q} 2>&1"
 
 
 rule plot_sweep:
@@ -87,8 +87,8 @@ rule plot_sweep:
         mem_mb=1000,
         runtime=10,
     shell:
-        "python {input.script} --metrics {input.data} --parameter {wildcards.parameter}"
-        " --out {output} > {log} 2>&1"
+        "python {input.script:q} --metrics {input.data:q} --parameter {wildcards.parameter}"
+        " --out {output:q} > {log:q} 2>&1"
 
 
 rule plot_kernels:
@@ -115,8 +115,8 @@ rule plot_kernels:
         mem_mb=1000,
         runtime=10,
     shell:
-        "python {input.script} --corrupted {input.corrupted}"
-        " --estimate {input.estimate} --out {output} > {log} 2>&1"
+        "python {input.script:q} --corrupted {input.corrupted:q}"
+        " --estimate {input.estimate:q} --out {output:q} > {log:q} 2>&1"
 
 
 onsuccess:

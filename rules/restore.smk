@@ -24,9 +24,9 @@ rule restore_images:
         clip=RESTORE_PARAMS["clip"],
     shell:
         "OMP_NUM_THREADS={threads} OPENBLAS_NUM_THREADS={threads}"
-        " python {input.script} --corrupted {input.corrupted} --gmm {input.gmm}"
-        " --method {wildcards.method} --out {output} --images-per-chunk {params.chunk}"
-        " {params.clip} {params.extra} {params.image_gmm} > {log} 2>&1"
+        " python {input.script:q} --corrupted {input.corrupted:q} --gmm {input.gmm:q}"
+        " --method {wildcards.method} --out {output:q} --images-per-chunk {params.chunk}"
+        " {params.clip} {params.extra} {params.image_gmm} > {log:q} 2>&1"
 
 
 rule estimate_kernel:
@@ -56,9 +56,9 @@ rule estimate_kernel:
         seed=config["seed"],
     shell:
         "OMP_NUM_THREADS={threads} OPENBLAS_NUM_THREADS={threads}"
-        " python {input.script} --corrupted {input.data} --prior-dataset {input.prior}"
-        " --out {output} --kernel-size {params.size} --batch-size {params.batch}"
-        " --seed {params.seed} > {log} 2>&1"
+        " python {input.script:q} --corrupted {input.data:q} --prior-dataset {input.prior:q}"
+        " --out {output:q} --kernel-size {params.size} --batch-size {params.batch}"
+        " --seed {params.seed} > {log:q} 2>&1"
 
 
 rule restore_images_blind:
@@ -88,10 +88,10 @@ rule restore_images_blind:
         clip=RESTORE_PARAMS["clip"],
     shell:
         "OMP_NUM_THREADS={threads} OPENBLAS_NUM_THREADS={threads}"
-        " python {input.script} --corrupted {input.corrupted} --gmm {input.gmm}"
-        " --kernel-file {input.kernel} --method {wildcards.method} --out {output}"
+        " python {input.script:q} --corrupted {input.corrupted:q} --gmm {input.gmm:q}"
+        " --kernel-file {input.kernel:q} --method {wildcards.method} --out {output:q}"
         " --images-per-chunk {params.chunk} {params.clip} {params.extra} {params.image_gmm}"
-        " > {log} 2>&1"
+        " > {log:q} 2>&1"
 
 
 rule restore_baseline:
@@ -115,8 +115,8 @@ rule restore_baseline:
         seed=config["seed"],
     shell:
         "OMP_NUM_THREADS={threads} OPENBLAS_NUM_THREADS={threads}"
-        " python {input.script} --corrupted {input.data} --method {wildcards.method}"
-        " --out {output} --seed {params.seed} > {log} 2>&1"
+        " python {input.script:q} --corrupted {input.data:q} --method {wildcards.method}"
+        " --out {output:q} --seed {params.seed} > {log:q} 2>&1"
 
 
 rule evaluate_corrupted:
@@ -137,7 +137,8 @@ rule evaluate_corrupted:
         mem_mb=1000,
         runtime=10,
     shell:
-        "python {input.script} --corrupted {input.data} --out {output}" " > {log} 2>&1"
+        "python {input.script:q} --corrupted {input.data:q} --out {output:q}"
+        " > {log:q} 2>&1"
 
 
 rule evaluate_restoration:
@@ -162,5 +163,5 @@ rule evaluate_restoration:
     params:
         blind=blind_evaluation_args,
     shell:
-        "python {input.script} --corrupted {input.corrupted}"
-        " --restored {input.restored} {params.blind} --out {output} > {log} 2>&1"
+        "python {input.script:q} --corrupted {input.corrupted:q}"
+        " --restored {input.restored:q} {params.blind} --out {output:q} > {log:q} 2>&1"

@@ -89,6 +89,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="first retry delay in seconds, doubled at each retry")
     parser.add_argument("--timeout", type=float, default=30.0,
                         help="network timeout in seconds per connection / read")
+    parser.add_argument("--deadline", type=float, default=600.0,
+                        help="longest time in seconds for the whole download of one file "
+                             "from one mirror (a server trickling bytes); then the next "
+                             "mirror is tried")
     parser.add_argument("--allow-offline-fallback", dest="allow_offline_fallback",
                         action="store_true", default=True,
                         help="mnist only: when no mirror is reachable, use the 5,000 MNIST "
@@ -103,8 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> None:
     args = build_parser().parse_args(argv)
     cli.setup_logging(args.quiet)
-    if args.retries < 0 or args.backoff < 0 or args.timeout <= 0:
-        raise GmmRestoreError("--retries and --backoff must be >= 0, --timeout > 0")
+    if args.retries < 0 or args.backoff < 0 or args.timeout <= 0 or not args.deadline > 0:
+        raise GmmRestoreError("--retries and --backoff must be >= 0, --timeout and "
+                              "--deadline > 0")
     if args.source in ("mnist", "fashion_mnist"):
         if args.image_size not in (None, 28):
             raise GmmRestoreError(
@@ -119,7 +124,8 @@ def main(argv=None) -> None:
         pools = datasets.load_idx_source(
             args.source, args.cache_dir, args.mirror, digests=digests,
             allow_offline_fallback=args.allow_offline_fallback,
-            retries=args.retries, backoff=args.backoff, timeout=args.timeout)
+            retries=args.retries, backoff=args.backoff, timeout=args.timeout,
+            deadline=args.deadline)
     elif args.source == "bsd":
         if args.digests or args.image_size is not None:
             raise GmmRestoreError("--digests/--image-size do not apply to --source bsd (its "
@@ -128,7 +134,8 @@ def main(argv=None) -> None:
             args.train_set, args.test_set,
             None if args.test_image is None else tuple(args.test_image), args.crop)
         pools = bsd.load_bsd(args.cache_dir, args.mirror, selection, retries=args.retries,
-                             backoff=args.backoff, timeout=args.timeout)
+                             backoff=args.backoff, timeout=args.timeout,
+                             deadline=args.deadline)
     else:
         if args.mirror or args.digests:
             raise GmmRestoreError(f"--mirror/--digests do not apply to --source {args.source}")

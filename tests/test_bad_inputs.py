@@ -174,6 +174,37 @@ CONFIG_CASES = {
     "wrong_type": (
         sweep(K="[three]"), (),
         "config: sweep.n_components[0] = 'three': 'three' is not of type 'integer'"),
+    "blur_size_even": (
+        "blurs: {gauss5: {type: gaussian, size: 4, std: 1.0}}", (),
+        "config: blurs.gauss5.size = 4: a blur kernel's size must be odd (e.g. 3 or 5)"),
+    "blind_kernel_size_even": (
+        "blurs: {gauss5: {type: gaussian, size: 5, blind: true, kernel_size: 6}}", (),
+        "config: blurs.gauss5.kernel_size = 6: the estimated kernel's size must be odd"),
+    "blur_std_nan": (
+        "blurs: {gauss5: {type: gaussian, size: 5, std: .nan}}", (),
+        "config: blurs.gauss5: gaussian blur: std must be > 0, got nan"),
+    "sigma_nan": (
+        sweep(sigma="[0.1, .nan]"), (),
+        "config: sweep lists noise_sigma nan; allowed: a finite number from 0 to 1"),
+    "sigma_infinite": (
+        sweep(sigma="[.inf]"), (),
+        "config: sweep lists noise_sigma inf; allowed: a finite number from 0 to 1"),
+    "sigma_above_1": (
+        sweep(sigma="[2.5]"), (),
+        "config: sweep lists noise_sigma 2.5; allowed: a finite number from 0 to 1"),
+    "results_dir_empty": (
+        'results_dir: ""', (),
+        "config: results_dir = '': expected a folder name such as 'results' (an empty path "
+        "would put outputs under the root folder)"),
+    "results_dir_above_working_directory": (
+        "results_dir: ..", (),
+        "config: results_dir = '..' is the working directory"),
+    "cache_dir_is_a_file": (
+        "dataset: {cache_dir: README.md/cache}", (),
+        "config: dataset.cache_dir = 'README.md/cache': "),
+    "folder_empty": (
+        'dataset: {source: folder, folder: ""}', (),
+        "config: dataset.folder = '': expected the path of a folder of images"),
 }
 
 
@@ -196,6 +227,45 @@ def test_bad_config_names_key_value_and_what_is_allowed(case):
 ])
 def test_edge_configs_are_accepted(override):
     assert config_problem(override) is None
+
+
+def test_matrix_blur_not_summing_to_one_is_refused(tmp_path):
+    """A user W whose kernel sums to 0.9 (a convolution, so usable) is refused when the
+    workflow loads, naming the file and the sum; the same W scaled to sum 1 is accepted."""
+    kernel = op.gaussian_kernel(3, 1.0)
+    path = tmp_path / "W.npy"
+    np.save(path, op.patch_blur_matrix(0.9 * kernel, 4))
+    override = f"blurs: {{user: {{type: matrix, path: '{path}'}}}}\n" + sweep(blur="[user]")
+    problem = config_problem(override)
+    assert problem == (f"config: blurs.user.path '{path}': the kernel of W sums to 0.9; a blur "
+                       "kernel must sum to 1 (it would change the images' brightness)"), problem
+    np.save(path, op.patch_blur_matrix(kernel, 4))
+    assert config_problem(override) is None
+
+
+def test_read_only_results_dir_is_refused(tmp_path):
+    """A results folder that cannot be written is named before any job (a read-only tmpfs
+    when root, where permissions do not apply; else a folder without write permission)."""
+    import subprocess
+
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    mounted = False
+    if os.geteuid() == 0:
+        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs",
+                                  str(folder)], capture_output=True).returncode == 0
+        if not mounted:
+            pytest.skip("root, but cannot mount a read-only tmpfs")
+    else:
+        folder.chmod(0o555)
+    try:
+        problem = config_problem(f"results_dir: '{folder}/results'")
+        assert problem == (f"config: results_dir = '{folder}/results' cannot be created "
+                           f"({folder} is not writable)"), problem
+    finally:
+        if mounted:
+            subprocess.run(["umount", str(folder)], check=True)
+        folder.chmod(0o755)
 
 
 # -------------------------------------------------------------------------------------- files

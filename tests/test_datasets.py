@@ -12,11 +12,13 @@ import http.server
 import json
 import logging
 import os
+import re
 import socket
 import struct
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import h5py
@@ -81,6 +83,19 @@ class Server:
                     route = ("drop", data, n)
                 if isinstance(route, int):
                     self.send_error(route)
+                    return
+                if isinstance(route, tuple) and route[0] == "trickle":  # a byte per delay
+                    _, data, delay = route
+                    self.send_response(200)
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    try:
+                        for byte in data:
+                            self.wfile.write(bytes([byte]))
+                            self.wfile.flush()
+                            time.sleep(delay)
+                    except OSError:  # the client gave up
+                        pass
                     return
                 if isinstance(route, tuple):  # announce everything, send n bytes, hang up
                     _, data, n = route
@@ -343,6 +358,30 @@ def test_dropped_connection_every_time_fails_cleanly(server, tmp_path):
     assert not info.value.integrity_failure
     assert server.requests.count(f"/d/{name}") == 3
     assert leftovers(cache) == []
+
+
+def test_trickling_mirror_stops_at_the_deadline_and_the_next_one_is_used(server, tmp_path,
+                                                                         caplog):
+    """A server sending a byte every 0.2 s (each read well within the timeout) is given up
+    after the per-file deadline, without retries, and the next mirror serves the file."""
+    data = os.urandom(2000)
+    slow = server.serve("/slow", {"f.bin": ("trickle", data, 0.2)})
+    fast = server.serve("/fast", {"f.bin": data})
+    start = time.monotonic()
+    with caplog.at_level(logging.INFO, logger="gmmrestore"):
+        result = datasets.fetch_file("f.bin", digest_of(data), [slow, fast], tmp_path,
+                                     deadline=1.0, progress_interval=0.3, **FAST)
+    assert time.monotonic() - start < 4
+    assert result.url == f"{fast}f.bin" and (tmp_path / "f.bin").read_bytes() == data
+    assert server.requests.count("/slow/f.bin") == 1
+    assert "not complete after the deadline of 1 s (" in caplog.text
+    assert "bytes; dataset.download_timeout_s) from " in caplog.text
+    assert "; trying the next mirror" in caplog.text
+    assert re.search(r"f\.bin: \d+\.\d kB of 2\.0 kB \(\d+%\), [\d.]+ kB/s, about \d+ s "
+                     r"left", caplog.text)
+    with pytest.raises(datasets.DownloadError, match="not complete after the deadline"):
+        datasets.fetch_file("f.bin", digest_of(data), [slow], tmp_path / "c2", deadline=0.5,
+                            **FAST)
 
 
 def test_progress_lines_report_bytes_and_rate(server, tmp_path, caplog):

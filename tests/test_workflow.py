@@ -114,6 +114,10 @@ def test_sweep_plans_one_restore_job_per_setting(tmp_path):
                  "mean 'max_iter'?); allowed keys: max_iter, tol,", id="misspelled_key"),
     pytest.param("blurs: {gauss5: {type: blurry}}",
                  "config: blurs.gauss5.type = 'blurry' is not allowed", id="unknown_blur_type"),
+    pytest.param("sweep: {patch_size: [6], n_components: [3], blur: [gauss5], "
+                 "noise_sigma: [.nan]}\nblurs: {gauss5: {type: gaussian, size: 4}}",
+                 "config: sweep lists noise_sigma nan; allowed: a finite number from 0 to 1",
+                 id="sigma_nan"),
 ])
 def test_bad_config_stops_before_any_job(tmp_path, override, message):
     """What a user sees: one line naming the key and what is allowed, not the schema (every

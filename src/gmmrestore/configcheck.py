@@ -8,12 +8,14 @@ training patches, and the whole-image prior's image size and K (:func:`check_ima
 Every message starts with ``config:``, names the key and the value, and says what is
 allowed.
 
-Pure Python (no numpy), so the Snakefile can import it wherever Snakemake runs.
+Pure Python at import (no numpy), so the Snakefile can import it wherever Snakemake runs;
+:func:`check_blurs` builds the kernels with numpy when it is called.
 """
 
 from __future__ import annotations
 
 import difflib
+import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -167,6 +169,9 @@ def check_settings(config: Mapping[str, Any], settings: Sequence[Any], where: st
                 f"patches of patch size {m} (dataset.n_train {config['dataset']['n_train']}, "
                 f"patches.max_patches {config.get('patches', {}).get('max_patches')}); "
                 f"allowed: 1 to {n}")
+    check_noise_sigmas(settings, where)
+    check_blurs(config)
+    check_paths(config)
     check_image_prior(config)
     check_corruption(config, {s.blur for s in settings} - set(given_blurs))
 
@@ -216,3 +221,114 @@ def check_image_prior(config: Mapping[str, Any]) -> None:
             f"config: restore.image_prior.n_components = {k}, more than the {n_train} "
             f"training images (dataset.n_train), each one sample of epll_image_prior's "
             f"whole-image mixture; allowed: 1 to {n_train}")
+
+
+#: Largest noise sigma, on the images' [0, 1] intensity scale.
+MAX_NOISE_SIGMA = 1.0
+#: How far a blur kernel's sum may be from 1.
+KERNEL_SUM_TOLERANCE = 1e-6
+
+
+def check_noise_sigmas(settings: Sequence[Any], where: str) -> None:
+    """Every setting's ``noise_sigma`` is a finite number in [0, :data:`MAX_NOISE_SIGMA`].
+    Raises :class:`ConfigError`."""
+    for s in settings:
+        try:
+            sigma = float(s.noise_sigma)
+        except (TypeError, ValueError):
+            sigma = math.nan
+        if not (math.isfinite(sigma) and 0 <= sigma <= MAX_NOISE_SIGMA):
+            raise ConfigError(
+                f"config: {where} lists noise_sigma {s.noise_sigma}; allowed: a finite "
+                f"number from 0 to {MAX_NOISE_SIGMA:g} (the images' intensity range is "
+                "[0, 1])")
+
+
+def blur_kernel(name: str, spec: Mapping[str, Any]) -> Any:
+    """Build the kernel of blur setting ``blurs.<name>`` as the corruption stage will, and
+    check it: odd sizes, finite, summing to 1.  Returns it ((s, s) float64).  Raises
+    :class:`ConfigError` naming the key."""
+    from .h5io import GmmRestoreError
+    from .operators import kernel_from_patch_matrix, load_patch_matrix, make_kernel
+
+    key = f"blurs.{name}"
+    kind = spec["type"]
+    size = spec.get("size", 5)
+    if kind in ("gaussian", "box", "disk") and int(size) % 2 == 0:
+        raise ConfigError(f"config: {key}.size = {size}: a blur kernel's size must be odd "
+                          f"(e.g. {int(size) - 1} or {int(size) + 1})")
+    if spec.get("blind") and int(spec.get("kernel_size", 3)) % 2 == 0:
+        raise ConfigError(f"config: {key}.kernel_size = {spec['kernel_size']}: the estimated "
+                          "kernel's size must be odd")
+    try:
+        if kind == "matrix":
+            W = load_patch_matrix(spec["path"])
+            kernel = kernel_from_patch_matrix(W, int(round(len(W) ** 0.5)))
+        else:
+            kernel = make_kernel(kind, size=size, std=spec.get("std", 1.0),
+                                 length=spec.get("length", 5.0), angle=spec.get("angle", 0.0))
+    except GmmRestoreError as err:
+        where = f"{key}.path '{spec['path']}'" if kind == "matrix" else key
+        raise ConfigError(f"config: {where}: {err}") from None
+    total = float(kernel.sum())
+    if not (math.isfinite(total) and abs(total - 1) <= KERNEL_SUM_TOLERANCE):
+        where = f"{key}.path '{spec['path']}': the kernel of W" if kind == "matrix" else key
+        raise ConfigError(f"config: {where} sums to {total:.9g}; a blur kernel must sum to 1 "
+                          "(it would change the images' brightness)")
+    return kernel
+
+
+def check_blurs(config: Mapping[str, Any]) -> None:
+    """Build and check every blur under ``blurs`` (:func:`blur_kernel`), used or not."""
+    for name, spec in config["blurs"].items():
+        blur_kernel(name, spec)
+
+
+def _nearest_existing(path: str) -> str:
+    while not os.path.exists(path) and os.path.dirname(path) != path:
+        path = os.path.dirname(path)
+    return path
+
+
+def check_output_folder(key: str, value: Any, cwd: str | None = None) -> None:
+    """An output folder setting (``results_dir``, ``dataset.cache_dir``): a non-empty path,
+    not the working directory or a folder above it, and a folder that exists and is
+    writable or can be created.  Raises :class:`ConfigError`."""
+    cwd = os.path.realpath(cwd or os.getcwd())
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"config: {key} = {value!r}: expected a folder name such as "
+                          "'results' (an empty path would put outputs under the root folder)")
+    path = os.path.realpath(value)
+    if os.path.commonpath([path, cwd]) == path:
+        raise ConfigError(f"config: {key} = {value!r} is the working directory {cwd} or a "
+                          "folder above it; give a folder of its own, e.g. 'results'")
+    existing = _nearest_existing(path)
+    if not os.path.isdir(existing):
+        raise ConfigError(f"config: {key} = {value!r}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK) or _read_only_mount(existing):
+        what = "is not writable" if existing == path else f"cannot be created ({existing} " \
+            "is not writable)"
+        raise ConfigError(f"config: {key} = {value!r} {what}")
+
+
+def _read_only_mount(path: str) -> bool:
+    """Whether ``path`` is on a read-only file system (root's os.access ignores that)."""
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
+
+
+def check_paths(config: Mapping[str, Any]) -> None:
+    """``results_dir`` and ``dataset.cache_dir`` (:func:`check_output_folder`);
+    ``dataset.folder`` when set: not empty.  Raises :class:`ConfigError`."""
+    check_output_folder("results_dir", config.get("results_dir", "results"))
+    dataset = config["dataset"]
+    if training_source(dataset) in ("mnist", "fashion_mnist"):
+        check_output_folder("dataset.cache_dir", dataset.get("cache_dir", "data/cache"))
+    folder = dataset.get("folder")
+    if folder is not None and (not isinstance(folder, str) or not folder.strip()):
+        raise ConfigError(f"config: dataset.folder = {folder!r}: expected the path of a "
+                          "folder of images")
+    if isinstance(folder, str) and os.path.exists(folder) and not os.path.isdir(folder):
+        raise ConfigError(f"config: dataset.folder = {folder!r} is a file, not a folder")

@@ -26,10 +26,11 @@ Sources
 ``folder``
     The user's own PNG / JPEG / TIFF images (top level of the folder; hidden files and
     sub-folders ignored; any other file is an error naming it).  Colour is converted to
-    gray (alpha dropped), integer images are scaled by their dtype's maximum, float
-    images must already lie in [0, 1].  Images are cut into non-overlapping
-    ``size x size`` tiles from the top-left corner; incomplete tiles at the right and
-    bottom borders are dropped; an image smaller than one tile is an error naming it.
+    gray by :mod:`gmmrestore.imageio` (every Pillow image mode by its meaning: bit depth,
+    palette, CMYK, alpha dropped with a warning); float images must lie in [0, 1].  Images
+    are cut into non-overlapping ``size x size`` tiles from the top-left corner;
+    incomplete tiles at the right and bottom borders are dropped;
+    an image smaller than one tile is an error naming it.
     Files (not tiles) are split into train / validation / test by a seeded permutation,
     so no photo contributes to two splits.
 ``natural``
@@ -62,12 +63,12 @@ from typing import Any
 import numpy as np
 
 from .h5io import GmmRestoreError, atomic_path, read_h5, write_h5
+from .imageio import IMAGE_EXTENSIONS, read_image  # noqa: F401  (re-exported)
 from .operators import load_patch_matrix
 
 log = logging.getLogger("gmmrestore.datasets")
 
 SPLITS = ("train", "validation", "test")
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
 
 
 class DownloadError(GmmRestoreError):
@@ -332,21 +333,47 @@ def _fmt_bytes(n: float) -> str:
     return f"{n / 1e6:.1f} MB" if n >= 1e5 else f"{n / 1e3:.1f} kB"
 
 
-def _stream(url: str, fh, name: str, timeout: float, progress_interval: float) -> int:
-    """Copy ``url`` into the open file ``fh``; return the byte count."""
+class _DeadlineExceeded(OSError):
+    """The whole transfer of one file took longer than its deadline (a trickling server)."""
+
+
+def _progress(name: str, done: int, total: int | None, elapsed: float) -> str:
+    rate = done / max(elapsed, 1e-9)
+    line = f"{name}: {_fmt_bytes(done)}"
+    if total:
+        line += f" of {_fmt_bytes(total)} ({100 * done / total:.0f}%)"
+    line += f", {_fmt_bytes(rate)}/s"
+    if total and rate > 0:
+        line += f", about {(total - done) / rate:.0f} s left"
+    return line
+
+
+def _stream(url: str, fh, name: str, timeout: float, progress_interval: float,
+            deadline: float | None = None) -> int:
+    """Copy ``url`` into the open file ``fh``; return the byte count.
+
+    ``timeout`` bounds each connection / read; ``deadline`` (seconds, optional) bounds the
+    whole transfer, so a server that sends a byte every few seconds cannot keep it going
+    forever.  A progress line is logged every ``progress_interval`` seconds.
+    """
+    start = last = time.monotonic()
+    if deadline is not None:
+        timeout = min(timeout, deadline)
     with urllib.request.urlopen(url, timeout=timeout) as resp:
         length = resp.headers.get("Content-Length")
         total = int(length) if length and length.isdigit() else None
-        start = last = time.monotonic()
         done = 0
-        while chunk := resp.read(1 << 16):
+        while chunk := resp.read1(1 << 16):
             fh.write(chunk)
             done += len(chunk)
             now = time.monotonic()
+            if deadline is not None and now - start > deadline:
+                share = f" of {total}" if total else ""
+                raise _DeadlineExceeded(
+                    f"not complete after the deadline of {deadline:g} s ({done}{share} bytes; "
+                    "dataset.download_timeout_s)")
             if now - last >= progress_interval:
-                rate = done / max(now - start, 1e-9)
-                share = f" of {_fmt_bytes(total)} ({100 * done / total:.0f}%)" if total else ""
-                log.info("%s: %s%s, %s/s", name, _fmt_bytes(done), share, _fmt_bytes(rate))
+                log.info("%s", _progress(name, done, total, now - start))
                 last = now
         if total is not None and done != total:
             raise _IncompleteTransfer(
@@ -375,7 +402,7 @@ def fetch_file(name: str, expected: FileDigest, mirrors: Sequence[str],
                cache_dir: str | os.PathLike, *,
                validate: Callable[[str], Any] | None = None,
                retries: int = 3, backoff: float = 1.0, timeout: float = 30.0,
-               progress_interval: float = 2.0,
+               progress_interval: float = 2.0, deadline: float | None = None,
                sleep: Callable[[float], None] = time.sleep) -> FetchResult:
     """Return a verified copy of ``name`` in ``cache_dir``, downloading it if needed.
 
@@ -384,8 +411,9 @@ def fetch_file(name: str, expected: FileDigest, mirrors: Sequence[str],
     mirrors are tried in order; each attempt streams into a temporary file in
     ``cache_dir``, which is verified and validated before it is renamed to
     ``cache_dir/name``.  Network errors and HTTP 5xx/408/429 are retried ``retries``
-    times with delays ``backoff * 2**attempt``; other HTTP errors and files failing
-    verification move on to the next mirror at once.
+    times with delays ``backoff * 2**attempt``; other HTTP errors, files failing
+    verification and transfers longer than ``deadline`` seconds (a trickling server)
+    move on to the next mirror at once.
 
     Parameters
     ----------
@@ -425,7 +453,7 @@ def fetch_file(name: str, expected: FileDigest, mirrors: Sequence[str],
             try:
                 with atomic_path(target) as tmp:
                     with open(tmp, "wb") as fh:
-                        _stream(url, fh, name, timeout, progress_interval)
+                        _stream(url, fh, name, timeout, progress_interval, deadline)
                     os.chmod(tmp, 0o644)  # mkstemp creates 0600; cached data is not secret
                     verify_file(tmp, expected, name)
                     payload = validate(tmp) if validate else None
@@ -442,6 +470,10 @@ def fetch_file(name: str, expected: FileDigest, mirrors: Sequence[str],
                     log.warning("%s: %s from %s", name, reason, url)
                     failures.append((url, reason))
                     break
+            except _DeadlineExceeded as err:  # a slow mirror stays slow: try the next one
+                log.warning("%s: %s from %s; trying the next mirror", name, err, url)
+                failures.append((url, str(err)))
+                break
             except ValueError as err:  # malformed URL, unknown scheme
                 failures.append((url, f"invalid URL ({err})"))
                 break
@@ -817,26 +849,6 @@ def to_gray_unit(image: np.ndarray, name: str) -> np.ndarray:
     return np.clip(gray, 0.0, 1.0)
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Read a PNG / JPEG / TIFF file as (H, W) float64 gray in [0, 1] (see :func:`to_gray_unit`).
-
-    Raises :class:`GmmRestoreError` naming the file when it has another extension or
-    cannot be decoded.
-    """
-    import skimage.io
-
-    path = os.fspath(path)
-    if not path.lower().endswith(IMAGE_EXTENSIONS):
-        raise GmmRestoreError(
-            f"{path}: not an image file (supported: {', '.join(IMAGE_EXTENSIONS)})")
-    try:
-        image = skimage.io.imread(path)
-    except Exception as err:  # decoders raise many types  # noqa: BLE001
-        raise GmmRestoreError(
-            f"{path}: cannot read as an image ({type(err).__name__}: {err})") from None
-    return to_gray_unit(image, path)
-
-
 def tile_image(image: np.ndarray, size: int, name: str = "image") -> np.ndarray:
     """Cut (H, W) into non-overlapping (size, size) tiles, row-major from the top-left.
 
@@ -894,13 +906,23 @@ def split_files(names: Sequence[str], validation: float | int, test: float | int
             "train": sorted(chosen[n_test + n_val:])}
 
 
+def _is_file(entry: os.DirEntry) -> bool:
+    """Whether a folder entry is a regular file (following symlinks); a symlink loop or an
+    entry that cannot be inspected is an error naming it."""
+    try:
+        return entry.is_file()
+    except OSError as err:
+        raise GmmRestoreError(f"{entry.path}: cannot be read ({err.strerror}"
+                              f"{'; a symlink loop?' if err.errno == 40 else ''})") from None
+
+
 def list_image_files(folder: str | os.PathLike) -> list[str]:
     """Non-hidden regular files at the top level of ``folder``, sorted."""
     folder = os.fspath(folder)
     if not os.path.isdir(folder):
         raise GmmRestoreError(f"{folder}: image folder not found")
     names = sorted(e.name for e in os.scandir(folder)
-                   if e.is_file() and not e.name.startswith("."))
+                   if not e.name.startswith(".") and _is_file(e))
     if not names:
         raise GmmRestoreError(f"{folder}: no image files found")
     return names

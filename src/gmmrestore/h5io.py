@@ -11,6 +11,7 @@ they need, and name the file and the problem when something is off.
 from __future__ import annotations
 
 import contextlib
+import errno
 import glob
 import os
 import tempfile
@@ -51,17 +52,41 @@ def atomic_path(path: str | os.PathLike) -> Iterator[str]:
     for stale in glob.glob(os.path.join(glob.escape(folder), glob.escape(prefix) + "*.tmp")):
         with contextlib.suppress(FileNotFoundError):
             os.remove(stale)
-    fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=folder)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=folder)
+    except OSError as err:
+        if is_disk_full(err):
+            raise DiskFullError(f"{path}: no space left on device; nothing written") from None
+        raise GmmRestoreError(f"{path}: cannot be written ({err.strerror or err})") from None
     os.close(fd)
     try:
         yield tmp
         # mkstemp creates 0600; give the result the permissions a plain open() would.
         os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         with contextlib.suppress(FileNotFoundError):
             os.remove(tmp)
+        if is_disk_full(err):
+            raise DiskFullError(f"{path}: no space left on device; nothing written") from None
         raise
+
+
+class DiskFullError(GmmRestoreError):
+    """A write failed because the file system is full (or over quota)."""
+
+
+def is_disk_full(err: BaseException) -> bool:
+    """Whether ``err`` (an OSError, or the RuntimeError / OSError h5py raises with the HDF5
+    library's message) says the file system is full or over quota."""
+    if isinstance(err, DiskFullError):
+        return True
+    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(err)
+    return isinstance(err, (OSError, RuntimeError)) and (
+        "No space left on device" in text or f"errno = {errno.ENOSPC}," in text
+        or "Disk quota exceeded" in text)
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
@@ -105,8 +130,7 @@ def write_h5(
     dataset_attrs : mapping name -> mapping
         Attributes of individual datasets (units, shapes, meaning).
     """
-    with atomic_path(path) as tmp:
-        with h5py.File(tmp, "w") as fh:
+    with atomic_path(path) as tmp, _h5_writing(tmp) as fh:
             fh.attrs["kind"] = kind
             fh.attrs["format_version"] = FORMAT_VERSION
             fh.attrs["gmmrestore_version"] = __version__
@@ -122,6 +146,42 @@ def write_h5(
                 dset.attrs["shape"] = np.asarray(array.shape, dtype=np.int64)
                 for key, value in ((dataset_attrs or {}).get(name) or {}).items():
                     dset.attrs[key] = _clean_attr(value)
+                # write it out now: a write error (disk full) must surface here, not when
+                # the dataset object is garbage-collected, where HDF5 cannot recover
+                fh.flush()
+
+
+@contextlib.contextmanager
+def _h5_writing(tmp: str) -> Iterator[h5py.File]:
+    """``h5py.File(tmp, "w")`` that is closed for good even when a write or the final flush
+    fails (disk full): the HDF5 library would otherwise retry the flush when the object is
+    garbage-collected, print tracebacks after the error line, and may crash the process."""
+    fh = h5py.File(tmp, "w")
+    try:
+        yield fh
+        fh.flush()  # a failed flush can be recovered from; a failed close crashes HDF5 2.0
+        fh.close()
+    except BaseException:
+        _abandon(fh)
+        raise
+
+
+def _abandon(fh: h5py.File) -> None:
+    """Close a file whose writes failed, its pending writes sent to an anonymous in-memory
+    file (the caller removes the temporary file)."""
+    with contextlib.suppress(Exception):
+        if not fh.id.valid:
+            return
+        fd = fh.id.get_vfd_handle()
+        # an anonymous in-memory file (sparse; HDF5 may extend it on close) where available
+        sink = (os.memfd_create("gmmrestore-abandoned") if hasattr(os, "memfd_create")
+                else os.open(os.devnull, os.O_WRONLY))
+        try:
+            os.dup2(sink, fd)
+        finally:
+            os.close(sink)
+    with contextlib.suppress(Exception):
+        fh.close()
 
 
 def _decode(value: Any) -> Any:

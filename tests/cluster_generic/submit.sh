@@ -15,7 +15,13 @@ touch "$state/submissions.tsv"
 id=$(($(wc -l <"$state/submissions.tsv") + 1))
 printf '%s\t%s\t%s\t%s\n' "$id" "$rule" "$threads" "$mem_mb" >>"$state/submissions.tsv"
 flock -u 9
-setsid bash -c 'bash "$1" >"$2.log" 2>&1; echo $? >"$2.exit.tmp"; mv "$2.exit.tmp" "$2.exit"' \
-  _ "$jobscript" "$state/$id" </dev/null >/dev/null 2>&1 9>&- &
+# FAKE_SCHEDULER_FAIL=TEXT: a job whose script contains TEXT fails on its "node" (exit 1)
+if [ -n "${FAKE_SCHEDULER_FAIL:-}" ] && grep -qF -- "$FAKE_SCHEDULER_FAIL" "$jobscript"; then
+  jobscript=/dev/null fail=1
+else
+  fail=0
+fi
+setsid bash -c 'bash "$1" >"$2.log" 2>&1; s=$?; [ "$3" = 1 ] && s=1; echo $s >"$2.exit.tmp"
+  mv "$2.exit.tmp" "$2.exit"' _ "$jobscript" "$state/$id" "$fail" </dev/null >/dev/null 2>&1 9>&- &
 echo $! >"$state/$id.pid"
 echo "$id"
