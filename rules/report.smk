@@ -26,9 +26,11 @@ rule collect_metrics:
     resources:
         mem_mb=1000,
         runtime=10,
+    params:
+        published=published_args(),
     shell:
         "python {input.script} {input.data} --metrics {output.metrics}"
-        " --summary {output.summary} > {log} 2>&1"
+        " --summary {output.summary} {params.published} > {log} 2>&1"
 
 
 rule plot_examples:

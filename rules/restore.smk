@@ -113,10 +113,11 @@ rule restore_baseline:
         runtime=60,
     params:
         seed=config["seed"],
+        clip=RESTORE_PARAMS["clip"],
     shell:
         "OMP_NUM_THREADS={threads} OPENBLAS_NUM_THREADS={threads}"
         " python {input.script} --corrupted {input.data} --method {wildcards.method}"
-        " --out {output} --seed {params.seed} > {log} 2>&1"
+        " --out {output} --seed {params.seed} {params.clip} > {log} 2>&1"
 
 
 rule evaluate_corrupted:

@@ -30,6 +30,9 @@ def main(argv=None) -> None:
     parser.add_argument("--method", required=True, choices=sorted(BASELINES))
     parser.add_argument("--out", required=True, help="output HDF5 (kind 'restored')")
     parser.add_argument("--seed", type=int, default=0, help="seed of randomised baselines")
+    parser.add_argument("--no-clip", dest="clip", action="store_false",
+                        help="keep the raw restoration instead of clipping it to [0, 1] "
+                             "(the evaluation scores both)")
     args = parser.parse_args(argv)
     cli.setup_logging(args.quiet)
 
@@ -53,7 +56,7 @@ def main(argv=None) -> None:
     else:
         log.warning("%s: no validation images; using the default parameter", args.method)
     restored = restore_baseline(args.method, arrays["corrupted"], kernel, sigma, param,
-                                seed=args.seed)
+                                seed=args.seed, clip=args.clip)
     seconds = time.perf_counter() - started
     write_h5(
         args.out, "restored", {"restored": np.asarray(restored, dtype=np.float64)},
@@ -63,7 +66,7 @@ def main(argv=None) -> None:
                "corrupted_file": args.corrupted,
                "param_name": str(BASELINES[args.method].param_name),
                "param": json.dumps(param), "tuning": json.dumps(table, default=str),
-               "seconds": seconds, "seed": args.seed},
+               "seconds": seconds, "seed": args.seed, "clipped": args.clip},
         dataset_attrs={"restored": {"description": f"test images restored by {args.method}"}},
     )
     log.info("%s restored %d images in %.1f s -> %s", args.method, len(restored), seconds,
