@@ -423,9 +423,20 @@ def blur_args(wildcards):
         f"--blur-std {spec['std']}",
         f"--blur-length {spec['length']}",
         f"--blur-angle {spec['angle']}",
+        f"--blur-seed {spec['seed']}",
     ]
     if spec["type"] == "matrix":
         args.append(f"--patch-matrix {spec['path']}")
+    return " ".join(args)
+
+
+def corruption_args():
+    c = config["corruption"]
+    args = [f"--boundary {c['boundary']}"]
+    if c["valid_margin"] is not None:
+        args.append(f"--valid-margin {c['valid_margin']}")
+    if c["quantize_bits"] is not None:
+        args.append(f"--quantize-bits {c['quantize_bits']}")
     return " ".join(args)
 
 
