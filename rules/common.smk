@@ -384,7 +384,9 @@ def published_args():
     if ds["source"] != "bsd" or ds["bsd"]["test_set"] != "BSD68" or "crop" in ds["bsd"]:
         return ""
     blurs = [name for name, b in config["blurs"].items() if b["type"] == "identity"]
-    return " ".join(["--published bsd68_denoising"] + [f"--denoising-blur {b}" for b in blurs])
+    return " ".join(
+        ["--published bsd68_denoising"] + [f"--denoising-blur {b}" for b in blurs]
+    )
 
 
 def paired_folder(wildcards):
