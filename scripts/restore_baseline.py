@@ -48,7 +48,12 @@ def main(argv=None) -> None:
     sigma = float(attrs["noise_sigma"])
     started = time.perf_counter()
     param, table = None, {}
-    if len(arrays["val_clean"]):
+    grid = BASELINES[args.method].default_grid(kernel, sigma)
+    if len(grid) == 1:  # nothing to choose (e.g. bm3d for denoising): no validation run
+        param = grid[0]
+        log.info("%s: one parameter value (%s = %s), nothing to tune", args.method,
+                 BASELINES[args.method].param_name, param)
+    elif len(arrays["val_clean"]):
         param, table = tune_baseline(args.method, arrays["val_clean"], arrays["val_corrupted"],
                                      kernel, sigma, seed=args.seed)
         log.info("%s: tuned %s = %s on %d validation images", args.method,
