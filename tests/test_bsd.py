@@ -354,3 +354,29 @@ def test_summary_lists_published_values_and_unclipped_psnr(tmp_path, run_main):
     assert float(epll["psnr_unclipped_mean"]) == pytest.approx(
         np.mean([float(r["psnr_unclipped"]) for r in rows["epll.csv"]]), abs=1e-3)
     assert summary["corrupted"]["published_psnr"] == ""
+
+
+def test_baseline_with_one_parameter_value_skips_validation(tmp_path, run_main, monkeypatch):
+    from gmmrestore.h5io import read_h5, write_h5
+    from gmmrestore.restore import baselines
+
+    rng = np.random.default_rng(6)
+    clean = rng.random((2, 24, 24))
+    write_h5(tmp_path / "c.h5", "corrupted",
+             {"clean": clean, "corrupted": clean + 0.1 * rng.standard_normal(clean.shape),
+              "val_clean": clean, "val_corrupted": clean + 0.1, "kernel": np.ones((1, 1))},
+             {"noise_sigma": 0.1, "blur": "none", "dataset": "t"})
+
+    def no_tuning(*args, **kw):
+        raise AssertionError("tune_baseline called for a single parameter value")
+
+    monkeypatch.setattr(baselines, "tune_baseline", no_tuning)
+    code, err = run_main("restore_baseline", "--corrupted", tmp_path / "c.h5", "--method",
+                         "bm3d", "--out", tmp_path / "r.h5", "--no-clip")
+    assert code == 0, err
+    assert "nothing to tune" in err
+    arrays, attrs = read_h5(tmp_path / "r.h5", "restored", ["restored"])
+    assert attrs["param"] == "0.0" and attrs["clipped"] == 0
+    expected = baselines.restore_baseline("bm3d", read_h5(tmp_path / "c.h5", "corrupted")[0][
+        "corrupted"], np.ones((1, 1)), 0.1, 0.0, clip=False)
+    np.testing.assert_allclose(arrays["restored"], expected, atol=1e-6)
