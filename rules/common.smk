@@ -368,6 +368,18 @@ def dataset_args():
     return " ".join(args)
 
 
+def published_args():
+    """collect_metrics.py options that list published PSNRs next to the measured ones:
+    whole BSD68 test images, for the identity blurs (denoising)."""
+    ds = config["dataset"]
+    if ds["source"] != "bsd" or ds["bsd"]["test_set"] != "BSD68" or "crop" in ds["bsd"]:
+        return ""
+    blurs = [name for name, b in config["blurs"].items() if b["type"] == "identity"]
+    return " ".join(
+        ["--published bsd68_denoising"] + [f"--denoising-blur {b}" for b in blurs]
+    )
+
+
 def paired_folder(wildcards):
     """Inputs of import_paired: the paired set's W.npy and image folders."""
     folder = config["dataset"]["paired"]["folder"]

@@ -26,9 +26,11 @@ rule collect_metrics:
     resources:
         mem_mb=1000,
         runtime=10,
+    params:
+        published=published_args(),
     shell:
         "python {input.script:q} {input.data:q} --metrics {output.metrics:q}"
-        " --summary {output.summary:q} > {log:q} 2>&1"
+        " --summary {output.summary:q} {params.published} > {log:q} 2>&1"
 
 
 rule plot_examples:

@@ -113,10 +113,11 @@ rule restore_baseline:
         runtime=60,
     params:
         seed=config["seed"],
+        clip=RESTORE_PARAMS["clip"],
     shell:
         "OMP_NUM_THREADS={threads} OPENBLAS_NUM_THREADS={threads}"
         " python {input.script:q} --corrupted {input.data:q} --method {wildcards.method}"
-        " --out {output:q} --seed {params.seed} > {log:q} 2>&1"
+        " --out {output:q} --seed {params.seed} {params.clip} > {log:q} 2>&1"
 
 
 rule evaluate_corrupted:

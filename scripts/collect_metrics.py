@@ -8,6 +8,12 @@ difference estimated - true kernel with its 95% CI (`psnr_vs_true_kernel_*`), th
 kernel batches, their mean and largest kernel error, the mean per-image and the largest
 per-batch error ratio, and how many batches meet both --max-kernel-error and
 --max-error-ratio (`kernel_batches_ok`).  Other rows leave these columns empty.
+
+Every row also gets the mean PSNR of the images as stored (`psnr_unclipped_mean`; the
+`psnr` columns score them clipped to [0, 1]) and, with --published TABLE, the published mean
+PSNR of the method at that noise level (`published_psnr`, from gmmrestore.bsd.PUBLISHED_PSNR)
+and the measured minus the published mean (`psnr_vs_published`) for the blurs named by
+--denoising-blur; empty where nothing is published.
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ import numpy as np
 import _bootstrap  # noqa: F401  (puts src/ on sys.path)
 
 from gmmrestore import cli
+from gmmrestore.bsd import published_psnr
 from gmmrestore.h5io import GmmRestoreError, write_text_atomic
 from gmmrestore.metrics import mean_ci95
 
@@ -99,8 +106,20 @@ def blind_summary(group: list[dict], true_rows: dict[tuple, dict], max_kernel_er
             "kernel_batches_ok": ok}
 
 
+def published_columns(entry: dict, table: str | None, blurs: tuple[str, ...]) -> dict:
+    """``published_psnr`` and ``psnr_vs_published`` of a summary row ('' if not listed)."""
+    value = None
+    if table is not None and entry["blur"] in blurs:
+        value = published_psnr(table, entry["method"], float(entry["noise_sigma"]))
+    if value is None:
+        return {"published_psnr": "", "psnr_vs_published": ""}
+    return {"published_psnr": f"{value:.2f}",
+            "psnr_vs_published": f"{float(entry['psnr_mean']) - value:+.4f}"}
+
+
 def summarise(rows: list[dict], max_kernel_error: float = 0.25,
-              max_error_ratio: float = 2.0) -> list[dict]:
+              max_error_ratio: float = 2.0, published: str | None = None,
+              denoising_blurs: tuple[str, ...] = ()) -> list[dict]:
     groups: dict[tuple, list[dict]] = defaultdict(list)
     true_rows: dict[tuple, dict] = {}
     for row in rows:
@@ -116,6 +135,9 @@ def summarise(rows: list[dict], max_kernel_error: float = 0.25,
             mean, low, high = mean_ci95(np.array([float(r[metric]) for r in group]))
             entry.update({f"{metric}_mean": f"{mean:.4f}", f"{metric}_ci95_low": f"{low:.4f}",
                           f"{metric}_ci95_high": f"{high:.4f}"})
+        raw = [float(r["psnr_unclipped"]) for r in group if r.get("psnr_unclipped")]
+        entry["psnr_unclipped_mean"] = f"{np.mean(raw):.4f}" if raw else ""
+        entry.update(published_columns(entry, published, denoising_blurs))
         entry.update(dict.fromkeys(BLIND_SUMMARY, ""))
         if group[0].get("kernel_error"):
             entry.update(blind_summary(group, true_rows, max_kernel_error, max_error_ratio))
@@ -140,11 +162,18 @@ def main(argv=None) -> None:
                         help="blind: a kernel batch succeeds with at most this kernel error")
     parser.add_argument("--max-error-ratio", type=float, default=2.0,
                         help="blind: ... and at most this (batch-pooled) error ratio")
+    parser.add_argument("--published", default=None, metavar="TABLE",
+                        help="table of published PSNRs to list next to the measured ones "
+                             "(bsd68_denoising)")
+    parser.add_argument("--denoising-blur", action="append", default=[], metavar="NAME",
+                        help="blur setting (identity kernel) the published table applies to "
+                             "(repeatable)")
     args = parser.parse_args(argv)
     cli.setup_logging(args.quiet)
 
     header, rows = read_rows(args.inputs)
-    summary = summarise(rows, args.max_kernel_error, args.max_error_ratio)
+    summary = summarise(rows, args.max_kernel_error, args.max_error_ratio, args.published,
+                        tuple(args.denoising_blur))
     write_text_atomic(args.metrics, to_csv(header, rows))
     write_text_atomic(args.summary, to_csv(list(summary[0].keys()), summary))
     for entry in summary:

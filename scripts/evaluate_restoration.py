@@ -28,7 +28,7 @@ from gmmrestore.metrics import psnr, ssim
 
 log = logging.getLogger("gmmrestore.evaluate")
 COLUMNS = ("dataset", "blur", "noise_sigma", "patch_size", "n_components", "method", "kernel",
-           "image_id", "psnr", "ssim")
+           "image_id", "psnr", "ssim", "psnr_unclipped")
 BLIND_COLUMNS = ("kernel_batch", "kernel_error", "error_ratio", "batch_error_ratio")
 
 
@@ -44,13 +44,16 @@ def shown(images: np.ndarray, path: str) -> np.ndarray:
     return np.clip(images, 0.0, 1.0)
 
 
-def load_restored(path: str, clean: np.ndarray, corrupted_path: str) -> tuple[np.ndarray, dict]:
+def load_restored(path: str, clean: np.ndarray, corrupted_path: str, raw: bool = False
+                  ) -> tuple[np.ndarray, dict]:
+    """Restored images as scored (:func:`shown`), or with ``raw`` as stored (unclipped)."""
     arrays, attrs = read_h5(path, "restored", ["restored"])
     images = arrays["restored"]
     if images.shape != clean.shape:
         raise GmmRestoreError(f"{path}: restored shape {images.shape} differs from the clean "
                               f"images {clean.shape} in {corrupted_path}")
-    return shown(images, path), attrs
+    shown_images = shown(images, path)
+    return (images if raw else shown_images), attrs
 
 
 def blind_columns(args, arrays: dict, clean: np.ndarray, restored: np.ndarray,
@@ -97,11 +100,13 @@ def main(argv=None) -> None:
     arrays, attrs = read_h5(args.corrupted, "corrupted", ["clean", "corrupted"])
     clean = arrays["clean"]
     if args.restored:
-        images, r_attrs = load_restored(args.restored, clean, args.corrupted)
+        raw, r_attrs = load_restored(args.restored, clean, args.corrupted, raw=True)
     else:
-        images = shown(arrays["corrupted"], args.corrupted)
+        raw = arrays["corrupted"]
         r_attrs = {"method": "corrupted", "kernel_source": ""}
-    p, s = psnr(clean, images), ssim(clean, images)
+    images = shown(raw, args.restored or args.corrupted)
+    # psnr_unclipped: the images as stored (the corrupted input: the published convention)
+    p, s, p_raw = psnr(clean, images), ssim(clean, images), psnr(clean, raw)
     extra = blind_columns(args, arrays, clean, images, r_attrs) if blind else {}
     # a paired set's own ids (its file names); otherwise the test image's index
     ids = list(attrs.get("ids", range(len(clean))))
@@ -112,7 +117,7 @@ def main(argv=None) -> None:
         writer.writerow([attrs.get("dataset", ""), attrs.get("blur", ""), attrs["noise_sigma"],
                          _blank(r_attrs.get("patch_size")), _blank(r_attrs.get("n_components")),
                          r_attrs["method"], _blank(r_attrs.get("kernel_source")), ids[i],
-                         f"{p[i]:.6f}", f"{s[i]:.6f}"]
+                         f"{p[i]:.6f}", f"{s[i]:.6f}", f"{p_raw[i]:.6f}"]
                         + ([int(extra["kernel_batch"][i])]
                            + [f"{extra[c][i]:.6f}" for c in BLIND_COLUMNS[1:]]
                            if blind else [""] * len(BLIND_COLUMNS)))

@@ -30,6 +30,9 @@ def main(argv=None) -> None:
     parser.add_argument("--method", required=True, choices=sorted(BASELINES))
     parser.add_argument("--out", required=True, help="output HDF5 (kind 'restored')")
     parser.add_argument("--seed", type=int, default=0, help="seed of randomised baselines")
+    parser.add_argument("--no-clip", dest="clip", action="store_false",
+                        help="keep the raw restoration instead of clipping it to [0, 1] "
+                             "(the evaluation scores both)")
     args = parser.parse_args(argv)
     cli.setup_logging(args.quiet)
 
@@ -45,7 +48,12 @@ def main(argv=None) -> None:
     sigma = float(attrs["noise_sigma"])
     started = time.perf_counter()
     param, table = None, {}
-    if len(arrays["val_clean"]):
+    grid = BASELINES[args.method].default_grid(kernel, sigma)
+    if len(grid) == 1:  # nothing to choose (e.g. bm3d for denoising): no validation run
+        param = grid[0]
+        log.info("%s: one parameter value (%s = %s), nothing to tune", args.method,
+                 BASELINES[args.method].param_name, param)
+    elif len(arrays["val_clean"]):
         param, table = tune_baseline(args.method, arrays["val_clean"], arrays["val_corrupted"],
                                      kernel, sigma, seed=args.seed)
         log.info("%s: tuned %s = %s on %d validation images", args.method,
@@ -53,7 +61,7 @@ def main(argv=None) -> None:
     else:
         log.warning("%s: no validation images; using the default parameter", args.method)
     restored = restore_baseline(args.method, arrays["corrupted"], kernel, sigma, param,
-                                seed=args.seed)
+                                seed=args.seed, clip=args.clip)
     seconds = time.perf_counter() - started
     write_h5(
         args.out, "restored", {"restored": np.asarray(restored, dtype=np.float64)},
@@ -63,7 +71,7 @@ def main(argv=None) -> None:
                "corrupted_file": args.corrupted,
                "param_name": str(BASELINES[args.method].param_name),
                "param": json.dumps(param), "tuning": json.dumps(table, default=str),
-               "seconds": seconds, "seed": args.seed},
+               "seconds": seconds, "seed": args.seed, "clipped": args.clip},
         dataset_attrs={"restored": {"description": f"test images restored by {args.method}"}},
     )
     log.info("%s restored %d images in %.1f s -> %s", args.method, len(restored), seconds,

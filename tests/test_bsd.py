@@ -82,8 +82,6 @@ def test_mirror_layouts(tmp_path):
         f"https://raw.githubusercontent.com/cszn/DnCNN/{bsd.BSD_COMMIT}/testsets/BSD68")
     assert bsd.mirror_folder_url("http://127.0.0.1:9/nat/", e) == "http://127.0.0.1:9/nat/BSD68"
     assert bsd.mirror_folder_url(str(tmp_path), e) == f"{tmp_path.as_uri()}/BSD68"
-    with pytest.raises(GmmRestoreError, match="missing: folder not found"):
-        bsd.mirror_folder_url(str(tmp_path / "missing"), e)
 
 
 def test_good_download_whole_images_and_cache_needs_no_network(server, tmp_path):
@@ -154,12 +152,24 @@ def test_truncated_file_is_rejected(server, tmp_path):
     assert not (tmp_path / "c2" / "Train400" / "test_002.png").exists()
 
 
-def test_404_moves_to_the_next_mirror_and_all_failing_lists_each(server, tmp_path):
+def test_404_moves_to_the_next_mirror_and_all_failing_lists_each(server, tmp_path, caplog):
     missing = serve_sets(server, "/gone", replace={("BSD68", "test001.png"): 404})
     good = serve_sets(server, "/nat")
     pools = bsd.load_bsd(tmp_path / "c", [missing, good], manifest=small_manifest(), **FAST)
     assert pools.test.shape == (2, 321, 481)
     assert "/gone/BSD68/test001.png" in server.requests
+    # the mirror that served test001 is asked first for the next file
+    assert server.requests[-3:] == ["/gone/BSD68/test001.png", "/nat/BSD68/test001.png",
+                                    "/nat/BSD68/test004.png"]
+    # a missing folder first: one warning, its failure once, then the working mirror only
+    server.requests.clear()
+    with caplog.at_level("WARNING", logger="gmmrestore"):
+        bsd.load_bsd(tmp_path / "c2", [str(tmp_path / "nowhere"), good],
+                     manifest=small_manifest(), **FAST)
+    assert "nowhere: folder not found" in caplog.text
+    assert caplog.text.count("nowhere/Train400/test_001.png") >= 1
+    assert "nowhere/Train400/test_002.png" not in caplog.text
+    assert len(server.requests) == 4
     with pytest.raises(datasets.DownloadError) as info:
         bsd.load_bsd(tmp_path / "c3", [missing, f"{server.url}/nothing/"],
                      manifest=small_manifest(), **FAST)
@@ -275,7 +285,8 @@ def test_workflow_on_whole_bsd68_images_from_a_loopback_mirror(server, tmp_path)
     snakemake(tmp_path, "--configfile", Path(ROOT) / "tests" / "configs" / "bsd_tiny.yaml",
               override)
     results = tmp_path / "results"
-    with h5py.File(results / "bsdtiny" / "none_s0.0980392" / "corrupted.h5") as fh:
+    (setting,) = (results / "bsdtiny").glob("none_s*")  # sigma 25/255, written exactly
+    with h5py.File(setting / "corrupted.h5") as fh:
         assert fh["clean"].shape == (2, 321, 481)
         assert fh["transposed"][:].tolist() == [True, False]
         assert list(fh.attrs["ids"]) == ["test001", "test004"]
@@ -290,4 +301,83 @@ def test_workflow_on_whole_bsd68_images_from_a_loopback_mirror(server, tmp_path)
     for image in ("test001", "test004"):
         for method in ("mapk", "epll", "bm3d"):
             assert psnr[method, image] > psnr["corrupted", image] + 4
-    assert (results / "figures" / "examples_bsdtiny_none_s0.0980392.png").stat().st_size > 0
+    assert (results / "figures" / f"examples_bsdtiny_{setting.name}.png").stat().st_size > 0
+
+
+def test_published_table_lookup():
+    assert bsd.published_psnr("bsd68_denoising", "epll", 15 / 255) == 31.21
+    assert bsd.published_psnr("bsd68_denoising", "bm3d", float("0.196078")) == 25.62
+    assert bsd.published_psnr("bsd68_denoising", "epll", 20 / 255) is None
+    assert bsd.published_psnr("bsd68_denoising", "mapk", 25 / 255) is None
+    with pytest.raises(GmmRestoreError, match="unknown table of published values 'x'"):
+        bsd.published_psnr("x", "epll", 0.1)
+
+
+def test_summary_lists_published_values_and_unclipped_psnr(tmp_path, run_main):
+    from gmmrestore.h5io import write_h5
+
+    rng = np.random.default_rng(4)
+    clean = rng.random((3, 9, 11))
+    sigma = 25 / 255
+    corrupted = clean + sigma * rng.standard_normal(clean.shape)  # not clipped
+    restored = clean + 0.05 * rng.standard_normal(clean.shape) + 0.02  # leaves [0, 1]
+    write_h5(tmp_path / "c.h5", "corrupted", {"clean": clean, "corrupted": corrupted},
+             {"dataset": "bsd", "blur": "none", "noise_sigma": sigma, "ids": ["a", "b", "c"]})
+    write_h5(tmp_path / "r.h5", "restored", {"restored": restored},
+             {"method": "epll", "kernel_source": "true", "patch_size": 8, "n_components": 200})
+    for name, extra in (("corr.csv", []), ("epll.csv", ["--restored", tmp_path / "r.h5"])):
+        code, err = run_main("evaluate_restoration", "--corrupted", tmp_path / "c.h5", *extra,
+                             "--out", tmp_path / name)
+        assert code == 0, err
+    rows = {}
+    for name in ("corr.csv", "epll.csv"):
+        with open(tmp_path / name, newline="") as fh:
+            rows[name] = list(csv.DictReader(fh))
+    for name, images in (("corr.csv", corrupted), ("epll.csv", restored)):
+        mse_raw = ((images - clean) ** 2).mean(axis=(1, 2))
+        mse_clip = ((np.clip(images, 0, 1) - clean) ** 2).mean(axis=(1, 2))
+        got = rows[name]
+        assert [r["image_id"] for r in got] == ["a", "b", "c"]
+        np.testing.assert_allclose([float(r["psnr_unclipped"]) for r in got],
+                                   -10 * np.log10(mse_raw), atol=1e-5)
+        np.testing.assert_allclose([float(r["psnr"]) for r in got], -10 * np.log10(mse_clip),
+                                   atol=1e-5)
+    code, err = run_main("collect_metrics", tmp_path / "corr.csv", tmp_path / "epll.csv",
+                         "--metrics", tmp_path / "m.csv", "--summary", tmp_path / "s.csv",
+                         "--published", "bsd68_denoising", "--denoising-blur", "none")
+    assert code == 0, err
+    with open(tmp_path / "s.csv", newline="") as fh:
+        summary = {r["method"]: r for r in csv.DictReader(fh)}
+    epll = summary["epll"]
+    mean = np.mean([float(r["psnr"]) for r in rows["epll.csv"]])
+    assert epll["published_psnr"] == "28.68"
+    assert float(epll["psnr_vs_published"]) == pytest.approx(mean - 28.68, abs=1e-3)
+    assert float(epll["psnr_unclipped_mean"]) == pytest.approx(
+        np.mean([float(r["psnr_unclipped"]) for r in rows["epll.csv"]]), abs=1e-3)
+    assert summary["corrupted"]["published_psnr"] == ""
+
+
+def test_baseline_with_one_parameter_value_skips_validation(tmp_path, run_main, monkeypatch):
+    from gmmrestore.h5io import read_h5, write_h5
+    from gmmrestore.restore import baselines
+
+    rng = np.random.default_rng(6)
+    clean = rng.random((2, 24, 24))
+    write_h5(tmp_path / "c.h5", "corrupted",
+             {"clean": clean, "corrupted": clean + 0.1 * rng.standard_normal(clean.shape),
+              "val_clean": clean, "val_corrupted": clean + 0.1, "kernel": np.ones((1, 1))},
+             {"noise_sigma": 0.1, "blur": "none", "dataset": "t"})
+
+    def no_tuning(*args, **kw):
+        raise AssertionError("tune_baseline called for a single parameter value")
+
+    monkeypatch.setattr(baselines, "tune_baseline", no_tuning)
+    code, err = run_main("restore_baseline", "--corrupted", tmp_path / "c.h5", "--method",
+                         "bm3d", "--out", tmp_path / "r.h5", "--no-clip")
+    assert code == 0, err
+    assert "nothing to tune" in err
+    arrays, attrs = read_h5(tmp_path / "r.h5", "restored", ["restored"])
+    assert attrs["param"] == "0.0" and attrs["clipped"] == 0
+    expected = baselines.restore_baseline("bm3d", read_h5(tmp_path / "c.h5", "corrupted")[0][
+        "corrupted"], np.ones((1, 1)), 0.1, 0.0, clip=False)
+    np.testing.assert_allclose(arrays["restored"], expected, atol=1e-6)

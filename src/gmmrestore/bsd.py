@@ -60,6 +60,28 @@ LICENCE = ("Berkeley Segmentation Dataset images: for non-commercial research an
            "educational use only")
 #: Allowed (H, W) of every set's images, as stored in the files.
 SET_SHAPES = {"Train400": ((180, 180),), "BSD68": ((321, 481), (481, 321))}
+#: Published mean PSNR (dB) of Gaussian denoising on the 68 whole BSD68 images, by method and
+#: noise sigma on the 0-255 scale: the DnCNN paper's table (Zhang et al., IEEE TIP 2017,
+#: Table II), the reference table of natural-image denoising.
+PUBLISHED_PSNR = {
+    "bsd68_denoising": {
+        "epll": {15: 31.21, 25: 28.68, 50: 25.67},
+        "bm3d": {15: 31.07, 25: 28.57, 50: 25.62},
+    },
+}
+
+
+def published_psnr(table: str, method: str, sigma: float) -> float | None:
+    """The published PSNR of ``method`` at noise ``sigma`` (on the [0, 1] scale) in
+    :data:`PUBLISHED_PSNR` ``[table]``; None when not listed.  ``sigma`` matches an entry
+    when ``255 sigma`` is within 1e-3 of it."""
+    if table not in PUBLISHED_PSNR:
+        raise GmmRestoreError(f"unknown table of published values {table!r}; known: "
+                              f"{', '.join(sorted(PUBLISHED_PSNR))}")
+    for level, value in PUBLISHED_PSNR[table].get(method, {}).items():
+        if abs(255 * sigma - level) < 1e-3:
+            return value
+    return None
 
 
 @dataclass(frozen=True)
@@ -135,11 +157,7 @@ def mirror_folder_url(mirror: str, entry: ManifestEntry) -> str:
     if mirror.startswith(REPOSITORY_PREFIX):
         return mirror.rstrip("/") + "/" + os.path.dirname(entry.repository_path)
     if is_local_mirror(mirror):
-        folder = pathlib.Path(mirror).expanduser().resolve()
-        if not folder.is_dir():
-            raise GmmRestoreError(f"mirror {mirror}: folder not found (expected a copy of the "
-                                  f"sets' layout, e.g. {mirror}/{entry.set}/{entry.file})")
-        return f"{folder.as_uri()}/{entry.set}"
+        return f"{pathlib.Path(mirror).expanduser().resolve().as_uri()}/{entry.set}"
     return mirror.rstrip("/") + "/" + entry.set
 
 
@@ -188,16 +206,26 @@ def fetch_set(entries: Sequence[ManifestEntry], cache_dir: str | os.PathLike,
     """Fetch, verify and decode ``entries`` into ``cache_dir/<set>/``.
 
     Returns the (H, W) uint8 images and, per file, where it came from (URL or cache path).
-    ``fetch_kw`` go to :func:`gmmrestore.datasets.fetch_file`.
+    The mirror that served a file is tried first for the next ones, so an unreachable
+    mirror early in the list costs its retries once, not once per file.  ``fetch_kw`` go to
+    :func:`gmmrestore.datasets.fetch_file`.
     """
+    for mirror in mirrors:
+        if is_local_mirror(mirror) and not os.path.isdir(os.path.expanduser(mirror)):
+            log.warning("mirror %s: folder not found (expected a copy of the sets' layout, "
+                        "%s/<set>/<file>)", mirror, mirror)
+    order = list(mirrors)
     images, origins = [], []
     for entry in entries:
-        bases = [mirror_folder_url(m, entry) for m in mirrors]
+        bases = [mirror_folder_url(m, entry) for m in order]
         result = fetch_file(entry.file, entry.digest, bases,
                             os.path.join(os.fspath(cache_dir), entry.set),
                             validate=lambda path, e=entry: decode_png(path, e), **fetch_kw)
         images.append(result.payload)
         origins.append(result.url or f"cache {result.path}")
+        served = [i for i, b in enumerate(bases) if result.url == f"{b}/{entry.file}"]
+        if served:
+            order.insert(0, order.pop(served[0]))
     return images, origins
 
 
