@@ -15,6 +15,16 @@ extracts the i-th m x m patch.  Auxiliary patches ``z_i`` split the problem:
 ``beta`` increases along a schedule; the defaults are the published ones:
 ``lam = d / sigma^2`` and ``beta = [1, 4, 8, 16, 32] / sigma^2``.
 
+Borders (``weighting``): a pixel near the border lies in fewer patches (a corner pixel in
+one, an interior pixel in ``d``), so in the exact image step above its prior weight
+``beta D`` is up to ``d`` times smaller than an interior pixel's against the same data
+weight ``lam``: at ``beta = 1/sigma^2`` a corner pixel keeps 64/65 of its noise.
+``weighting="average"`` (the default, as the published code does) gives every pixel the
+interior's prior weight: the patch estimates of a pixel are averaged and weighted by ``d``,
+``(lam A^T A + beta d I) x = lam A^T y + beta d (sum_i P_i^T z_i) / D``, the minimiser of
+the cost with pixel ``j`` of every patch term weighted by ``d / D_j``.
+``weighting="exact"`` solves the unweighted system.
+
 The cost has many local minima and where EPLL ends depends on its start: from the smooth
 MAP-k estimate it settles in smooth minima.  ``init_sharpen`` applies an unsharp mask to the
 start (:func:`unsharp_mask`); on validation digits that ends higher in every setting tried
@@ -38,6 +48,8 @@ from .mapk import PatchPosterior, map_k_patch_rows
 log = logging.getLogger("gmmrestore.epll")
 
 DEFAULT_BETA_FACTORS = (1.0, 4.0, 8.0, 16.0, 32.0)
+#: Image-step weightings of the patch estimates (module docstring).
+WEIGHTINGS = ("average", "exact")
 # sigma = 0 (pure deblurring) has no finite lam; this floor keeps the problem well posed.
 MIN_SIGMA = 1e-3
 
@@ -176,7 +188,7 @@ def epll_restore(corrupted: np.ndarray, weights: np.ndarray, means: np.ndarray,
                  init: np.ndarray | None = None, init_sharpen: float = 0.0,
                  init_sharpen_std: float = 1.0, component_images: np.ndarray | None = None,
                  image_prior: ImagePrior | None = None, image_prior_weight: float = 16.0,
-                 progress=None) -> np.ndarray:
+                 weighting: str = "average", progress=None) -> np.ndarray:
     """Restore images by EPLL with a GMM prior over m x m patches.
 
     corrupted : (n, H, W);  kernel : (kh, kw) image-level blur or None for denoising.
@@ -192,6 +204,8 @@ def epll_restore(corrupted: np.ndarray, weights: np.ndarray, means: np.ndarray,
     with ``image_prior_weight`` times the weight of one patch, i.e. the system becomes
     ``(lam A^T A + beta (D + w)) x = lam A^T y + beta (sum_i P_i^T z_i + w z_image)``
     (multi-scale EPLL with the whole image as the coarsest "patch"; README, issue 3 status).
+    ``weighting`` ("average" or "exact", module docstring) replaces ``D`` by ``d`` and
+    ``sum_i P_i^T z_i`` by ``d sum_i P_i^T z_i / D`` with "average".
     """
     corrupted = np.asarray(corrupted, dtype=np.float64)
     n, h, w = corrupted.shape
@@ -202,7 +216,13 @@ def epll_restore(corrupted: np.ndarray, weights: np.ndarray, means: np.ndarray,
         if given is not None and np.shape(given) != corrupted.shape:
             raise ValueError(f"{name} must have the shape of the corrupted images "
                              f"{corrupted.shape}, got {np.shape(given)}")
+    if weighting not in WEIGHTINGS:
+        raise ValueError(f"weighting must be one of {', '.join(WEIGHTINGS)}, got {weighting!r}")
     counts = patch_counts((h, w), m)
+    # "average": each pixel's patch estimates weigh d in total, as an interior pixel's
+    patch_scale = d / counts if weighting == "average" else None
+    if patch_scale is not None:
+        counts = np.full((h, w), float(d))
     if image_prior is not None:
         if image_prior.n_features != h * w:
             raise ValueError(f"image_prior is over {image_prior.n_features} pixels, the "
@@ -230,6 +250,8 @@ def epll_restore(corrupted: np.ndarray, weights: np.ndarray, means: np.ndarray,
             for _ in range(n_inner):
                 Zt, _ = map_k_patch_rows(extract_patch_rows(x, m), post, labels=given)
                 patch_sum = accumulate_patch_rows(Zt, (h, w), m)
+                if patch_scale is not None:
+                    patch_sum *= patch_scale
                 if image_prior is not None:
                     z_image = image_prior.map_estimate(x.reshape(len(x), -1), 1.0 / beta)
                     patch_sum += image_prior_weight * z_image.reshape(x.shape)
