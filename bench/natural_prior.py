@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
     H = sample_patches(val, args.n_heldout, m, rng)
     attrs = {"source": "Train400", "train_images": len(train), "val_images": len(val),
              "val_first": os.path.basename(files[-args.n_val]), "n_patches": args.n_patches,
-             "transpose_augmented": True}
+             "transpose_augmented": True, "remove_dc": True, "patch_size": m}
     t0 = time.perf_counter()
 
     def snapshot(run, it, gmm, ll):
