@@ -139,3 +139,49 @@ def test_epll_border_is_as_clean_as_the_interior():
         counts[weighting] = isolated_bright(x, clean)
     assert counts["exact"][0] >= 20 and counts["exact"][1] <= 2   # the defect: the border
     assert counts["average"][0] <= max(counts["average"][1], 1)    # border as the interior
+
+
+def dense_valid_blur(kernel, scene_shape):
+    """Matrix of operators.blur_valid on a scene of ``scene_shape``, one column per pixel."""
+    h, w = scene_shape
+    eye = np.eye(h * w).reshape(h * w, h, w)
+    return op.blur_valid(eye, kernel).reshape(h * w, -1).T
+
+
+def test_valid_boundary_deblurring_step_equals_dense_solve(rng):
+    """Deblurring with a camera's boundary, one beta: x (larger than y) solves
+    (lam A^T A + beta d I) x = lam A^T y + beta d avg_i z_i by CG, A the valid blur, the
+    z_i the DC-removed MAP-k estimates of the patches of the start (y extended by its
+    edges); the result is x's centre."""
+    m, K = 3, 3
+    d = m * m
+    k = op.gaussian_kernel(3, 0.8)[:, :3] * np.array([1.0, 0.5, 0.2])
+    k = np.pad(k, ((1, 1), (0, 0)))                          # 5 x 3: asymmetric margins
+    k /= k.sum()
+    weights, _, covs = random_gmm(rng, K, d, scale=0.5)
+    y = rng.random((5, 6))
+    sigma, factor = 0.1, 2.0
+    lam, beta = d / sigma**2, factor / sigma**2
+    x = epll_restore(y[None], weights, np.zeros((K, d)), covs, k, sigma, m, remove_dc=True,
+                     beta_factors=[factor], boundary="valid", cg_rtol=1e-13,
+                     cg_maxiter=2000)[0]
+    scene = (5 + 4, 6 + 2)
+    start = np.pad(y, ((2, 2), (1, 1)), mode="edge")
+    P = dense_patch_operator(scene, m)
+    Z = np.concatenate([dc_map_k_patch(p, weights, covs, 1 / beta)
+                        for p in (P @ start.ravel()).reshape(-1, d)])
+    avg = (P.T @ Z) / P.T.sum(axis=1)
+    A = dense_valid_blur(k, scene)
+    M = lam * A.T @ A + beta * d * np.eye(A.shape[1])
+    full = np.linalg.solve(M, lam * A.T @ y.ravel() + beta * d * avg).reshape(scene)
+    np.testing.assert_allclose(x, full[2:-2, 1:-1], rtol=1e-7, atol=1e-9)
+
+
+def test_valid_boundary_needs_a_kernel(rng):
+    weights, means, covs = random_gmm(rng, 2, 4)
+    with pytest.raises(ValueError, match="boundary='valid' needs a blur kernel"):
+        epll_restore(rng.random((1, 5, 5)), weights, means, covs, None, 0.1, 2,
+                     boundary="valid")
+    with pytest.raises(ValueError, match="boundary must be one of same, valid"):
+        epll_restore(rng.random((1, 5, 5)), weights, means, covs, None, 0.1, 2,
+                     boundary="wrap")
