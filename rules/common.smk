@@ -464,7 +464,8 @@ def epll_args(e):
     factors = " ".join(str(f) for f in e["beta_factors"])
     return (
         f"--beta-factors {factors} --lam-factor {e['lam_factor']} --n-inner {e['n_inner']} "
-        f"--init-sharpen {e['init_sharpen']} --init-sharpen-std {e['init_sharpen_std']}"
+        f"--init-sharpen {e['init_sharpen']} --init-sharpen-std {e['init_sharpen_std']} "
+        f"--weighting {e['weighting']} --epll-init {e['init']}"
     )
 
 

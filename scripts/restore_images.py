@@ -28,6 +28,7 @@ from gmmrestore.h5io import GmmRestoreError, read_h5, write_h5
 from gmmrestore.operators import kernel_from_patch_matrix, patch_blur_matrix, validate_kernel
 from gmmrestore.restore.epll import (
     DEFAULT_BETA_FACTORS,
+    WEIGHTINGS,
     ImagePrior,
     check_unsharp_parameters,
     epll_restore,
@@ -176,6 +177,10 @@ def main(argv=None) -> None:
     parser.add_argument("--image-prior-weight", type=float, default=16.0,
                         help="epll_image_prior: weight of the whole-image term in each image "
                              "step, in units of one patch's (chosen on validation digits)")
+    parser.add_argument("--weighting", choices=WEIGHTINGS, default="average",
+                        help="EPLL image step: average: each pixel's patch estimates "
+                             "averaged and weighted as an interior pixel's (the published "
+                             "rule; borders as the interior); exact: unweighted sum")
     parser.add_argument("--no-clip", dest="clip", action="store_false",
                         help="keep the raw restoration instead of clipping it to [0, 1] (the "
                              "known intensity range, as the baselines do); EPLL clips every "
@@ -214,6 +219,8 @@ def main(argv=None) -> None:
     else:
         groups = [(*true_blur(arrays, m), np.arange(n))]
         kernel_source = "true"
+    # a camera's blur (corrupt stage --boundary valid): EPLL restores the larger scene
+    boundary = "valid" if attrs.get("boundary") == "valid" else "same"
     label = args.method_label or args.method + ("-blind" if args.kernel_file else "")
     started = time.perf_counter()
     done = 0
@@ -230,7 +237,8 @@ def main(argv=None) -> None:
         params["position_weight_power"] = args.position_weight_power
     if args.method.startswith("epll"):
         params.update(beta_factors=list(args.beta_factors), lam_factor=args.lam_factor,
-                      n_inner=args.n_inner, init=args.epll_init,
+                      n_inner=args.n_inner, init=args.epll_init, weighting=args.weighting,
+                      boundary=boundary,
                       init_sharpen=args.init_sharpen, init_sharpen_std=args.init_sharpen_std)
     if image_prior is not None:
         params.update(image_gmm=args.image_gmm, image_prior_weight=args.image_prior_weight,
@@ -271,7 +279,8 @@ def main(argv=None) -> None:
                                 init_sharpen=args.init_sharpen,
                                 init_sharpen_std=args.init_sharpen_std, clip=args.clip,
                                 image_prior=image_prior,
-                                image_prior_weight=args.image_prior_weight, progress=progress)
+                                image_prior_weight=args.image_prior_weight,
+                                weighting=args.weighting, boundary=boundary, progress=progress)
         parts.append(part)
         done += len(members)
     restored = np.empty(corrupted.shape, dtype=np.result_type(*parts))

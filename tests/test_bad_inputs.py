@@ -131,6 +131,10 @@ CONFIG_CASES = {
     "epll_init_sharpen_negative": (
         "restore: {methods: [epll], epll: {init_sharpen: -0.5}}", (),
         "config: restore.epll.init_sharpen = -0.5: -0.5 is less than the minimum of 0"),
+    "epll_weighting_misspelled": (
+        "restore: {methods: [epll], epll: {weighting: averge}}", (),
+        "config: restore.epll.weighting = 'averge' is not allowed; allowed values: 'average', "
+        "'exact'"),
     "unknown_blur_name": (
         sweep(blur="[gauss5, gauss7]"), (),
         "config: sweep lists blur(s) 'gauss7', not defined under 'blurs' (defined: gauss5)"),

@@ -265,14 +265,14 @@ def test_epll_one_gaussian_equals_closed_form_posterior(rng, blurred):
     beta = 1.0 / sigma**2
     # the patch/image alternation converges linearly: many inner iterations on a tiny image
     x = epll_restore(y, np.ones(1), means, covs, k, sigma, m, beta_factors=[1.0],
-                     n_inner=2000, cg_rtol=1e-13, cg_maxiter=1000)
+                     n_inner=2000, cg_rtol=1e-13, cg_maxiter=1000, weighting="exact")
     fixed_beta = gaussian_patch_prior_solution(y[0], k, means[0], covs[0] + np.eye(d) / beta,
                                                lam, m)
     np.testing.assert_allclose(x[0], fixed_beta, atol=1e-8)
     limit = gaussian_patch_prior_solution(y[0], k, means[0], covs[0], lam, m)
     x = epll_restore(y, np.ones(1), means, covs, k, sigma, m,
                      beta_factors=np.geomspace(1, 1e6, 13), n_inner=100, cg_rtol=1e-12,
-                     cg_maxiter=1000)
+                     cg_maxiter=1000, weighting="exact")
     assert np.abs(x[0] - limit).max() < 0.02 * np.abs(limit).max()
 
 
@@ -340,7 +340,7 @@ def test_epll_with_component_images_equals_explicit_step(rng):
     lam_factor, beta_factor = 0.5, 4.0
     lam, beta = lam_factor * d / sigma**2, beta_factor / sigma**2
     x = epll_restore(y, weights, means, covs, None, sigma, m, beta_factors=[beta_factor],
-                     lam_factor=lam_factor, component_images=guide)
+                     lam_factor=lam_factor, component_images=guide, weighting="exact")
     for n in range(2):
         num = lam * y[n].copy()
         den = np.full((h, w), lam)
@@ -390,7 +390,8 @@ def test_epll_with_image_prior_equals_explicit_step(rng):
     lam, beta = lam_factor * d / sigma**2, beta_factor / sigma**2
     y = rng.random((2, h, w))
     x = epll_restore(y, weights, means, covs, None, sigma, m, beta_factors=[beta_factor],
-                     lam_factor=lam_factor, image_prior=prior, image_prior_weight=strength)
+                     lam_factor=lam_factor, image_prior=prior, image_prior_weight=strength,
+                     weighting="exact")
     for n in range(2):
         _, z_image = one_patch_map_k(y[n].ravel(), image_weights, image_means, image_covs,
                                      np.eye(h * w), 1.0 / beta)

@@ -15,6 +15,16 @@ extracts the i-th m x m patch.  Auxiliary patches ``z_i`` split the problem:
 ``beta`` increases along a schedule; the defaults are the published ones:
 ``lam = d / sigma^2`` and ``beta = [1, 4, 8, 16, 32] / sigma^2``.
 
+Borders (``weighting``): a pixel near the border lies in fewer patches (a corner pixel in
+one, an interior pixel in ``d``), so in the exact image step above its prior weight
+``beta D`` is up to ``d`` times smaller than an interior pixel's against the same data
+weight ``lam``: at ``beta = 1/sigma^2`` a corner pixel keeps 64/65 of its noise.
+``weighting="average"`` (the default, as the published code does) gives every pixel the
+interior's prior weight: the patch estimates of a pixel are averaged and weighted by ``d``,
+``(lam A^T A + beta d I) x = lam A^T y + beta d (sum_i P_i^T z_i) / D``, the minimiser of
+the cost with pixel ``j`` of every patch term weighted by ``d / D_j``.
+``weighting="exact"`` solves the unweighted system.
+
 The cost has many local minima and where EPLL ends depends on its start: from the smooth
 MAP-k estimate it settles in smooth minima.  ``init_sharpen`` applies an unsharp mask to the
 start (:func:`unsharp_mask`); on validation digits that ends higher in every setting tried
@@ -30,7 +40,7 @@ import numpy as np
 from scipy import ndimage
 
 from ..gmm import GaussianMixture, remove_patch_dc, score_samples
-from ..operators import blur, blur_adjoint
+from ..operators import blur, blur_adjoint, blur_valid, blur_valid_adjoint
 from ..patches import accumulate_patch_rows, extract_patch_rows, extract_patches, patch_counts
 from ..solvers import batched_cg
 from .mapk import PatchPosterior, map_k_patch_rows
@@ -38,6 +48,12 @@ from .mapk import PatchPosterior, map_k_patch_rows
 log = logging.getLogger("gmmrestore.epll")
 
 DEFAULT_BETA_FACTORS = (1.0, 4.0, 8.0, 16.0, 32.0)
+#: Image-step weightings of the patch estimates (module docstring).
+WEIGHTINGS = ("average", "exact")
+#: Image boundaries: "same" (A blurs with zeros outside the frame, x and y of one size) or
+#: "valid" (a camera's blur: y is the valid centre of the scene x blurred, x is larger by the
+#: kernel size minus one and nothing outside y's frame is assumed).
+BOUNDARIES = ("same", "valid")
 # sigma = 0 (pure deblurring) has no finite lam; this floor keeps the problem well posed.
 MIN_SIGMA = 1e-3
 
@@ -126,18 +142,21 @@ class ImagePrior:
 def epll_image_step(y: np.ndarray, patch_sum: np.ndarray, counts: np.ndarray,
                     kernel: np.ndarray | None, lam: float, beta: float,
                     x0: np.ndarray | None = None, cg_rtol: float = 1e-6,
-                    cg_maxiter: int = 200) -> np.ndarray:
+                    cg_maxiter: int = 200, valid: bool = False) -> np.ndarray:
     """Solve ``(lam A^T A + beta D) x = lam A^T y + beta patch_sum`` for each image.
 
-    y, patch_sum : (n, H, W);  counts : (H, W) patches per pixel;  kernel : (kh, kw) or
-    None for A = I.  Returns x : (n, H, W).
+    y : (n, H, W);  patch_sum : (n, H', W');  counts : (H', W') patches per pixel;
+    kernel : (kh, kw) or None for A = I.  ``valid``: A is :func:`~gmmrestore.operators.
+    blur_valid` and x is larger than y, H' = H + kh - 1, W' = W + kw - 1 (else H' = H,
+    W' = W).  Returns x : (n, H', W').
     """
-    if kernel is None or kernel.shape == (1, 1) and kernel[0, 0] == 1.0:
+    if not valid and (kernel is None or kernel.shape == (1, 1) and kernel[0, 0] == 1.0):
         return (lam * y + beta * patch_sum) / (lam + beta * counts)
-    rhs = lam * blur_adjoint(y, kernel) + beta * patch_sum
+    forward, adjoint = (blur_valid, blur_valid_adjoint) if valid else (blur, blur_adjoint)
+    rhs = lam * adjoint(y, kernel) + beta * patch_sum
 
     def apply(x: np.ndarray) -> np.ndarray:
-        return lam * blur_adjoint(blur(x, kernel), kernel) + beta * counts * x
+        return lam * adjoint(forward(x, kernel), kernel) + beta * counts * x
 
     x, iters = batched_cg(apply, rhs, x0=x0, rtol=cg_rtol, maxiter=cg_maxiter)
     if np.any(iters >= cg_maxiter):
@@ -176,6 +195,7 @@ def epll_restore(corrupted: np.ndarray, weights: np.ndarray, means: np.ndarray,
                  init: np.ndarray | None = None, init_sharpen: float = 0.0,
                  init_sharpen_std: float = 1.0, component_images: np.ndarray | None = None,
                  image_prior: ImagePrior | None = None, image_prior_weight: float = 16.0,
+                 weighting: str = "average", boundary: str = "same",
                  progress=None) -> np.ndarray:
     """Restore images by EPLL with a GMM prior over m x m patches.
 
@@ -192,17 +212,33 @@ def epll_restore(corrupted: np.ndarray, weights: np.ndarray, means: np.ndarray,
     with ``image_prior_weight`` times the weight of one patch, i.e. the system becomes
     ``(lam A^T A + beta (D + w)) x = lam A^T y + beta (sum_i P_i^T z_i + w z_image)``
     (multi-scale EPLL with the whole image as the coarsest "patch"; README, issue 3 status).
+    ``weighting`` ("average" or "exact", module docstring) replaces ``D`` by ``d`` and
+    ``sum_i P_i^T z_i`` by ``d sum_i P_i^T z_i / D`` with "average".
+    ``boundary="valid"`` (:data:`BOUNDARIES`): the scene x is larger than y by the kernel
+    size minus one, patches and image steps are over x (``init`` then has x's shape; by
+    default y extended by its edge values) and the returned images are x's centre, aligned
+    with y (no ``component_images`` or ``image_prior`` then).
     """
     corrupted = np.asarray(corrupted, dtype=np.float64)
     n, h, w = corrupted.shape
     d = m * m
     lam, betas = epll_parameters(sigma, d, beta_factors, lam_factor)
     check_unsharp_parameters(init_sharpen, init_sharpen_std)
-    for name, given in (("init", init), ("component_images", component_images)):
-        if given is not None and np.shape(given) != corrupted.shape:
-            raise ValueError(f"{name} must have the shape of the corrupted images "
-                             f"{corrupted.shape}, got {np.shape(given)}")
+    valid = _check_boundary(boundary, kernel, component_images, image_prior)
+    top, left = (0, 0) if not valid else (np.shape(kernel)[0] // 2, np.shape(kernel)[1] // 2)
+    if valid:
+        h, w = h + np.shape(kernel)[0] - 1, w + np.shape(kernel)[1] - 1  # the scene
+    for name, given, shape in (("init", init, (n, h, w)),
+                               ("component_images", component_images, corrupted.shape)):
+        if given is not None and np.shape(given) != shape:
+            raise ValueError(f"{name} must have the shape {shape}, got {np.shape(given)}")
+    if weighting not in WEIGHTINGS:
+        raise ValueError(f"weighting must be one of {', '.join(WEIGHTINGS)}, got {weighting!r}")
     counts = patch_counts((h, w), m)
+    # "average": each pixel's patch estimates weigh d in total, as an interior pixel's
+    patch_scale = d / counts if weighting == "average" else None
+    if patch_scale is not None:
+        counts = np.full((h, w), float(d))
     if image_prior is not None:
         if image_prior.n_features != h * w:
             raise ValueError(f"image_prior is over {image_prior.n_features} pixels, the "
@@ -218,8 +254,8 @@ def epll_restore(corrupted: np.ndarray, weights: np.ndarray, means: np.ndarray,
     for start in range(0, n, images_per_chunk):
         stop = min(start + images_per_chunk, n)
         y = corrupted[start:stop]
-        x = unsharp_mask(y if init is None else init[start:stop], init_sharpen,
-                         init_sharpen_std)
+        x = unsharp_mask(_extend(y, (h, w), top, left) if init is None else init[start:stop],
+                         init_sharpen, init_sharpen_std)
         if clip:
             np.clip(x, 0.0, 1.0, out=x)
         for beta, post in zip(betas, posteriors, strict=True):
@@ -230,14 +266,36 @@ def epll_restore(corrupted: np.ndarray, weights: np.ndarray, means: np.ndarray,
             for _ in range(n_inner):
                 Zt, _ = map_k_patch_rows(extract_patch_rows(x, m), post, labels=given)
                 patch_sum = accumulate_patch_rows(Zt, (h, w), m)
+                if patch_scale is not None:
+                    patch_sum *= patch_scale
                 if image_prior is not None:
                     z_image = image_prior.map_estimate(x.reshape(len(x), -1), 1.0 / beta)
                     patch_sum += image_prior_weight * z_image.reshape(x.shape)
                 x = epll_image_step(y, patch_sum, counts, kernel, lam, beta, x0=x,
-                                    cg_rtol=cg_rtol, cg_maxiter=cg_maxiter)
+                                    cg_rtol=cg_rtol, cg_maxiter=cg_maxiter, valid=valid)
                 if clip:
                     np.clip(x, 0.0, 1.0, out=x)
-        out[start:stop] = x
+        out[start:stop] = x[:, top:top + out.shape[1], left:left + out.shape[2]]
         if progress is not None:
             progress(stop, n)
     return out
+
+
+def _check_boundary(boundary: str, kernel, component_images, image_prior) -> bool:
+    """Whether ``boundary`` is "valid" (ValueError for unknown values or unsupported
+    combinations)."""
+    if boundary not in BOUNDARIES:
+        raise ValueError(f"boundary must be one of {', '.join(BOUNDARIES)}, got {boundary!r}")
+    valid = boundary == "valid"
+    if valid and kernel is None:
+        raise ValueError("boundary='valid' needs a blur kernel")
+    if valid and (component_images is not None or image_prior is not None):
+        raise ValueError("boundary='valid' works without component_images and image_prior")
+    return valid
+
+
+def _extend(y: np.ndarray, shape: tuple[int, int], top: int, left: int) -> np.ndarray:
+    """y (n, H, W) extended by its edge values to (n, *shape), y at offset (top, left)."""
+    h, w = shape
+    pad = ((0, 0), (top, h - y.shape[1] - top), (left, w - y.shape[2] - left))
+    return np.pad(y, pad, mode="edge")

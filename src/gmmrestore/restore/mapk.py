@@ -42,7 +42,7 @@ from scipy import linalg
 
 from ..operators import blur
 from ..patches import average_patch_rows, extract_patch_rows, extract_patches
-from ..threads import run_over_spans
+from ..threads import one_blas_thread, run_over_spans
 
 log = logging.getLogger("gmmrestore.mapk")
 
@@ -248,26 +248,37 @@ class PatchPosterior:
         obs_means = means @ W.T
         with np.errstate(divide="ignore"):
             log_weights = np.log(np.asarray(weights, dtype=np.float64))
+        with one_blas_thread():  # K small factorisations: BLAS threads only contend
+            cls._fill_components(covariances, W, noise_var, extra_noise_cov, obs_means,
+                                 log_weights, score_matrix, gain, posterior_variance)
+        offset = means - np.einsum("kij,kj->ki", gain, obs_means)
+        dc_response = W @ np.ones(d) if remove_dc else None
+        weights = np.asarray(weights, dtype=np.float64)
+        position_variance = weights @ posterior_variance / weights.sum()
+        return cls(score_matrix, gain, offset, dc_response, position_variance)
+
+    @staticmethod
+    def _fill_components(covariances, W, noise_var, extra_noise_cov, obs_means, log_weights,
+                         score_matrix, gain, posterior_variance) -> None:
+        """Per-component part of :meth:`build`, written into the given arrays."""
+        K, d = obs_means.shape
         eye = np.eye(d)
         for k in range(K):
             WS = W @ covariances[k]                     # W Sigma_k
             C = WS @ W.T + noise_var * eye
             if extra_noise_cov is not None:
                 C = C + extra_noise_cov
-            L, _ = safe_cholesky(0.5 * (C + C.T), what=f"observation covariance of component {k}")
+            L, _ = safe_cholesky(0.5 * (C + C.T),
+                                 what=f"observation covariance of component {k}")
             P = linalg.cho_solve((L, True), eye, check_finite=False)
             score_matrix[:, k] = -0.5 * quadratic_form_coefficients(0.5 * (P + P.T),
                                                                     obs_means[k])
             gain[k] = linalg.cho_solve((L, True), WS, check_finite=False).T
             # diag(Sigma_k - G_k W Sigma_k)
-            posterior_variance[k] = np.diag(covariances[k]) - np.einsum("ij,ji->i", gain[k], WS)
+            posterior_variance[k] = (np.diag(covariances[k])
+                                     - np.einsum("ij,ji->i", gain[k], WS))
             score_matrix[-1, k] += (log_weights[k] - np.log(np.diag(L)).sum()
                                     - 0.5 * d * np.log(2 * np.pi))
-        offset = means - np.einsum("kij,kj->ki", gain, obs_means)
-        dc_response = W @ np.ones(d) if remove_dc else None
-        weights = np.asarray(weights, dtype=np.float64)
-        position_variance = weights @ posterior_variance / weights.sum()
-        return cls(score_matrix, gain, offset, dc_response, position_variance)
 
 
 def map_k_patches(Y: np.ndarray, post: PatchPosterior, chunk_size: int = 1024,
