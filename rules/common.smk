@@ -139,8 +139,33 @@ def given_corruption(settings):
     component axes are kept.  Other sources: the settings unchanged."""
     if not PAIRED:
         return settings
-    sigma = fmt_sigma(config["dataset"]["paired"]["noise_sigma"])
-    return unique(s._replace(blur=PAIRED_BLUR, noise_sigma=sigma) for s in settings)
+    key = paired_key()
+    return unique(s._replace(blur=PAIRED_BLUR, noise_sigma=key) for s in settings)
+
+
+def paired_key():
+    """Source 'paired': the '<sigma>_<intensity>' key of the results folder (sigma 'est'
+    when estimated), so that runs with other sigma or calibration settings never share a
+    folder or a summary.csv."""
+    paired = config["dataset"]["paired"]
+    sigma = paired["noise_sigma"]
+    sigma = "est" if sigma == "estimate" else fmt_sigma(sigma)
+    return f"{sigma}_{paired['intensity']}"
+
+
+def calibration_gmm():
+    """Source 'paired': the patch prior the import calibrates with, at W's patch size (read
+    from W.npy; the first setting's when W.npy is missing, which the import then reports)
+    and the largest number of components configured for that size."""
+    path = os.path.join(config["dataset"]["paired"]["folder"], "W.npy")
+    m = SETTINGS[0].patch_size
+    if os.path.isfile(path):
+        import numpy
+
+        m = int(round(numpy.load(path, mmap_mode="r").shape[0] ** 0.5))
+    ks = [s.n_components for s in SETTINGS if s.patch_size == m]
+    ks = ks or [s.n_components for s in SETTINGS]
+    return f"{RESULTS}/{DATASET}/gmm/m{m}_K{max(ks)}.h5"
 
 
 def names_regex(names):
@@ -197,7 +222,7 @@ wildcard_constraints:
     # exactly the configured names, so that names with underscores never split ambiguously
     dataset=re.escape(DATASET),
     blur=names_regex([*config["blurs"], *([PAIRED_BLUR] if PAIRED else [])]),
-    sigma="[0-9.e+-]+",
+    sigma="[0-9.e+-]+" + (f"|{re.escape(paired_key())}" if PAIRED else ""),
     m="[0-9]+",
     K="[0-9]+",
     method="[a-z0-9_]+",
@@ -210,6 +235,10 @@ def is_blind(blur):
 
 def setting_dir(blur, sigma):
     return f"{RESULTS}/{DATASET}/{blur}_s{sigma}"
+
+
+# metrics.csv, summary.csv and the sweep figures: a paired run's go to its keyed folder
+TABLES = setting_dir(PAIRED_BLUR, paired_key()) if PAIRED else RESULTS
 
 
 def gmm_methods(blur):
@@ -322,8 +351,8 @@ def write_sweep_status(path=f"{RESULTS}/sweep_status.csv"):
 
 def all_targets():
     targets = [
-        f"{RESULTS}/metrics.csv",
-        f"{RESULTS}/summary.csv",
+        f"{TABLES}/metrics.csv",
+        f"{TABLES}/summary.csv",
     ]
     targets += [f"{RESULTS}/figures/gmm_{DATASET}_m{m}_K{k}.png" for m, k in GMM_MODELS]
     targets += [
@@ -337,7 +366,7 @@ def all_targets():
     ]
     for parameter in SWEEP_PARAMETERS:
         if len(unique(getattr(s, parameter) for s in SETTINGS)) > 1:
-            targets.append(f"{RESULTS}/figures/sweep_psnr_vs_{parameter}.png")
+            targets.append(f"{TABLES}/figures/sweep_psnr_vs_{parameter}.png")
     return targets
 
 
@@ -390,8 +419,9 @@ def paired_args():
     return " ".join(
         [
             f"--folder {ds['paired']['folder']}",
-            f"--sigma {float(ds['paired']['noise_sigma'])!r}",
+            f"--sigma {ds['paired']['noise_sigma']!r}",
             f"--intensity {ds['paired']['intensity']}",
+            f"--unmatched {ds['paired']['unmatched']}",
             f"--name {ds['name']}",
             f"--n-test {ds['n_test']}",
             f"--seed {config['seed']}",

@@ -88,6 +88,8 @@ rule import_paired:
         library=library_inputs("import_paired.py"),
         # training images: intensity statistics and the simulated validation pairs
         reference=f"{RESULTS}/data/{{dataset}}.h5",
+        # the patch prior at W's patch size: per-image gain, offset and the noise sigma
+        gmm=calibration_gmm() if PAIRED else [],
     output:
         f"{RESULTS}/{{dataset}}/{{blur}}_s{{sigma}}/corrupted.h5",
     log:
@@ -106,4 +108,4 @@ rule import_paired:
         args=paired_args(),
     shell:
         "python {input.script} {params.args} --reference {input.reference}"
-        " --out {output} > {log} 2>&1"
+        " --gmm {input.gmm} --out {output} > {log} 2>&1"
