@@ -5,6 +5,7 @@ import os
 import re
 import sys
 import tempfile
+import time
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
@@ -23,6 +24,7 @@ from gmmrestore.configcheck import (
     schema_error_message,
 )
 from gmmrestore.depends import library_sources
+from gmmrestore.runwarnings import report_warnings
 
 try:
     validate(config, "../schemas/config.schema.yaml")
@@ -33,6 +35,7 @@ except WorkflowError as err:
     raise WorkflowError(schema_error_message(err.__context__)) from None
 
 RESULTS = config["results_dir"]
+RUN_STARTED = time.time()  # the job logs written since then are this run's (warnings)
 DATASET = config["dataset"]["name"]
 SCRIPTS = os.path.join(workflow.basedir, "scripts")
 SWEEP = config["sweep"]
@@ -188,6 +191,16 @@ def _check_paired_config():
         raise ValueError(
             "config: dataset.source is 'paired' but dataset.paired is not set (expected "
             "folder: a folder with original/, corrupted/ and W.npy, and noise_sigma)"
+        )
+    estimated = [
+        f"{key}: estimate"
+        for key in ("intensity", "noise_sigma")
+        if ds["paired"][key] == "estimate"
+    ]
+    if estimated and config["gmm"]["remove_dc"]:
+        raise ValueError(
+            f"config: dataset.paired.{' and '.join(estimated)} needs a GMM of whole patches, "
+            "but gmm.remove_dc is true (set it false, or give intensity and noise_sigma)"
         )
     if ds["paired"]["training_source"] == "folder" and not ds.get("folder"):
         raise ValueError(
@@ -347,6 +360,14 @@ def write_sweep_status(path=f"{RESULTS}/sweep_status.csv"):
             for r in missing
         )
     return message
+
+
+def print_run_warnings():
+    """The end-of-run "warnings" block (stage | setting | message) of the jobs that ran,
+    on stderr; all logs' warnings go to <results_dir>/warnings.csv (runwarnings)."""
+    block = report_warnings(RESULTS, RUN_STARTED)
+    if block:
+        print(block, file=sys.stderr)
 
 
 def all_targets():

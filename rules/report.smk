@@ -120,8 +120,10 @@ rule plot_kernels:
 
 
 onsuccess:
+    print_run_warnings()
     print(write_sweep_status(), file=sys.stderr)
 
 
 onerror:
+    print_run_warnings()
     print(write_sweep_status(), file=sys.stderr)

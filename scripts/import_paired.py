@@ -136,6 +136,15 @@ def calibrate(corrupted: np.ndarray, gmm_path: str, W: np.ndarray, kernel: np.nd
     return cal
 
 
+def needs_calibration(args) -> bool:
+    return args.intensity == "estimate" or str(args.sigma) == "estimate"
+
+
+def whole_patch_prior(gmm_path: str) -> bool:
+    """False for a GMM trained on DC-removed patches (it cannot fix the offset)."""
+    return not load_gmm(gmm_path)[1].get("remove_dc", False)
+
+
 def choose_sigma(given: float | None, cal: calibration.Calibration | None
                  ) -> tuple[float, str]:
     """The sigma to use and where it comes from; warns when a given sigma is more than
@@ -224,7 +233,10 @@ def main(argv=None) -> None:
         arrays, _ = datasets.load_dataset_file(args.reference)
         train, validation = arrays["train"], arrays["validation"]
     cal = None
-    if args.gmm:
+    if args.gmm and not (needs_calibration(args) or whole_patch_prior(args.gmm)):
+        log.warning("--gmm %s was trained on DC-removed patches: no calibration, the given "
+                    "sigma is not checked", args.gmm)
+    elif args.gmm:
         cal = calibrate(corrupted, args.gmm, W, kernel, validation, args.calibration_stride)
     sigma, sigma_source = choose_sigma(given_sigma, cal)
     rng_map, rng_val = (np.random.default_rng(s) for s in

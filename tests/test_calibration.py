@@ -71,7 +71,7 @@ def test_image_patches_matches_sliding_windows():
 
 def test_e_step_loglik_matches_scipy():
     rng = np.random.default_rng(0)
-    m, d, K = 2, 4, 3
+    d, K = 4, 3
     weights, means, covs = random_prior(rng, K, d)
     W = random_blur(rng, d)
     extra = 0.01 * np.eye(d) + 0.002
@@ -98,7 +98,7 @@ def q_function(params, patches, r, s2, weights, means, covs, W):
 
 def test_gain_offset_step_maximises_q():
     rng = np.random.default_rng(1)
-    m, d, K = 2, 4, 3
+    d, K = 4, 3
     weights, means, covs = random_prior(rng, K, d)
     W = random_blur(rng, d)
     model = ObservationModel.build(weights, means, covs, W)
@@ -112,8 +112,8 @@ def test_gain_offset_step_maximises_q():
             W @ means[k], W @ covs[k] @ W.T + s2 * np.eye(d)).logpdf(patches[i])
             for k in range(K)], axis=1)
         r = np.exp(logp - logsumexp(logp, axis=1, keepdims=True))
-        res = optimize.minimize(lambda p: -q_function(p, patches[i], r, s2, weights,
-                                                      means, covs, W),
+        res = optimize.minimize(lambda p, i=i, r=r: -q_function(p, patches[i], r, s2,
+                                                                weights, means, covs, W),
                                 x0=[1.0, 0.0], method="Nelder-Mead",
                                 options={"xatol": 1e-10, "fatol": 1e-12, "maxiter": 4000})
         np.testing.assert_allclose([alpha[i], beta[i]], res.x, atol=1e-5)
