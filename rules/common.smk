@@ -370,6 +370,19 @@ def print_run_warnings():
         print(block, file=sys.stderr)
 
 
+def load_run_warnings(path=f"{RESULTS}/warnings.csv", limit=30):
+    """(stage, setting, message) rows of the last run's warnings.csv, for the report's
+    workflow description (its template sees only the config)."""
+    if not os.path.isfile(path):
+        return []
+    with open(path, newline="", encoding="utf-8") as fh:
+        rows = [(r["stage"], r["setting"], r["message"]) for r in csv.DictReader(fh)]
+    return list(dict.fromkeys(rows))[:limit]
+
+
+config["_run_warnings"] = load_run_warnings()
+
+
 def all_targets():
     targets = [
         f"{TABLES}/metrics.csv",
