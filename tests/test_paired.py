@@ -334,6 +334,24 @@ def test_bad_paired_config_stops_before_any_job(tmp_path, override, message):
     assert not (tmp_path / "results").exists()
 
 
+@pytest.mark.parametrize("paired, folder", [
+    ("{noise_sigma: 0.05, intensity: minmax}", "paired_s0.05_minmax"),
+    ("{noise_sigma: 0.1, intensity: estimate}", "paired_s0.1_estimate"),
+    ("{}", "paired_sest_estimate"),
+])
+def test_results_keyed_by_sigma_and_intensity(paired_set, tmp_path, paired, folder):
+    """Runs with another sigma or intensity setting write other folders and tables."""
+    (tmp_path / "p.yaml").write_text(
+        f"dataset:\n  name: tp\n  source: paired\n  n_test: 6\n  paired: {paired}\n")
+    (tmp_path / "f.yaml").write_text(f"dataset: {{paired: {{folder: '{paired_set}'}}}}\n")
+    result = snakemake(tmp_path, "-n", "--configfile", TINY, str(tmp_path / "p.yaml"),
+                       str(tmp_path / "f.yaml"))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    for table in ("metrics.csv", "summary.csv"):
+        assert f"results/tp/{folder}/{table}" in result.stdout
+    assert "results/summary.csv" not in result.stdout
+
+
 def planned_jobs(stdout: str) -> dict[str, int]:
     """Job counts of a dry run's 'Job stats' table."""
     table = stdout.split("Job stats:", 1)[1].split("total", 1)[0]
