@@ -321,6 +321,9 @@ def test_workflow_on_a_paired_set(paired_set, tmp_path):
 
 @pytest.mark.parametrize("override, message", [
     ("dataset: {source: paired}", "dataset.paired is not set"),
+    ("dataset: {source: paired, paired: {folder: x, noise_sigma: -0.1}}",
+     "config: dataset.paired.noise_sigma = -0.1 is not allowed; expected a number >= 0 or "
+     "'estimate'"),
     ("dataset: {source: paired, paired: {folder: nowhere}}\ngmm: {remove_dc: true}",
      "dataset.paired.intensity: estimate and noise_sigma: estimate needs a GMM of whole "
      "patches, but gmm.remove_dc is true"),
