@@ -190,7 +190,7 @@ def _check_paired_config():
     if "paired" not in ds:
         raise ValueError(
             "config: dataset.source is 'paired' but dataset.paired is not set (expected "
-            "folder: a folder with original/, corrupted/ and W.npy, and noise_sigma)"
+            "folder: a folder with original/, corrupted/ and W.npy)"
         )
     estimated = [
         f"{key}: estimate"
