@@ -5,6 +5,7 @@ import os
 import re
 import shlex
 import sys
+import time
 
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
@@ -24,6 +25,7 @@ from gmmrestore.configcheck import (
 )
 from gmmrestore.depends import library_sources
 from gmmrestore import runlock, runstatus
+from gmmrestore.runwarnings import report_warnings
 
 try:
     validate(config, "../schemas/config.schema.yaml")
@@ -34,6 +36,7 @@ except WorkflowError as err:
     raise WorkflowError(schema_error_message(err.__context__)) from None
 
 RESULTS = config["results_dir"]
+RUN_STARTED = time.time()  # the job logs written since then are this run's (warnings)
 DATASET = config["dataset"]["name"]
 SCRIPTS = os.path.join(workflow.basedir, "scripts")
 SWEEP = config["sweep"]
@@ -142,8 +145,33 @@ def given_corruption(settings):
     component axes are kept.  Other sources: the settings unchanged."""
     if not PAIRED:
         return settings
-    sigma = fmt_sigma(config["dataset"]["paired"]["noise_sigma"])
-    return unique(s._replace(blur=PAIRED_BLUR, noise_sigma=sigma) for s in settings)
+    key = paired_key()
+    return unique(s._replace(blur=PAIRED_BLUR, noise_sigma=key) for s in settings)
+
+
+def paired_key():
+    """Source 'paired': the '<sigma>_<intensity>' key of the results folder (sigma 'est'
+    when estimated), so that runs with other sigma or calibration settings never share a
+    folder or a summary.csv."""
+    paired = config["dataset"]["paired"]
+    sigma = paired["noise_sigma"]
+    sigma = "est" if sigma == "estimate" else fmt_sigma(sigma)
+    return f"{sigma}_{paired['intensity']}"
+
+
+def calibration_gmm():
+    """Source 'paired': the patch prior the import calibrates with, at W's patch size (read
+    from W.npy; the first setting's when W.npy is missing, which the import then reports)
+    and the largest number of components configured for that size."""
+    path = os.path.join(config["dataset"]["paired"]["folder"], "W.npy")
+    m = SETTINGS[0].patch_size
+    if os.path.isfile(path):
+        import numpy
+
+        m = int(round(numpy.load(path, mmap_mode="r").shape[0] ** 0.5))
+    ks = [s.n_components for s in SETTINGS if s.patch_size == m]
+    ks = ks or [s.n_components for s in SETTINGS]
+    return f"{RESULTS}/{DATASET}/gmm/m{m}_K{max(ks)}.h5"
 
 
 def names_regex(names):
@@ -165,7 +193,17 @@ def _check_paired_config():
     if "paired" not in ds:
         raise ValueError(
             "config: dataset.source is 'paired' but dataset.paired is not set (expected "
-            "folder: a folder with original/, corrupted/ and W.npy, and noise_sigma)"
+            "folder: a folder with original/, corrupted/ and W.npy)"
+        )
+    estimated = [
+        f"{key}: estimate"
+        for key in ("intensity", "noise_sigma")
+        if ds["paired"][key] == "estimate"
+    ]
+    if estimated and config["gmm"]["remove_dc"]:
+        raise ValueError(
+            f"config: dataset.paired.{' and '.join(estimated)} needs a GMM of whole patches, "
+            "but gmm.remove_dc is true (set it false, or give intensity and noise_sigma)"
         )
     if ds["paired"]["training_source"] == "folder" and not ds.get("folder"):
         raise ValueError(
@@ -200,7 +238,7 @@ wildcard_constraints:
     # exactly the configured names, so that names with underscores never split ambiguously
     dataset=re.escape(DATASET),
     blur=names_regex([*config["blurs"], *([PAIRED_BLUR] if PAIRED else [])]),
-    sigma="[0-9.e+-]+",
+    sigma="[0-9.e+-]+" + (f"|{re.escape(paired_key())}" if PAIRED else ""),
     m="[0-9]+",
     K="[0-9]+",
     method="[a-z0-9_]+",
@@ -213,6 +251,10 @@ def is_blind(blur):
 
 def setting_dir(blur, sigma):
     return f"{RESULTS}/{DATASET}/{blur}_s{sigma}"
+
+
+# metrics.csv, summary.csv and the sweep figures: a paired run's go to its keyed folder
+TABLES = setting_dir(PAIRED_BLUR, paired_key()) if PAIRED else RESULTS
 
 
 def gmm_methods(blur):
@@ -310,10 +352,31 @@ def lock_results_dir():
         raise WorkflowError(f"error: {err}") from None
 
 
+def print_run_warnings():
+    """The end-of-run "warnings" block (stage | setting | message) of the jobs that ran,
+    on stderr; all logs' warnings go to <results_dir>/warnings.csv (runwarnings)."""
+    block = report_warnings(RESULTS, RUN_STARTED)
+    if block:
+        print(block, file=sys.stderr)
+
+
+def load_run_warnings(path=f"{RESULTS}/warnings.csv", limit=30):
+    """(stage, setting, message) rows of the last run's warnings.csv, for the report's
+    workflow description (its template sees only the config)."""
+    if not os.path.isfile(path):
+        return []
+    with open(path, newline="", encoding="utf-8") as fh:
+        rows = [(r["stage"], r["setting"], r["message"]) for r in csv.DictReader(fh)]
+    return list(dict.fromkeys(rows))[:limit]
+
+
+config["_run_warnings"] = load_run_warnings()
+
+
 def all_targets():
     targets = [
-        f"{RESULTS}/metrics.csv",
-        f"{RESULTS}/summary.csv",
+        f"{TABLES}/metrics.csv",
+        f"{TABLES}/summary.csv",
     ]
     targets += [f"{RESULTS}/figures/gmm_{DATASET}_m{m}_K{k}.png" for m, k in GMM_MODELS]
     targets += [
@@ -327,7 +390,7 @@ def all_targets():
     ]
     for parameter in SWEEP_PARAMETERS:
         if len(unique(getattr(s, parameter) for s in SETTINGS)) > 1:
-            targets.append(f"{RESULTS}/figures/sweep_psnr_vs_{parameter}.png")
+            targets.append(f"{TABLES}/figures/sweep_psnr_vs_{parameter}.png")
     return targets
 
 
@@ -398,8 +461,9 @@ def paired_args():
     return " ".join(
         [
             f"--folder {shlex.quote(ds['paired']['folder'])}",
-            f"--sigma {float(ds['paired']['noise_sigma'])!r}",
+            f"--sigma {shlex.quote(str(ds['paired']['noise_sigma']))}",
             f"--intensity {ds['paired']['intensity']}",
+            f"--unmatched {ds['paired']['unmatched']}",
             f"--name {ds['name']}",
             f"--n-test {ds['n_test']}",
             f"--seed {config['seed']}",

@@ -90,6 +90,8 @@ rule import_paired:
         library=library_inputs("import_paired.py"),
         # training images: intensity statistics and the simulated validation pairs
         reference=f"{RESULTS}/data/{{dataset}}.h5",
+        # the patch prior at W's patch size: per-image gain, offset and the noise sigma
+        gmm=calibration_gmm() if PAIRED else [],
     output:
         f"{RESULTS}/{{dataset}}/{{blur}}_s{{sigma}}/corrupted.h5",
     log:
@@ -108,4 +110,4 @@ rule import_paired:
         args=paired_args(),
     shell:
         "python {input.script:q} {params.args} --reference {input.reference:q}"
-        " --out {output:q} > {log:q} 2>&1"
+        " --gmm {input.gmm:q} --out {output:q} > {log:q} 2>&1"

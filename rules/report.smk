@@ -5,13 +5,13 @@ rule collect_metrics:
         data=metric_files(),
     output:
         metrics=report(
-            f"{RESULTS}/metrics.csv",
+            f"{TABLES}/metrics.csv",
             caption="../report/metrics.rst",
             category="Metrics",
             labels={"table": "all rows"},
         ),
         summary=report(
-            f"{RESULTS}/summary.csv",
+            f"{TABLES}/summary.csv",
             caption="../report/summary.rst",
             category="Metrics",
             labels={"table": "summary"},
@@ -68,10 +68,10 @@ rule plot_sweep:
     input:
         script=script_path("plot_sweep.py"),
         library=library_inputs("plot_sweep.py"),
-        data=f"{RESULTS}/metrics.csv",
+        data=f"{TABLES}/metrics.csv",
     output:
         report(
-            f"{RESULTS}/figures/sweep_psnr_vs_{{parameter}}.png",
+            f"{TABLES}/figures/sweep_psnr_vs_{{parameter}}.png",
             caption="../report/sweep.rst",
             category="Sweeps",
             labels={"figure": "PSNR against {parameter}"},
@@ -122,8 +122,10 @@ rule plot_kernels:
 
 
 onsuccess:
+    print_run_warnings()
     print(write_sweep_status(), file=sys.stderr)
 
 
 onerror:
+    print_run_warnings()
     print(write_sweep_status(), file=sys.stderr)

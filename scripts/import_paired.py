@@ -10,6 +10,10 @@ exactly, when W is a convolution) and val_clean / val_corrupted (validation imag
 and measure MAP-k's boundary term; never the set's own originals).
 
 Intensity mapping (--intensity; PNG values are first divided by 255):
+  estimate     each image's gain a and offset b (c = a y + b) and the set's noise sigma
+               are estimated from the corrupted images and the patch prior --gmm alone
+               (marginal-likelihood EM, gmmrestore.calibration; never the originals):
+               y = (c - b) / a.
   unit         the corrupted PNG is taken as y itself (exact only if it was saved
                without rescaling).
   minmax       the PNG is taken as (y - min y) / (max y - min y), the seed's author's
@@ -18,8 +22,10 @@ Intensity mapping (--intensity; PNG values are first divided by 255):
                images (blurred, seeded noise sigma): y = low + (high - low) * png.
   match_stats  each corrupted image gets the mean and std predicted for W z + n from
                --reference's training images (per-image gain and offset).
-The noise sigma is given (--sigma, on the originals' [0, 1] scale), not estimated; a
-wavelet estimate from the mapped images is logged and stored as a check.
+Noise sigma (--sigma): a number (on the originals' [0, 1] scale) is used as given;
+'estimate' uses the calibration's estimate.  Whenever --gmm is given the estimate is made
+(it does not depend on --sigma) and a warning says when a given sigma differs from it by
+more than 15%.
 """
 
 from __future__ import annotations
@@ -33,12 +39,15 @@ import numpy as np
 
 import _bootstrap  # noqa: F401  (puts src/ on sys.path)
 
-from gmmrestore import cli, datasets
+from gmmrestore import calibration, cli, datasets
+from gmmrestore.gmm import load_gmm
 from gmmrestore.h5io import GmmRestoreError, write_h5
 from gmmrestore.operators import blur, kernel_from_patch_matrix
+from gmmrestore.restore.mapk import boundary_noise_covariance
 
 log = logging.getLogger("gmmrestore.import_paired")
-INTENSITY_MODES = ("unit", "minmax", "match_stats")
+INTENSITY_MODES = ("estimate", "unit", "minmax", "match_stats")
+SIGMA_TOLERANCE = 0.15  # a given sigma this far (relative) from the estimate is warned about
 STAGE_SEED = 5
 FORWARD_MODEL = ("given: y = W z + n per the paired set; validation images: y = k * x + "
                  "sigma * n with k recovered from W ('same' size, zero boundary)")
@@ -49,10 +58,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--folder", required=True,
                         help="paired set folder holding original/, corrupted/ and W.npy")
     parser.add_argument("--out", required=True, help="output HDF5 file (kind 'corrupted')")
-    parser.add_argument("--sigma", type=float, required=True,
+    parser.add_argument("--sigma", default="estimate",
                         help="noise standard deviation on the originals' [0, 1] scale "
-                             "(e.g. 25/255)")
-    parser.add_argument("--intensity", choices=INTENSITY_MODES, default="unit",
+                             "(e.g. 25/255), or 'estimate' (needs --gmm)")
+    parser.add_argument("--gmm", default=None,
+                        help="patch prior (gmm HDF5, patch size of W, trained without the "
+                             "set's originals) for the calibration and the sigma estimate")
+    parser.add_argument("--calibration-stride", type=int, default=2,
+                        help="patch stride of the calibration (1: every patch)")
+    parser.add_argument("--unmatched", choices=("error", "skip"), default="error",
+                        help="ids in only one of original/ and corrupted/: stop, or leave "
+                             "them out with a warning")
+    parser.add_argument("--intensity", choices=INTENSITY_MODES, default="estimate",
                         help="how corrupted PNG values map to observations (see above)")
     parser.add_argument("--reference", default=None,
                         help="dataset HDF5 of training images (never the set's originals): "
@@ -78,15 +95,89 @@ def recover_kernel(W: np.ndarray, path: str) -> np.ndarray | None:
         return None
 
 
+def parse_sigma(text: str) -> float | None:
+    """--sigma: a finite number >= 0, or None for 'estimate'."""
+    if str(text) == "estimate":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise GmmRestoreError(f"--sigma {text}: expected a number >= 0 or 'estimate'") from None
+    if not np.isfinite(value) or value < 0:
+        raise GmmRestoreError(f"--sigma {text}: must be finite and >= 0")
+    return value
+
+
+def calibrate(corrupted: np.ndarray, gmm_path: str, W: np.ndarray, kernel: np.ndarray | None,
+              validation: np.ndarray | None, stride: int) -> calibration.Calibration:
+    """Per-image gain/offset and sigma of the corrupted images (n, H, W) under the prior
+    --gmm seen through W, with the boundary term measured on the validation images."""
+    gmm, attrs = load_gmm(gmm_path)
+    m = int(round(np.sqrt(W.shape[0])))
+    if gmm.n_features != W.shape[0]:
+        raise GmmRestoreError(f"--gmm {gmm_path}: patches of {gmm.n_features} pixels, but W.npy "
+                              f"is {W.shape[0]}x{W.shape[1]} ({m}x{m} patches)")
+    if attrs.get("remove_dc"):
+        raise GmmRestoreError(f"--gmm {gmm_path}: trained on DC-removed patches (gmm.remove_dc)"
+                              "; the calibration needs a prior of whole patches")
+    extra = None
+    if kernel is not None and validation is not None and len(validation):
+        extra = boundary_noise_covariance(validation, kernel, W, m)
+    else:
+        log.warning("calibration without the boundary term (no kernel or no validation "
+                    "images): the noise sigma is overestimated")
+    model = calibration.ObservationModel.build(gmm.weights, gmm.means, gmm.covariances, W,
+                                               extra)
+    cal = calibration.estimate_calibration(
+        corrupted, model, m, calibration.CalibrationSettings(stride=stride))
+    log.info("calibration: sigma %.4g, gain %.3g-%.3g, offset %.3g-%.3g, %d EM iterations, "
+             "log-likelihood %.4f per pixel", cal.sigma, cal.gain.min(), cal.gain.max(),
+             cal.offset.min(), cal.offset.max(), cal.n_iter, cal.log_likelihood)
+    return cal
+
+
+def needs_calibration(args) -> bool:
+    return args.intensity == "estimate" or str(args.sigma) == "estimate"
+
+
+def whole_patch_prior(gmm_path: str) -> bool:
+    """False for a GMM trained on DC-removed patches (it cannot fix the offset)."""
+    return not load_gmm(gmm_path)[1].get("remove_dc", False)
+
+
+def choose_sigma(given: float | None, cal: calibration.Calibration | None
+                 ) -> tuple[float, str]:
+    """The sigma to use and where it comes from; warns when a given sigma is more than
+    SIGMA_TOLERANCE away from the estimate (which never depends on the given value)."""
+    if cal is None:
+        if given is None:
+            raise GmmRestoreError("--sigma estimate needs --gmm (the patch prior)")
+        return given, "given"
+    if given is None:
+        return cal.sigma, "estimated"
+    if given == 0 or abs(cal.sigma / given - 1) > SIGMA_TOLERANCE:
+        log.warning("noise sigma: the given %.4g differs from the estimate %.4g from the "
+                    "corrupted images and the prior (%+.0f%%); the given value is used "
+                    "(noise_sigma: estimate uses the estimate)", given, cal.sigma,
+                    100 * (given / cal.sigma - 1))
+    return given, "given"
+
+
 def map_intensity(corrupted: np.ndarray, mode: str, train: np.ndarray | None,
                   W: np.ndarray, kernel: np.ndarray | None, sigma: float,
-                  rng: np.random.Generator) -> tuple[np.ndarray, dict, dict]:
+                  rng: np.random.Generator, cal: calibration.Calibration | None = None
+                  ) -> tuple[np.ndarray, dict, dict]:
     """Observations y from the corrupted PNG values (see the module docstring).
 
     Returns (y, extra datasets, extra attributes) recording what was assumed.
     """
     if mode == "unit":
         return corrupted, {}, {}
+    if mode == "estimate":
+        if cal is None:
+            raise GmmRestoreError("--intensity estimate needs --gmm (the patch prior)")
+        return cal.apply(corrupted), {"calibration_gain": cal.gain,
+                                      "calibration_offset": cal.offset}, {}
     if train is None:
         raise GmmRestoreError(f"--intensity {mode} needs --reference DATASET.h5 (training "
                               "images that give the target statistics)")
@@ -117,55 +208,61 @@ def validation_pairs(validation: np.ndarray | None, W: np.ndarray, kernel: np.nd
     return x, observed + sigma * rng.standard_normal(x.shape)
 
 
-def check_noise_level(observations: np.ndarray, sigma: float) -> float:
-    """Median wavelet (MAD) estimate of the noise std of the mapped observations; warns
-    when it is more than 1.5 times off the given sigma."""
-    from skimage.restoration import estimate_sigma
-
-    estimate = float(np.median([estimate_sigma(y) for y in observations]))
-    log.info("noise sigma: given %.4g, wavelet estimate from the mapped images %.4g",
-             sigma, estimate)
-    if sigma > 0 and not 1 / 1.5 <= estimate / sigma <= 1.5:
-        log.warning("the given noise sigma %.4g differs from the estimate %.4g by more than "
-                    "a factor 1.5: check --sigma and --intensity", sigma, estimate)
-    return estimate
-
-
-def main(argv=None) -> None:
-    args = build_parser().parse_args(argv)
-    cli.setup_logging(args.quiet)
-    if not np.isfinite(args.sigma) or args.sigma < 0:
-        raise GmmRestoreError(f"--sigma {args.sigma}: must be finite and >= 0")
-    clean, corrupted, W, ids = datasets.load_paired(args.folder)
+def load_pairs(args) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str], list[str]]:
+    """originals, corrupted, W, ids (the first --n-test) and the ids left out as unmatched."""
+    clean, corrupted, W, ids = datasets.load_paired(args.folder, unmatched=args.unmatched)
+    only_orig, only_corr = datasets.unmatched_paired_ids(datasets.paired_stems(args.folder))
     if args.n_test is not None:
         if not 1 <= args.n_test <= len(ids):
             raise GmmRestoreError(f"--n-test {args.n_test}: {args.folder} holds {len(ids)} "
                                   "pairs")
         clean, corrupted, ids = clean[: args.n_test], corrupted[: args.n_test], ids[: args.n_test]
+    return clean, corrupted, W, ids, only_orig + only_corr
+
+
+def main(argv=None) -> None:
+    args = build_parser().parse_args(argv)
+    cli.setup_logging(args.quiet)
+    given_sigma = parse_sigma(args.sigma)
+    if args.calibration_stride < 1:
+        raise GmmRestoreError(f"--calibration-stride {args.calibration_stride}: must be >= 1")
+    clean, corrupted, W, ids, unmatched = load_pairs(args)
     kernel = recover_kernel(W, os.path.join(args.folder, "W.npy"))
     train = validation = None
     if args.reference:
         arrays, _ = datasets.load_dataset_file(args.reference)
         train, validation = arrays["train"], arrays["validation"]
+    cal = None
+    if args.gmm and not (needs_calibration(args) or whole_patch_prior(args.gmm)):
+        log.warning("--gmm %s was trained on DC-removed patches: no calibration, the given "
+                    "sigma is not checked", args.gmm)
+    elif args.gmm:
+        cal = calibrate(corrupted, args.gmm, W, kernel, validation, args.calibration_stride)
+    sigma, sigma_source = choose_sigma(given_sigma, cal)
     rng_map, rng_val = (np.random.default_rng(s) for s in
                         np.random.SeedSequence([args.seed, STAGE_SEED]).spawn(2))
     observed, extra, extra_attrs = map_intensity(corrupted, args.intensity, train, W, kernel,
-                                                 args.sigma, rng_map)
-    val_clean, val_corrupted = validation_pairs(validation, W, kernel, args.sigma, rng_val)
+                                                 sigma, rng_map, cal)
+    val_clean, val_corrupted = validation_pairs(validation, W, kernel, sigma, rng_val)
     m = int(round(np.sqrt(W.shape[0])))
     out = {"clean": clean, "corrupted": observed, "patch_matrix": W,
            "val_clean": val_clean, "val_corrupted": val_corrupted, **extra}
     if kernel is not None:
         out["kernel"] = kernel
+    if cal is not None:
+        extra_attrs.update(noise_sigma_estimated=cal.sigma, calibration_converged=cal.converged,
+                           calibration_iterations=cal.n_iter,
+                           calibration_loglik=cal.log_likelihood, calibration_gmm=args.gmm,
+                           calibration_stride=args.calibration_stride)
     name = args.name or os.path.basename(os.path.abspath(args.folder))
     write_h5(
         args.out, "corrupted", out,
-        attrs={"blur": "paired", "noise_sigma": float(args.sigma), "dataset": name,
+        attrs={"blur": "paired", "noise_sigma": float(sigma), "dataset": name,
                "source": f"paired folder {os.path.abspath(args.folder)}", "ids": ids,
                "patch_size": m, "n_images": len(ids), "n_test": len(ids),
                "n_validation": len(val_clean), "intensity_mapping": args.intensity,
-               "noise_sigma_source": "given (--sigma)",
-               "noise_sigma_estimated": check_noise_level(observed, args.sigma),
+               "noise_sigma_source": sigma_source, "n_unmatched": len(unmatched),
+               "unmatched_ids": unmatched or "none",
                "reference": os.path.abspath(args.reference) if args.reference else "none",
                "seed": args.seed, "boundary": "zero", "forward_model": FORWARD_MODEL,
                **extra_attrs},
@@ -176,9 +273,9 @@ def main(argv=None) -> None:
                        "val_corrupted": {"description": "val_clean blurred by W's kernel "
                                                         "plus noise sigma"}},
     )
-    log.info("wrote %s: %d paired images of %dx%d, W %dx%d (m = %d), %d validation pairs",
-             args.out, len(ids), clean.shape[1], clean.shape[2], W.shape[0], W.shape[1], m,
-             len(val_clean))
+    log.info("wrote %s: %d paired images of %dx%d, W %dx%d (m = %d), %d validation pairs, "
+             "noise sigma %.4g (%s)", args.out, len(ids), clean.shape[1], clean.shape[2],
+             W.shape[0], W.shape[1], m, len(val_clean), sigma, sigma_source)
 
 
 if __name__ == "__main__":

@@ -39,10 +39,11 @@ def to_uint8(images: np.ndarray, rescale: str) -> np.ndarray:
     return np.rint(np.clip(x, 0.0, 1.0) * 255).astype(np.uint8)
 
 
-def write_folder(out: str, originals: np.ndarray, corrupted: np.ndarray, W: np.ndarray
-                 ) -> None:
-    """original/<i>.png, corrupted/<i>.png and W.npy in a temporary folder, renamed to
-    ``out`` when complete (an existing ``out`` is replaced only then)."""
+def write_folder(out: str, originals: np.ndarray, corrupted: np.ndarray, W: np.ndarray,
+                 observed: np.ndarray | None = None) -> None:
+    """original/<i>.png, corrupted/<i>.png and W.npy (and, when given, the true float
+    observations as observed.npy) in a temporary folder, renamed to ``out`` when complete
+    (an existing ``out`` is replaced only then)."""
     import skimage.io
 
     parent = os.path.dirname(os.path.abspath(out))
@@ -55,6 +56,8 @@ def write_folder(out: str, originals: np.ndarray, corrupted: np.ndarray, W: np.n
                 skimage.io.imsave(os.path.join(tmp, sub, f"{i}.png"), image,
                                   check_contrast=False)
         np.save(os.path.join(tmp, "W.npy"), W)
+        if observed is not None:
+            np.save(os.path.join(tmp, "observed.npy"), observed)
         os.chmod(tmp, 0o755)
         if os.path.exists(out):
             old = tempfile.mkdtemp(prefix=f".{os.path.basename(out)}.old.", dir=parent)
@@ -84,6 +87,10 @@ def main(argv=None) -> None:
     parser.add_argument("--rescale", choices=("minmax", "none"), default="minmax",
                         help="how observations become 8-bit PNG values")
     parser.add_argument("--seed", type=int, default=0, help="seed of the noise")
+    parser.add_argument("--save-observations", action="store_true",
+                        help="also write the true observations y = W z + n (float, before "
+                             "the rescale and the 8-bit rounding) as observed.npy, to "
+                             "compare restorations with an oracle calibration")
     parser.add_argument("--force", action="store_true", help="replace an existing --out")
     args = parser.parse_args(argv)
     cli.setup_logging(args.quiet)
@@ -102,7 +109,8 @@ def main(argv=None) -> None:
     W = patch_blur_matrix(kernel, args.patch_size)
     rng = np.random.default_rng(args.seed)
     observed = blur(originals, kernel) + args.sigma * rng.standard_normal(originals.shape)
-    write_folder(args.out, to_uint8(originals, "none"), to_uint8(observed, args.rescale), W)
+    write_folder(args.out, to_uint8(originals, "none"), to_uint8(observed, args.rescale), W,
+                 observed if args.save_observations else None)
     log.info("wrote %s: %d pairs of %dx%d from %s (%s), %dx%d Gaussian std %g, W %dx%d, "
              "sigma %g, rescale %s", args.out, args.n, *originals.shape[1:], args.dataset,
              args.split, args.kernel_size, args.kernel_size, args.kernel_std, W.shape[0],

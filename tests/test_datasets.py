@@ -913,7 +913,7 @@ def test_import_paired_script(tmp_path, run_main):
     write_paired(tmp_path / "p", ["a", "b"], shape=(12, 12))
     out = tmp_path / "corrupted.h5"
     code, err = run_main(IMPORT_SCRIPT, "--folder", tmp_path / "p", "--out", out,
-                         "--sigma", 0.1)
+                         "--sigma", 0.1, "--intensity", "unit")
     assert code == 0, err
     arrays, attrs = read_h5(out, "corrupted", ["clean", "corrupted", "patch_matrix"])
     clean, corrupted, W, ids = datasets.load_paired(tmp_path / "p")

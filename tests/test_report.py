@@ -74,6 +74,8 @@ def test_report_is_self_contained_and_captioned(report):
     _, text, data = report
     # nothing fetched from elsewhere: scripts, styles and results are embedded
     assert not re.search(r"<(script|img|link)[^>]+(src|href)=[\"']https?:", text)
+    # the run's warnings (here: the offline fallback of the closed mirror) are listed
+    assert "warnings.csv" in text and "OFFLINE FALLBACK" in text
     results = data["results"]
     expected = {
         "results/metrics.csv": ["tiny", "8 test", "mapk"],

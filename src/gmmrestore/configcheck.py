@@ -76,6 +76,16 @@ def schema_defaults(schema: Mapping[str, Any], *keys: str) -> dict[str, Any]:
             if "default" in spec}
 
 
+def _describe_choice(schema: Mapping[str, Any]) -> str:
+    """``{type: number, minimum: 0}`` -> ``a number >= 0``; ``{enum: [a]}`` -> ``'a'``."""
+    if "enum" in schema:
+        return _quoted(schema["enum"])
+    text = f"a{'n' if schema.get('type', '')[:1] in 'aeiou' else ''} {schema.get('type', 'value')}"
+    if "minimum" in schema:
+        text += f" >= {schema['minimum']}"
+    return text
+
+
 def schema_error_message(error: Any) -> str:
     """One line for a ``jsonschema.ValidationError``: which key, which value, what is allowed.
 
@@ -102,6 +112,9 @@ def schema_error_message(error: Any) -> str:
     if error.validator == "enum":
         return (f"config: {where} = {instance!r} is not allowed; allowed values: "
                 f"{_quoted(error.validator_value)}")
+    if error.validator == "oneOf":
+        return (f"config: {where} = {instance!r} is not allowed; expected "
+                + " or ".join(_describe_choice(s) for s in error.validator_value))
     if error.validator == "minItems" and isinstance(instance, list) and not instance:
         return (f"config: {where} is an empty list; it needs at least {error.validator_value} "
                 "value(s)")

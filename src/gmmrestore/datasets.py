@@ -1032,9 +1032,40 @@ def _id_key(stem: str) -> tuple:
     return (0, int(stem), stem) if stem.isdigit() else (1, 0, stem)
 
 
-def load_paired(folder: str | os.PathLike
+def paired_stems(folder: str | os.PathLike) -> dict[str, dict[str, str]]:
+    """``{"original": {id: file name}, "corrupted": {...}}`` of a paired set's folders."""
+    folder = os.fspath(folder)
+    stems = {}
+    for key in ("original", "corrupted"):
+        path = os.path.join(folder, key)
+        if not os.path.isdir(path):
+            raise GmmRestoreError(
+                f"{path}: folder not found (a paired set needs original/, corrupted/ "
+                f"and W.npy)")
+        found = {}
+        for f in list_image_files(path):
+            stem, ext = os.path.splitext(f)
+            if ext.lower() != ".png":
+                raise GmmRestoreError(
+                    f"{os.path.join(path, f)}: expected <id>.png files only in {path}")
+            found[stem] = f
+        stems[key] = found
+    return stems
+
+
+def unmatched_paired_ids(stems: Mapping[str, Mapping[str, str]]) -> tuple[list, list]:
+    """Ids only in original/ and only in corrupted/ (sorted), from the stems per folder."""
+    return (sorted(set(stems["original"]) - set(stems["corrupted"]), key=_id_key),
+            sorted(set(stems["corrupted"]) - set(stems["original"]), key=_id_key))
+
+
+def load_paired(folder: str | os.PathLike, unmatched: str = "error"
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
     """Load a paired set: ``original/<id>.png``, ``corrupted/<id>.png`` and ``W.npy``.
+
+    ``unmatched``: ``"error"`` (ids present in only one of the folders are an error) or
+    ``"skip"`` (they are left out with a warning naming them; see
+    :func:`unmatched_paired_ids` of :func:`paired_stems` for the lists).
 
     Intensity mapping (the assumption this loader makes)
         Both the original and the corrupted PNGs are read like any image
@@ -1062,25 +1093,17 @@ def load_paired(folder: str | os.PathLike
     """
     folder = os.fspath(folder)
     dirs = {k: os.path.join(folder, k) for k in ("original", "corrupted")}
-    for path in dirs.values():
-        if not os.path.isdir(path):
-            raise GmmRestoreError(
-                f"{path}: folder not found (a paired set needs original/, corrupted/ "
-                f"and W.npy)")
-    stems = {}
-    for key, path in dirs.items():
-        files = list_image_files(path)
-        found = {}
-        for f in files:
-            stem, ext = os.path.splitext(f)
-            if ext.lower() != ".png":
-                raise GmmRestoreError(
-                    f"{os.path.join(path, f)}: expected <id>.png files only in {path}")
-            found[stem] = f
-        stems[key] = found
-    only_orig = sorted(set(stems["original"]) - set(stems["corrupted"]))
-    only_corr = sorted(set(stems["corrupted"]) - set(stems["original"]))
-    if only_orig or only_corr:
+    stems = paired_stems(folder)
+    only_orig, only_corr = unmatched_paired_ids(stems)
+    if unmatched not in ("error", "skip"):
+        raise GmmRestoreError(f"unmatched '{unmatched}': expected 'error' or 'skip'")
+    if (only_orig or only_corr) and unmatched == "skip":
+        log.warning("%s: %d unpaired ids left out (unmatched: skip): only in original/: %s; "
+                    "only in corrupted/: %s", folder, len(only_orig) + len(only_corr),
+                    ", ".join(only_orig) or "-", ", ".join(only_corr) or "-")
+        for gone in only_orig:
+            del stems["original"][gone]
+    elif only_orig or only_corr:
         parts = []
         if only_orig:
             parts.append(f"only in original/: {', '.join(only_orig[:10])}"
@@ -1088,8 +1111,11 @@ def load_paired(folder: str | os.PathLike
         if only_corr:
             parts.append(f"only in corrupted/: {', '.join(only_corr[:10])}"
                          + (" ..." if len(only_corr) > 10 else ""))
-        raise GmmRestoreError(f"{folder}: unpaired ids ({'; '.join(parts)})")
+        raise GmmRestoreError(f"{folder}: unpaired ids ({'; '.join(parts)}); set "
+                              "dataset.paired.unmatched: skip to restore the matched pairs")
     ids = sorted(stems["original"], key=_id_key)
+    if not ids:
+        raise GmmRestoreError(f"{folder}: no id is in both original/ and corrupted/")
     W = load_patch_matrix(os.path.join(folder, "W.npy"))
     m = int(round(np.sqrt(W.shape[0])))
     originals, corrupted = [], []
