@@ -365,6 +365,11 @@ def dataset_args():
     if training_source() in ("folder", "natural"):
         args.append(f"--image-size {ds['image_size']}")
     args += [f"--mirror {url}" for url in ds["mirrors"]]
+    if training_source() == "bsd":
+        bsd = ds["bsd"]
+        args += [f"--train-set {bsd['train_set']} --test-set {bsd['test_set']}"]
+        args += [f"--test-image {name}" for name in bsd.get("test_images", [])]
+        args += [f"--crop {bsd['crop']}"] if "crop" in bsd else []
     if ds.get("folder"):
         args.append(f"--folder {ds['folder']}")
     if not ds["allow_offline_fallback"]:
@@ -408,9 +413,20 @@ def blur_args(wildcards):
         f"--blur-std {spec['std']}",
         f"--blur-length {spec['length']}",
         f"--blur-angle {spec['angle']}",
+        f"--blur-seed {spec['seed']}",
     ]
     if spec["type"] == "matrix":
         args.append(f"--patch-matrix {spec['path']}")
+    return " ".join(args)
+
+
+def corruption_args():
+    c = config["corruption"]
+    args = [f"--boundary {c['boundary']}"]
+    if c["valid_margin"] is not None:
+        args.append(f"--valid-margin {c['valid_margin']}")
+    if c["quantize_bits"] is not None:
+        args.append(f"--quantize-bits {c['quantize_bits']}")
     return " ".join(args)
 
 

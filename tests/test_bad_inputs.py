@@ -137,7 +137,7 @@ CONFIG_CASES = {
     "unknown_blur_type": (
         "blurs: {gauss5: {type: gausian}}", (),
         "config: blurs.gauss5.type = 'gausian' is not allowed; allowed values: 'identity', "
-        "'gaussian', 'box', 'disk', 'motion', 'matrix'"),
+        "'gaussian', 'box', 'disk', 'motion', 'camera_shake', 'matrix'"),
     "blur_std_zero": (
         "blurs: {gauss5: {type: gaussian, std: 0}}", (),
         "config: blurs.gauss5.std = 0: 0 is less than or equal to the minimum of 0"),
@@ -160,7 +160,7 @@ CONFIG_CASES = {
     "misspelled_section": (
         "sweeps: {patch_size: [6]}", (),
         "config: unknown key 'sweeps' at the top level (did you mean 'sweep'?); allowed keys: "
-        "results_dir, seed, dataset, sweep, sweep_table, blurs, patches, gmm, restore, "
+        "results_dir, seed, dataset, sweep, sweep_table, blurs, corruption, patches, gmm, restore, "
         "figures"),
     "missing_key": (
         None, ("dataset.n_test",),

@@ -46,3 +46,32 @@ def test_epll_image_prior_settings_replace_only_their_keys():
     assert merged == {**epll, "lam_factor": 2.0}
     assert epll["lam_factor"] == 0.5  # the EPLL settings themselves are untouched
     assert epll_image_prior_settings(epll, {"n_components": 40}) == epll
+
+
+def _default_config(**overrides):
+    with open(os.path.join(ROOT, "config.yaml"), encoding="utf-8") as fh:
+        config = yaml.safe_load(fh)
+    for section, values in overrides.items():
+        config.setdefault(section, {}).update(values)
+    validate(config, SCHEMA_PATH)
+    return config
+
+
+def test_corruption_defaults_to_the_zero_boundary_and_valid_margin_is_checked():
+    from gmmrestore.configcheck import ConfigError, check_corruption
+
+    config = _default_config()
+    assert config["corruption"] == {"boundary": "zero", "valid_margin": None,
+                                    "quantize_bits": None}
+    assert config["blurs"]["gauss5"]["seed"] == 0
+    check_corruption(config, ["gauss5"])  # zero boundary: nothing to check
+    config = _default_config(corruption={"boundary": "valid", "valid_margin": 2},
+                             restore={"methods": ["mapk", "epll"]})
+    with pytest.raises(ConfigError, match="valid_margin = 2 is less than blur 'gauss5''s "
+                                          "size - 1 = 4"):
+        check_corruption(config, ["gauss5"])
+    config["corruption"]["valid_margin"] = 6
+    check_corruption(config, ["gauss5", "seed7"])
+    config["restore"]["methods"].append("epll_image_prior")
+    with pytest.raises(ConfigError, match="epll_image_prior"):
+        check_corruption(config, ["gauss5"])

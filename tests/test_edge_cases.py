@@ -151,3 +151,36 @@ def test_pure_deblurring_of_black_and_white_images_through_the_scripts(tmp_path,
         assert warning in log
         restored, _ = read_h5(out, "restored", ["restored"])
         assert np.all(np.isfinite(restored["restored"]))
+
+
+def test_corrupt_images_valid_boundary_is_a_cameras_blur(tmp_path, run_main):
+    """--boundary valid: the corrupted frame is the valid centre of the full convolution,
+    cropped by the margin, and the clean reference the same centre of the scene; with
+    --quantize-bits 8 the observation is on the 8-bit grid."""
+    rng = np.random.default_rng(5)
+    test, val = rng.random((2, 30, 26)), rng.random((1, 30, 26))
+    dataset, out = tmp_path / "dataset.h5", tmp_path / "corrupted.h5"
+    datasets.write_dataset_file(dataset, {"train": test.astype(np.float32),
+                                          "validation": val.astype(np.float32),
+                                          "test": test.astype(np.float32)}, {"source": "test"})
+    code, log = run_main("corrupt_images", "--dataset", dataset, "--out", out,
+                         "--blur-name", "shake", "--blur-type", "camera_shake",
+                         "--blur-size", 7, "--blur-seed", 4, "--sigma", 0,
+                         "--boundary", "valid", "--valid-margin", 10, "--quantize-bits", 8)
+    assert code == 0, log
+    arrays, attrs = read_h5(out, "corrupted", ["clean", "corrupted", "kernel"])
+    k = arrays["kernel"]
+    np.testing.assert_array_equal(k, op.camera_shake_kernel(7, 4))
+    assert arrays["corrupted"].shape == arrays["clean"].shape == (2, 20, 16)
+    x = test.astype(np.float32).astype(np.float64)
+    full_valid = op.blur_valid(x, k)  # (2, 24, 20): crop 2 more on each side
+    np.testing.assert_allclose(arrays["corrupted"],
+                               op.quantize(full_valid[:, 2:-2, 2:-2], 8), atol=1e-12)
+    np.testing.assert_array_equal(arrays["clean"], x[:, 5:-5, 5:-5])
+    assert attrs["boundary"] == "valid" and attrs["quantize_bits"] == 8
+    code, log = run_main("corrupt_images", "--dataset", dataset, "--out", tmp_path / "x.h5",
+                         "--blur-name", "shake", "--blur-type", "camera_shake",
+                         "--blur-size", 7, "--sigma", 0, "--boundary", "valid",
+                         "--valid-margin", 4)
+    assert code != 0 and "--valid-margin 4: must be at least the kernel's size - 1 = 6" in log
+    assert not (tmp_path / "x.h5").exists()

@@ -109,3 +109,82 @@ def test_load_patch_matrix_errors(tmp_path):
         op.load_patch_matrix(str(path))
     np.save(path, np.eye(16))
     assert op.load_patch_matrix(str(path)).shape == (16, 16)
+
+
+# --- photographs: camera shake, valid boundary, quantisation ---------------------------
+
+def brute_force_valid_blur(x, k):
+    """Explicit loops: y[i,j] = sum_ab k[a,b] x[i + kh-1 - a, j + kw-1 - b] (full
+    convolution's valid part: every term inside x)."""
+    kh, kw = k.shape
+    h, w = x.shape[0] - kh + 1, x.shape[1] - kw + 1
+    y = np.zeros((h, w))
+    for i in range(h):
+        for j in range(w):
+            for a in range(kh):
+                for b in range(kw):
+                    y[i, j] += k[a, b] * x[i + kh - 1 - a, j + kw - 1 - b]
+    return y
+
+
+def test_valid_blur_matches_explicit_sum_and_cropped_same_blur(rng):
+    k = rng.random((3, 5))
+    x = rng.random((2, 9, 11))
+    y = op.blur_valid(x, k)
+    assert y.shape == (2, 7, 7)
+    for n in range(2):
+        np.testing.assert_allclose(y[n], brute_force_valid_blur(x[n], k), atol=1e-12)
+    np.testing.assert_allclose(y, op.blur(x, k)[:, 1:-1, 2:-2], atol=1e-12)
+
+
+def test_valid_blur_adjoint_identity(rng):
+    k = op.camera_shake_kernel(7, seed=1)
+    x, v = rng.random((3, 20, 17)), rng.random((3, 14, 11))
+    lhs = np.sum(op.blur_valid(x, k) * v)
+    rhs = np.sum(x * op.blur_valid_adjoint(v, k))
+    assert op.blur_valid_adjoint(v, k).shape == x.shape
+    np.testing.assert_allclose(lhs, rhs, rtol=1e-12)
+
+
+def test_valid_blur_refuses_images_smaller_than_the_kernel():
+    with pytest.raises(GmmRestoreError, match="smaller than the kernel"):
+        op.blur_valid(np.zeros((4, 9)), np.ones((5, 5)) / 25)
+
+
+def test_camera_shake_trajectory_has_the_requested_length():
+    path = op.camera_shake_trajectory(np.random.default_rng(0), n_samples=500, max_length=30)
+    assert path[0] == 0 and len(path) == 500
+    np.testing.assert_allclose(np.abs(np.diff(path)).sum(), 30, rtol=1e-9)
+
+
+@pytest.mark.parametrize("size", [13, 19, 27])
+def test_camera_shake_kernels_are_seeded_paths_of_the_given_size(size):
+    kernels = [op.camera_shake_kernel(size, seed) for seed in range(8)]
+    for k in kernels:
+        assert k.shape == (size, size) and k.min() >= 0
+        np.testing.assert_allclose(k.sum(), 1, rtol=1e-12)
+        rows, cols = np.nonzero(k > 1e-12)
+        # scaled so that the longer side spans size - 1 pixels (bilinear splats add one)
+        assert max(np.ptp(rows), np.ptp(cols)) in (size - 2, size - 1)
+        # a path, not a blob: most of the support is empty
+        assert np.count_nonzero(k > 1e-3 * k.max()) < 0.6 * size * size
+    np.testing.assert_array_equal(kernels[3], op.camera_shake_kernel(size, 3))
+    # different seeds, different paths; and paths are not centro-symmetric in general
+    assert min(np.abs(a - b).sum() for i, a in enumerate(kernels) for b in kernels[i + 1:]) > 0.2
+    assert sum(np.abs(k - k[::-1, ::-1]).sum() > 0.3 for k in kernels) >= 6
+
+
+def test_camera_shake_is_a_named_blur_type():
+    assert "camera_shake" in op.KERNEL_TYPES
+    np.testing.assert_array_equal(op.make_kernel("camera_shake", size=15, seed=2),
+                                  op.camera_shake_kernel(15, 2))
+    with pytest.raises(GmmRestoreError, match="odd"):
+        op.make_kernel("camera_shake", size=14)
+
+
+def test_quantize_clips_and_rounds_to_the_levels():
+    x = np.array([-0.2, 0.0, 0.5 / 255, 0.6 / 255, 0.5, 1.0, 1.3])
+    q = op.quantize(x, 8)
+    np.testing.assert_allclose(q * 255, [0, 0, 0, 1, 128, 255, 255])
+    with pytest.raises(GmmRestoreError, match="bits"):
+        op.quantize(x, 0)

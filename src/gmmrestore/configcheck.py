@@ -19,7 +19,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 # Side of the (square) images of each dataset source; None: the config's image_size.
-SOURCE_IMAGE_SIDE = {"mnist": 28, "fashion_mnist": 28, "folder": None, "natural": None}
+SOURCE_IMAGE_SIDE = {"mnist": 28, "fashion_mnist": 28, "folder": None, "natural": None,
+                     "bsd": 180}  # bsd: the Train400 crops
 
 
 # keys of restore.image_prior that replace restore.epll's for method epll_image_prior
@@ -167,6 +168,30 @@ def check_settings(config: Mapping[str, Any], settings: Sequence[Any], where: st
                 f"patches.max_patches {config.get('patches', {}).get('max_patches')}); "
                 f"allowed: 1 to {n}")
     check_image_prior(config)
+    check_corruption(config, {s.blur for s in settings} - set(given_blurs))
+
+
+def check_corruption(config: Mapping[str, Any], blur_names: Iterable[str]) -> None:
+    """With ``corruption.boundary: valid`` the frame loses ``valid_margin`` pixels per axis:
+    the margin must cover every used blur's size - 1, and the whole-image prior (trained on
+    uncropped images) does not apply.  Raises :class:`ConfigError`."""
+    corruption = config.get("corruption", {})
+    if corruption.get("boundary", "zero") != "valid":
+        return
+    if "epll_image_prior" in config["restore"]["methods"]:
+        raise ConfigError("config: restore.methods lists epll_image_prior, whose whole-image "
+                          "mixture needs frames of the training images' size; "
+                          "corruption.boundary 'valid' crops them: leave one of the two out")
+    margin = corruption.get("valid_margin")
+    if margin is None:
+        return
+    for name in sorted(blur_names):
+        spec = config["blurs"].get(name, {})
+        size = 1 if spec.get("type") == "identity" else int(spec.get("size", 1))
+        if margin < size - 1:
+            raise ConfigError(f"config: corruption.valid_margin = {margin} is less than blur "
+                              f"'{name}''s size - 1 = {size - 1}; allowed: at least the "
+                              "largest kernel's size - 1")
 
 
 def check_image_prior(config: Mapping[str, Any]) -> None:

@@ -477,6 +477,8 @@ class Pools:
     ``train`` : (n, H, W) float32 in [0, 1], also the validation pool when
     ``validation`` is None; ``test`` : (n_test, H, W).  Labels are int arrays or None.
     ``attrs`` describes the source (``dataset``, ``source``, ``offline_fallback``, ...).
+    Test images may have another size than the train pool's (whole test photographs);
+    ``test_ids`` (n_test,) and ``test_transposed`` (n_test,) bool describe them when given.
     """
 
     train: np.ndarray
@@ -486,6 +488,9 @@ class Pools:
     validation: np.ndarray | None = None
     validation_labels: np.ndarray | None = None
     attrs: dict[str, Any] = field(default_factory=dict)
+    # per test image (source bsd): its id, and whether it is stored transposed
+    test_ids: Sequence[str] | None = None
+    test_transposed: np.ndarray | None = None
 
 
 def _take(n_requested: int | None, available: int, what: str, source: str,
@@ -551,7 +556,7 @@ def make_dataset(pools: Pools, n_train: int | None = None, n_validation: int | N
     arrays: dict[str, np.ndarray] = {}
     for split in SPLITS:
         images, labels, idx = picks[split]
-        if images.shape[1:] != (height, width):
+        if split != "test" and images.shape[1:] != (height, width):
             raise GmmRestoreError(
                 f"{split} pool holds {images.shape[1]}x{images.shape[2]} images, train pool "
                 f"{height}x{width}")
@@ -559,9 +564,16 @@ def make_dataset(pools: Pools, n_train: int | None = None, n_validation: int | N
         if labels is not None:
             arrays[f"{split}_labels"] = np.asarray(labels)[idx].astype(np.int64)
     attrs = dict(pools.attrs)
+    test_idx = picks["test"][2]
+    if pools.test_ids is not None:
+        attrs["test_ids"] = [str(pools.test_ids[i]) for i in test_idx]
+    if pools.test_transposed is not None:
+        arrays["test_transposed"] = np.asarray(pools.test_transposed, dtype=bool)[test_idx]
     attrs.update(n_train=len(arrays["train"]), n_validation=len(arrays["validation"]),
                  n_test=len(arrays["test"]), height=int(height), width=int(width),
-                 seed=int(seed), value_range="[0, 1]")
+                 test_height=int(arrays["test"].shape[1]),
+                 test_width=int(arrays["test"].shape[2]), seed=int(seed),
+                 value_range="[0, 1]")
     return arrays, attrs
 
 
@@ -584,11 +596,11 @@ def _check_arrays(arrays: Mapping[str, np.ndarray], where: str) -> None:
         x = arrays[split]
         if x.ndim != 3:
             raise GmmRestoreError(f"{where}: '{split}' has shape {x.shape}, expected (n, H, W)")
-        if shape is not None and x.shape[1:] != shape:
+        if shape is not None and split != "test" and x.shape[1:] != shape:
             raise GmmRestoreError(
                 f"{where}: '{split}' images are {x.shape[1]}x{x.shape[2]}, "
                 f"'train' images {shape[0]}x{shape[1]}")
-        shape = x.shape[1:]
+        shape = shape or x.shape[1:]
         if split != "validation" and len(x) == 0:
             raise GmmRestoreError(f"{where}: '{split}' holds no image")
         if x.dtype.kind != "f":

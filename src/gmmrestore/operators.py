@@ -8,6 +8,13 @@ centre ``(c_r, c_c) = (kh // 2, kw // 2)``, output the same size as ``x`` and pi
 outside the image taken as zero ("same" size, zero boundary).  Kernels have odd sizes,
 non-negative finite entries and sum 1 (the identity kernel ``[[1]]`` is pure denoising).
 
+Photographs ("valid" boundary)
+------------------------------
+A camera records the full convolution of a scene larger than the frame:
+``y = valid(k * x)`` with ``x`` larger than ``y`` by ``kh - 1`` rows and ``kw - 1``
+columns (:func:`blur_valid`), so nothing outside the frame is assumed zero.  Random
+camera-shake kernels follow Boracchi & Foi's trajectory model (:func:`camera_shake_kernel`).
+
 Patch level
 -----------
 MAP-k works on m x m patches: the patch matrix ``W`` (m² x m²) is the same convolution
@@ -21,11 +28,14 @@ from __future__ import annotations
 import os
 
 import numpy as np
-from scipy import ndimage
+from scipy import ndimage, signal
 
 from .h5io import GmmRestoreError
 
-KERNEL_TYPES = ("identity", "gaussian", "box", "motion", "disk")
+KERNEL_TYPES = ("identity", "gaussian", "box", "motion", "disk", "camera_shake")
+# camera_shake: smallest ratio of a path's extent to its length that is kept (about one
+# draw in four of Boracchi & Foi's model passes)
+MIN_SHAKE_EXTENT = 0.35
 
 
 def gaussian_kernel(size: int, std: float) -> np.ndarray:
@@ -82,9 +92,89 @@ def motion_kernel(length: float, angle: float, size: int | None = None,
     return k / k.sum()
 
 
+def camera_shake_trajectory(rng: np.random.Generator, n_samples: int = 2000,
+                            max_length: float = 60.0) -> np.ndarray:
+    """A random camera-shake path in the model of Boracchi & Foi (IEEE TIP 2012).
+
+    A particle starts with a velocity of random direction; at every step the velocity gets a
+    Gaussian perturbation, an inertial pull back towards the path's start (``centripetal``)
+    and, with a small probability, an abrupt jerk that roughly reverses it (pressing the
+    button, or over-compensating the shake); the speed is then renormalised so that the path
+    has ``max_length`` in all.  The model's own parameters (how anxious the hand is, how
+    strong the pull and the jerks) are drawn from ``rng`` too, so every draw is a different
+    kind of shake.  Returns (n_samples,) complex positions (x + iy, pixels), starting at 0.
+    """
+    anxiety = 0.1 * rng.random()
+    centripetal = 0.7 * rng.random()
+    prob_big_shake = 0.2 * rng.random()
+    gaussian_term = 10.0 * rng.random()
+    step = max_length / (n_samples - 1)
+    v = np.exp(1j * 2.0 * np.pi * rng.random()) * (anxiety if anxiety > 0 else step)
+    # all random numbers up front: one draw per step for the jerk, its angle and the noise
+    jerk = rng.random(n_samples - 1) < prob_big_shake * anxiety
+    jerk_angle = np.pi + (rng.random(n_samples - 1) - 0.5)
+    noise = rng.standard_normal(n_samples - 1) + 1j * rng.standard_normal(n_samples - 1)
+    path = np.zeros(n_samples, dtype=np.complex128)
+    # sequential dynamics (each velocity depends on the last position): a short loop over
+    # the path's samples, not over pixels
+    for t in range(n_samples - 1):
+        big = 2.0 * v * np.exp(1j * jerk_angle[t]) if jerk[t] else 0.0
+        dv = big + anxiety * (gaussian_term * noise[t] - centripetal * path[t]) * step
+        v = v + dv
+        v = v / abs(v) * step
+        path[t + 1] = path[t] + v
+    return path
+
+
+def rasterise_path(path: np.ndarray, size: int) -> np.ndarray:
+    """Kernel (size, size) of a continuous path: equal exposure per sample, bilinear splats.
+
+    The path (complex, x = column, y = row) is scaled to span ``size - 2`` pixels along its
+    longer side and centred, so the kernel's extent is ``size - 1`` pixels in that direction.
+    """
+    _check_size(size)
+    cols, rows = path.real - path.real.min(), path.imag - path.imag.min()
+    extent = max(cols.max(), rows.max())
+    scale = (size - 2) / extent if extent > 0 else 0.0
+    centre = (size - 1) / 2
+    cols = cols * scale + centre - cols.max() * scale / 2
+    rows = rows * scale + centre - rows.max() * scale / 2
+    r0, c0 = np.floor(rows).astype(int), np.floor(cols).astype(int)
+    fr, fc = rows - r0, cols - c0
+    k = np.zeros((size, size))
+    for dr, dc, w in ((0, 0, (1 - fr) * (1 - fc)), (1, 0, fr * (1 - fc)),
+                      (0, 1, (1 - fr) * fc), (1, 1, fr * fc)):
+        rr, cc = np.clip(r0 + dr, 0, size - 1), np.clip(c0 + dc, 0, size - 1)
+        np.add.at(k, (rr, cc), w)
+    return k / k.sum()
+
+
+def camera_shake_kernel(size: int, seed: int = 0) -> np.ndarray:
+    """Random camera-shake blur (size, size): a Boracchi-Foi path drawn with ``seed``.
+
+    The same (size, seed) always gives the same kernel; different seeds give different
+    paths (straight, curved, with jerks); paths whose extent is under ``MIN_SHAKE_EXTENT``
+    of their length (tangled random walks) are drawn again.  Non-negative, sums to 1, spans
+    ``size - 1`` pixels along its longer side.
+    """
+    _check_size(size)
+    if size < 3:
+        raise GmmRestoreError(f"camera_shake blur: size must be >= 3, got {size}")
+    rng = np.random.default_rng([int(seed), size, 0x5AE])
+    # Scaled to the kernel's size, a very anxious hand's path (a tight random walk) would
+    # become a tangled ball; like real shake kernels, keep paths that move somewhere.
+    while True:
+        path = camera_shake_trajectory(rng)
+        extent = max(np.ptp(path.real), np.ptp(path.imag))
+        if extent >= MIN_SHAKE_EXTENT * np.abs(np.diff(path)).sum():
+            return rasterise_path(path, size)
+
+
 def make_kernel(type: str, size: int = 5, std: float = 1.0, length: float = 5.0,
-                angle: float = 0.0) -> np.ndarray:
-    """Build a named blur kernel; see :data:`KERNEL_TYPES`."""
+                angle: float = 0.0, seed: int = 0) -> np.ndarray:
+    """Build a named blur kernel; see :data:`KERNEL_TYPES` (``seed``: camera_shake only)."""
+    if type == "camera_shake":
+        return camera_shake_kernel(size, seed)
     if type == "identity":
         return np.ones((1, 1))
     if type == "gaussian":
@@ -136,6 +226,43 @@ def blur_adjoint(images: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     images : (..., H, W).  ``<blur(x), y> == <x, blur_adjoint(y)>`` for odd kernels.
     """
     return blur(images, np.asarray(kernel)[::-1, ::-1])
+
+
+def blur_valid(images: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """Blur as a camera does: the full convolution's valid centre, nothing assumed outside.
+
+    images : (..., H + kh - 1, W + kw - 1);  kernel : (kh, kw).  Returns (..., H, W), every
+    output pixel a complete weighted sum of scene pixels.  Equal to ``blur(x, k)`` cropped
+    by ``kh // 2`` rows and ``kw // 2`` columns on each side (odd kernels).
+    """
+    images = np.asarray(images, dtype=np.float64)
+    kernel = np.asarray(kernel, dtype=np.float64)
+    kh, kw = kernel.shape
+    if images.shape[-2] < kh or images.shape[-1] < kw:
+        raise GmmRestoreError(f"blur_valid: images {images.shape[-2]}x{images.shape[-1]} are "
+                              f"smaller than the kernel {kh}x{kw}")
+    weights = kernel.reshape((1,) * (images.ndim - 2) + kernel.shape)
+    return signal.fftconvolve(images, weights, mode="valid", axes=(-2, -1))
+
+
+def blur_valid_adjoint(images: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """Adjoint of :func:`blur_valid`: full correlation with ``kernel``.
+
+    images : (..., H, W).  Returns (..., H + kh - 1, W + kw - 1);
+    ``<blur_valid(x), y> == <x, blur_valid_adjoint(y)>``.
+    """
+    images = np.asarray(images, dtype=np.float64)
+    kernel = np.asarray(kernel, dtype=np.float64)[::-1, ::-1]
+    weights = kernel.reshape((1,) * (images.ndim - 2) + kernel.shape)
+    return signal.fftconvolve(images, weights, mode="full", axes=(-2, -1))
+
+
+def quantize(images: np.ndarray, bits: int) -> np.ndarray:
+    """What an image file of ``bits`` bits stores: clipped to [0, 1], rounded to its levels."""
+    if int(bits) != bits or not 1 <= bits <= 16:
+        raise GmmRestoreError(f"quantisation: bits must be an integer in 1..16, got {bits}")
+    levels = 2.0 ** int(bits) - 1
+    return np.round(np.clip(images, 0.0, 1.0) * levels) / levels
 
 
 def blur_dense_matrix(kernel: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

@@ -29,15 +29,19 @@ def _tile(ax, image, vmin=0.0, vmax=1.0, title=None):
 
 
 def plot_examples(clean: np.ndarray, corrupted: np.ndarray, restored: dict[str, np.ndarray],
-                  indices: np.ndarray, title: str = "") -> plt.Figure:
+                  indices: np.ndarray, title: str = "",
+                  transposed: np.ndarray | None = None) -> plt.Figure:
     """Grid: one row per chosen test image; columns clean, corrupted, then each method.
 
-    clean, corrupted : (n, H, W);  restored : method -> (n, H, W);  indices : rows to show.
-    Each tile is titled with its PSNR against the clean image.
+    clean, corrupted : (n, H, W);  restored : method -> (n, H, W);  indices : rows to show;
+    transposed : (n,) bool, images stored transposed (shown turned back), or None.
+    Each tile is titled with its PSNR against the clean image.  Tiles of photographs
+    (larger than 64 pixels) are drawn larger than those of small images.
     """
     columns = [("clean", clean), ("corrupted", corrupted)] + list(restored.items())
+    side = 1.3 if max(clean.shape[1:]) <= 64 else 2.6
     fig, axes = plt.subplots(len(indices), len(columns), squeeze=False,
-                             figsize=(1.3 * len(columns), 1.35 * len(indices) + 0.4))
+                             figsize=(side * len(columns), (side + 0.05) * len(indices) + 0.4))
     for row, i in enumerate(indices):
         for col, (name, images) in enumerate(columns):
             label = name if row == 0 else None
@@ -45,6 +49,8 @@ def plot_examples(clean: np.ndarray, corrupted: np.ndarray, restored: dict[str, 
             if name != "clean":
                 value = float(psnr(clean[i], shown))
                 label = f"{name}\n{value:.1f} dB" if row == 0 else f"{value:.1f} dB"
+            if transposed is not None and transposed[i]:
+                shown = shown.T
             _tile(axes[row, col], shown, title=label)
     if title:
         fig.suptitle(title, fontsize=9)

@@ -1,0 +1,293 @@
+"""Tests of gmmrestore.bsd (source 'bsd': Train400 and BSD68) and its download script.
+
+Files come from the project's read-only copy of the two sets (``../shared/data/natural``
+beside the checkout, or $GMMRESTORE_NATURAL_DATA), served by a loopback HTTP server started
+here (tests/test_datasets.py's Server) or named as a folder mirror; nothing touches the
+internet.  Without that copy the tests are skipped.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import skimage.io
+from conftest import ROOT
+from test_datasets import FAST, SCRIPT, Server, leftovers
+
+from gmmrestore import bsd, datasets
+from gmmrestore.h5io import GmmRestoreError
+
+NATURAL = Path(os.environ.get("GMMRESTORE_NATURAL_DATA",
+                              Path(ROOT).parent / "shared" / "data" / "natural"))
+needs_data = pytest.mark.skipif(not (NATURAL / "MANIFEST.tsv").is_file(),
+                                reason=f"natural-image sets not found at {NATURAL}")
+pytestmark = needs_data
+
+# two Train400 crops, one landscape and one portrait BSD68 image
+SMALL = {"Train400": ("test_001.png", "test_002.png"), "BSD68": ("test001.png", "test004.png")}
+
+
+def small_manifest() -> dict[str, list[bsd.ManifestEntry]]:
+    full = bsd.load_manifest()
+    return {s: [e for e in full[s] if e.file in files] for s, files in SMALL.items()}
+
+
+def file_bytes(set_name: str, name: str) -> bytes:
+    return (NATURAL / set_name / name).read_bytes()
+
+
+def serve_sets(server: Server, prefix: str, sets=SMALL, replace=None) -> str:
+    """Serve files of the sets under ``prefix/<set>/<file>``; ``replace[(set, file)]`` is
+    served instead of the real bytes (bytes, an HTTP status or a dropped connection)."""
+    replace = replace or {}
+    for set_name, files in sets.items():
+        server.serve(f"{prefix}/{set_name}",
+                     {f: replace.get((set_name, f), file_bytes(set_name, f)) for f in files})
+    return f"{server.url}{prefix}/"
+
+
+@pytest.fixture
+def server():
+    srv = Server()
+    yield srv
+    srv.close()
+
+
+def test_pinned_manifest_matches_the_published_one():
+    with open(NATURAL / "MANIFEST.tsv", newline="", encoding="utf-8") as fh:
+        published = {(r["set"], r["file"]): r for r in csv.DictReader(fh, delimiter="\t")}
+    pinned = bsd.load_manifest()
+    assert {s: len(v) for s, v in pinned.items()} == {"Train400": 400, "BSD68": 68}
+    seen = set()
+    for entries in pinned.values():
+        for e in entries:
+            row = published[(e.set, e.file)]
+            assert (e.digest.size, e.digest.sha256, e.repository_path) == (
+                int(row["bytes"]), row["sha256"], row["repository_path"])
+            seen.add((e.set, e.file))
+    assert seen == set(published)
+    e = pinned["BSD68"][0]  # the pinned MD5 is that of the file with the pinned SHA-256
+    assert hashlib.md5(file_bytes("BSD68", e.file)).hexdigest() == e.digest.md5
+
+
+def test_mirror_layouts(tmp_path):
+    e = bsd.load_manifest()["BSD68"][0]
+    assert bsd.mirror_folder_url(bsd.UPSTREAM, e) == (
+        f"https://raw.githubusercontent.com/cszn/DnCNN/{bsd.BSD_COMMIT}/testsets/BSD68")
+    assert bsd.mirror_folder_url("http://127.0.0.1:9/nat/", e) == "http://127.0.0.1:9/nat/BSD68"
+    assert bsd.mirror_folder_url(str(tmp_path), e) == f"{tmp_path.as_uri()}/BSD68"
+    with pytest.raises(GmmRestoreError, match="missing: folder not found"):
+        bsd.mirror_folder_url(str(tmp_path / "missing"), e)
+
+
+def test_good_download_whole_images_and_cache_needs_no_network(server, tmp_path):
+    mirror = serve_sets(server, "/nat")
+    cache = tmp_path / "cache"
+    pools = bsd.load_bsd(cache, [mirror], manifest=small_manifest(), **FAST)
+    train = [skimage.io.imread(NATURAL / "Train400" / f) for f in SMALL["Train400"]]
+    np.testing.assert_array_equal(pools.train * 255, np.stack(train))
+    portrait, landscape = (skimage.io.imread(NATURAL / "BSD68" / f) for f in SMALL["BSD68"])
+    assert portrait.shape == (481, 321) and landscape.shape == (321, 481)
+    assert pools.test.shape == (2, 321, 481) and pools.test.dtype == np.float32
+    # test001 is a portrait image, stored transposed; test004 is a landscape one
+    assert list(pools.test_ids) == ["test001", "test004"]
+    np.testing.assert_array_equal(pools.test_transposed, [True, False])
+    np.testing.assert_array_equal(pools.test[0] * 255, portrait.T)
+    np.testing.assert_array_equal(bsd.original_orientation(pools.test[0], True) * 255,
+                                  portrait)
+    np.testing.assert_array_equal(pools.test[1] * 255, landscape)
+    assert pools.attrs["source"] == f"bsd download from {mirror}"
+    assert "non-commercial" in pools.attrs["licence"]
+    assert sorted(os.listdir(cache)) == ["BSD68", "Train400"]
+
+    n_requests = len(server.requests)
+    again = bsd.load_bsd(cache, [mirror], manifest=small_manifest(), **FAST)
+    assert len(server.requests) == n_requests
+    np.testing.assert_array_equal(again.test, pools.test)
+    assert again.attrs["source"] == f"bsd cache {cache}"
+
+
+def test_tampered_file_is_rejected_names_file_and_digest(server, tmp_path):
+    good = file_bytes("BSD68", "test004.png")
+    bad = bytearray(good)
+    bad[len(bad) // 2] ^= 0xFF
+    mirror = serve_sets(server, "/bad", replace={("BSD68", "test004.png"): bytes(bad)})
+    cache = tmp_path / "cache"
+    with pytest.raises(datasets.DownloadError) as info:
+        bsd.load_bsd(cache, [mirror], manifest=small_manifest(), **FAST)
+    err = info.value
+    assert err.integrity_failure
+    assert "test004.png" in str(err) and hashlib.md5(good).hexdigest() in str(err)
+    assert not (cache / "BSD68" / "test004.png").exists()
+    assert not any(f.endswith(".tmp") for f in leftovers(cache / "BSD68"))
+
+
+def test_same_size_tampered_file_caught_by_sha256(tmp_path):
+    entry = small_manifest()["BSD68"][0]
+    path = tmp_path / entry.file
+    data = bytearray(file_bytes("BSD68", entry.file))
+    data[100] ^= 1
+    path.write_bytes(bytes(data))
+    with pytest.raises(datasets.ChecksumError, match="checksum mismatch"):
+        datasets.verify_file(path, entry.digest)
+
+
+def test_truncated_file_is_rejected(server, tmp_path):
+    data = file_bytes("Train400", "test_002.png")
+    mirror = serve_sets(server, "/short",
+                        replace={("Train400", "test_002.png"): data[: len(data) // 2]})
+    with pytest.raises(datasets.DownloadError, match=r"test_002.png.*size \d+ bytes, expected "
+                                                     f"{len(data)} bytes"):
+        bsd.load_bsd(tmp_path / "c", [mirror], manifest=small_manifest(), **FAST)
+    # a connection that announces the whole file and hangs up half-way: retried, then failed
+    dropped = serve_sets(server, "/drop", replace={
+        ("Train400", "test_002.png"): ("drop", data, len(data) // 2)})
+    with pytest.raises(datasets.DownloadError, match=r"connection closed after \d+ of "
+                                                     f"{len(data)} bytes"):
+        bsd.load_bsd(tmp_path / "c2", [dropped], manifest=small_manifest(), **FAST)
+    assert not (tmp_path / "c2" / "Train400" / "test_002.png").exists()
+
+
+def test_404_moves_to_the_next_mirror_and_all_failing_lists_each(server, tmp_path):
+    missing = serve_sets(server, "/gone", replace={("BSD68", "test001.png"): 404})
+    good = serve_sets(server, "/nat")
+    pools = bsd.load_bsd(tmp_path / "c", [missing, good], manifest=small_manifest(), **FAST)
+    assert pools.test.shape == (2, 321, 481)
+    assert "/gone/BSD68/test001.png" in server.requests
+    with pytest.raises(datasets.DownloadError) as info:
+        bsd.load_bsd(tmp_path / "c3", [missing, f"{server.url}/nothing/"],
+                     manifest=small_manifest(), **FAST)
+    text = str(info.value)
+    assert "test001.png" in text and "HTTP 404" in text
+    assert f"{missing}BSD68/test001.png" in text and "/nothing/BSD68/test001.png" in text
+    assert not info.value.integrity_failure
+
+
+def test_folder_and_file_url_mirrors_selection_and_crop(tmp_path):
+    selection = bsd.BsdSelection(test_names=("test004", "test001.png"), crop=255)
+    pools = bsd.load_bsd(tmp_path / "c", [str(NATURAL)], selection,
+                         manifest=small_manifest(), **FAST)
+    assert pools.test.shape == (2, 255, 255) and not pools.test_transposed.any()
+    landscape = skimage.io.imread(NATURAL / "BSD68" / "test004.png")
+    np.testing.assert_array_equal(pools.test[1] * 255, landscape[33:288, 113:368])
+    assert pools.attrs["source"].startswith(f"bsd download from {NATURAL.as_uri()}")
+    by_url = bsd.load_bsd(tmp_path / "c2", [NATURAL.as_uri()],
+                          bsd.BsdSelection(test_names=("test001",)),
+                          manifest=small_manifest(), **FAST)
+    assert list(by_url.test_ids) == ["test001"] and by_url.test.shape == (1, 321, 481)
+    with pytest.raises(GmmRestoreError, match=r"BSD68: no image named 'test999'"):
+        bsd.load_bsd(tmp_path / "c", [str(NATURAL)], bsd.BsdSelection(test_names=("test999",)),
+                     manifest=small_manifest())
+    with pytest.raises(GmmRestoreError, match="crop 400 does not fit its 481x321"):
+        bsd.load_bsd(tmp_path / "c", [str(NATURAL)], bsd.BsdSelection(crop=400),
+                     manifest=small_manifest())
+    with pytest.raises(GmmRestoreError, match="unknown set 'BSD500'"):
+        bsd.load_bsd(tmp_path / "c", [str(NATURAL)], bsd.BsdSelection(test_set="BSD500"),
+                     manifest=small_manifest())
+
+
+def test_decode_checks_gray_8bit_and_size(tmp_path):
+    entry = small_manifest()["Train400"][0]
+    rgb = tmp_path / "rgb.png"
+    skimage.io.imsave(rgb, np.zeros((180, 180, 3), np.uint8), check_contrast=False)
+    with pytest.raises(GmmRestoreError, match="expected 8-bit grayscale"):
+        bsd.decode_png(rgb, entry)
+    small = tmp_path / "small.png"
+    skimage.io.imsave(small, np.zeros((20, 30), np.uint8), check_contrast=False)
+    with pytest.raises(GmmRestoreError, match="20x30 pixels; Train400 images are 180x180"):
+        bsd.decode_png(small, entry)
+    text = tmp_path / "x.png"
+    text.write_text("not a png")
+    with pytest.raises(GmmRestoreError, match="cannot decode as PNG"):
+        bsd.decode_png(text, entry)
+
+
+def test_orient_landscape_against_loops():
+    rng = np.random.default_rng(1)
+    images = [rng.random((3, 5)), rng.random((5, 3)), rng.random((3, 5))]
+    stack, flags = bsd.orient_landscape(images)
+    assert stack.shape == (3, 3, 5) and flags.tolist() == [False, True, False]
+    for x, s, t in zip(images, stack, flags, strict=True):
+        np.testing.assert_array_equal(bsd.original_orientation(s, t), x)
+    with pytest.raises(GmmRestoreError, match="cannot share one stack"):
+        bsd.orient_landscape([rng.random((3, 5)), rng.random((4, 5))])
+
+
+def test_make_dataset_keeps_ids_and_flags_of_the_drawn_test_images(tmp_path):
+    rng = np.random.default_rng(2)
+    pools = datasets.Pools(train=rng.random((12, 6, 6), dtype=np.float32),
+                           test=rng.random((5, 4, 7), dtype=np.float32),
+                           test_ids=[f"t{i}" for i in range(5)],
+                           test_transposed=np.array([1, 0, 1, 1, 0], bool),
+                           attrs={"dataset": "toy", "source": "toy"})
+    arrays, attrs = datasets.make_dataset(pools, n_train=8, n_validation=3, n_test=3, seed=5)
+    picked = [int(i[1:]) for i in attrs["test_ids"]]
+    assert len(picked) == 3 and picked == sorted(picked)
+    np.testing.assert_array_equal(arrays["test"], pools.test[picked])
+    np.testing.assert_array_equal(arrays["test_transposed"], pools.test_transposed[picked])
+    assert (attrs["height"], attrs["width"], attrs["test_height"], attrs["test_width"]) == (
+        6, 6, 4, 7)
+    path = tmp_path / "d.h5"
+    datasets.write_dataset_file(path, arrays, attrs)
+    back, battrs = datasets.load_dataset_file(path)
+    np.testing.assert_array_equal(back["test_transposed"], arrays["test_transposed"])
+    assert list(battrs["test_ids"]) == attrs["test_ids"]
+    bad = dict(arrays, validation=np.zeros((2, 4, 7), np.float32))
+    with pytest.raises(GmmRestoreError, match="'validation' images are 4x7, 'train' images 6x6"):
+        datasets.write_dataset_file(tmp_path / "bad.h5", bad, attrs)
+
+
+@pytest.mark.slow
+def test_script_downloads_the_pinned_sets_from_a_loopback_mirror(server, tmp_path, run_main):
+    full = {s: [e.file for e in v] for s, v in bsd.load_manifest().items()}
+    mirror = serve_sets(server, "/all", sets=full)
+    out = tmp_path / "bsd.h5"
+    code, err = run_main(SCRIPT, "--source", "bsd", "--out", out, "--cache-dir",
+                         tmp_path / "cache", "--mirror", mirror, "--n-train", 30,
+                         "--n-validation", 5, "--test-image", "test002", "--test-image",
+                         "test005", "--n-test", 2, "--seed", 3, "--retries", 0)
+    assert code == 0, err
+    arrays, attrs = datasets.load_dataset_file(out)
+    assert arrays["train"].shape == (30, 180, 180) and arrays["validation"].shape == (5, 180, 180)
+    assert arrays["test"].shape == (2, 321, 481)
+    assert list(attrs["test_ids"]) == ["test002", "test005"]
+    assert arrays["test_transposed"].tolist() == [True, False]
+    assert attrs["source"] == f"bsd download from {mirror}" and attrs["dataset"] == "bsd"
+    assert len(server.requests) == 402  # 400 Train400 crops and the two test images
+    code, err = run_main(SCRIPT, "--source", "bsd", "--out", out, "--digests", "x.json")
+    assert code == 2 and "do not apply to --source bsd" in err
+
+
+@pytest.mark.slow
+def test_workflow_on_whole_bsd68_images_from_a_loopback_mirror(server, tmp_path):
+    from test_workflow import snakemake
+
+    full = {s: [e.file for e in v] for s, v in bsd.load_manifest().items()}
+    mirror = serve_sets(server, "/natural", sets=full)
+    override = tmp_path / "mirror.yaml"
+    override.write_text(f'dataset: {{mirrors: ["{mirror}"]}}\n')
+    snakemake(tmp_path, "--configfile", Path(ROOT) / "tests" / "configs" / "bsd_tiny.yaml",
+              override)
+    results = tmp_path / "results"
+    with h5py.File(results / "bsdtiny" / "none_s0.0980392" / "corrupted.h5") as fh:
+        assert fh["clean"].shape == (2, 321, 481)
+        assert fh["transposed"][:].tolist() == [True, False]
+        assert list(fh.attrs["ids"]) == ["test001", "test004"]
+        clean = fh["clean"][:]
+    portrait = skimage.io.imread(NATURAL / "BSD68" / "test001.png")
+    np.testing.assert_allclose(clean[0], portrait.T / 255, atol=1e-6)
+    with open(results / "metrics.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert {r["method"] for r in rows} == {"corrupted", "mapk", "epll", "tv", "bm3d"}
+    assert {r["image_id"] for r in rows} == {"test001", "test004"}
+    psnr = {(r["method"], r["image_id"]): float(r["psnr"]) for r in rows}
+    for image in ("test001", "test004"):
+        for method in ("mapk", "epll", "bm3d"):
+            assert psnr[method, image] > psnr["corrupted", image] + 4
+    assert (results / "figures" / "examples_bsdtiny_none_s0.0980392.png").stat().st_size > 0
