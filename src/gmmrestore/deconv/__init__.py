@@ -94,6 +94,7 @@ from .model import (
     estimate_noise_sigma,
 )
 from .mstep import mstep_system, solve_kernel_qp
+from .nonblind import SparseDeconvSettings, deconvolve_sparse
 from .priors import GradientPrior, Prior, SpectralPrior, finite_difference_matrices
 from .pyramid import (
     COVARIANCES,
@@ -112,7 +113,17 @@ from .reference import (
     reference_precision,
     tap_selection_matrices,
 )
-from .scores import blind_scores, error_ratio, kernel_error, recenter_kernel
+from .scores import (
+    blind_scores,
+    error_ratio,
+    kernel_error,
+    recenter_kernel,
+    shifted_error_ratio,
+    ssd_upto_shift,
+    success_rates,
+)
+from .sparse import DEFAULT_MIXTURE, ScaleMixture, fit_scale_mixture
+from .sparse_pyramid import SparseSettings, estimate_kernel_sparse, estimate_noise_8bit
 
 __all__ = [
     "COVARIANCES", "DEFAULT_NOISE_SCHEDULE", "FFT_MIN_TAPS", "LOG_2PI", "GradientPrior",
@@ -123,5 +134,7 @@ __all__ = [
     "reference_mstep_system", "reference_objective", "reference_precision",
     "solve_kernel_qp", "stationary_covariance", "tap_selection_matrices",
     "_as_batch", "_check_kernel_size", "_conv", "_corr", "_em_step", "_gaussian",
-    "_n_grad_rows",
+    "_n_grad_rows", "DEFAULT_MIXTURE", "ScaleMixture", "SparseDeconvSettings", "SparseSettings",
+    "deconvolve_sparse", "estimate_kernel_sparse", "estimate_noise_8bit", "fit_scale_mixture",
+    "shifted_error_ratio", "ssd_upto_shift", "success_rates",
 ]

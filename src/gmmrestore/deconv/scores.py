@@ -123,3 +123,55 @@ def blind_scores(clean: np.ndarray, restored_est: np.ndarray, restored_true: np.
     return {"kernel_batch": batch_index.astype(np.int64),
             "kernel_error": per_batch_error[batch_index], "error_ratio": ratio,
             "batch_error_ratio": pooled}
+
+
+def ssd_upto_shift(restored: np.ndarray, clean: np.ndarray, max_shift: int = 3,
+                   border: int = 10) -> tuple[float, tuple[int, int]]:
+    """Smallest sum of squared differences over integer shifts of a restoration.
+
+    restored, clean : (H, W).  For every shift ``(dr, dc)`` with ``|dr|, |dc| <=
+    max_shift`` the inner part ``clean[m:-m, m:-m]`` (``m = border + max_shift``) is
+    compared with ``restored`` shifted by ``(dr, dc)``; returns the smallest SSD and its
+    shift.  (A blind estimate is determined up to a translation, and restorations near the
+    border are unreliable: the field's error ratio compares them this way.)
+    """
+    est = np.asarray(restored, dtype=np.float64)
+    ref = np.asarray(clean, dtype=np.float64)
+    if est.shape != ref.shape or est.ndim != 2:
+        raise GmmRestoreError(f"ssd_upto_shift: expected two (H, W) images of one shape, got "
+                              f"{est.shape} and {ref.shape}")
+    m = int(border) + int(max_shift)
+    h, w = ref.shape
+    if h <= 2 * m or w <= 2 * m:
+        raise GmmRestoreError(f"ssd_upto_shift: images {h}x{w} too small for border {border} "
+                              f"and max_shift {max_shift}")
+    inner = ref[m:h - m, m:w - m]
+    best = (np.inf, (0, 0))
+    for dr in range(-max_shift, max_shift + 1):
+        for dc in range(-max_shift, max_shift + 1):
+            cand = est[m + dr:h - m + dr, m + dc:w - m + dc]
+            ssd = float(np.sum((cand - inner) ** 2))
+            if ssd < best[0]:
+                best = (ssd, (dr, dc))
+    return best
+
+
+def shifted_error_ratio(restored_est: np.ndarray, restored_true: np.ndarray,
+                        clean: np.ndarray, max_shift: int = 3, border: int = 10) -> float:
+    """Error ratio as the field computes it: ``ssd_upto_shift(restored_est) /
+    ssd_upto_shift(restored_true)`` (:func:`ssd_upto_shift`, each at its best shift).
+    All (H, W)."""
+    num, _ = ssd_upto_shift(restored_est, clean, max_shift, border)
+    den, _ = ssd_upto_shift(restored_true, clean, max_shift, border)
+    if den == 0:
+        return 1.0 if num == 0 else float("inf")
+    return num / den
+
+
+def success_rates(ratios: np.ndarray, thresholds: tuple[float, ...] = (2.0, 3.0)
+                  ) -> dict[str, float]:
+    """Fraction of error ratios at or below each threshold: ``{"le2": ..., "le3": ...}``."""
+    r = np.asarray(ratios, dtype=np.float64).ravel()
+    if r.size == 0:
+        raise GmmRestoreError("success_rates: no error ratios")
+    return {f"le{t:g}": float(np.mean(r <= t)) for t in thresholds}
