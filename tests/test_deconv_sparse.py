@@ -168,12 +168,11 @@ def test_sparse_prior_recovers_a_curved_kernel_where_the_gaussian_prior_does_not
     x = blocky_image(rng, (88, 88), n_rect=60)
     y = blur_valid(x, k_true) + 0.005 * rng.standard_normal((80, 80))
     y = quantize(y, 8)
-    k_sparse, _ = sparse_pyramid.estimate_kernel_sparse(
-        y, 9, sparse_pyramid.SparseSettings(eta_factors=(2.0, 1.0), n_iter=3, e_iter=2))
+    k_sparse, _ = sparse_pyramid.estimate_kernel_sparse(y, 9)
     k_gauss, _ = D.estimate_kernel(y, 9, prior_std=0.1, n_iter=3)
     err_sparse = D.kernel_error(k_sparse, k_true)
     err_gauss = D.kernel_error(k_gauss, k_true)
-    assert err_sparse < 0.45
+    assert err_sparse < 0.4
     assert err_gauss > err_sparse + 0.25
 
 
@@ -182,8 +181,9 @@ def test_sparse_prior_recovers_a_curved_kernel_where_the_gaussian_prior_does_not
 def test_noise_estimate_on_8bit_images_is_never_zero(rng):
     flat = quantize(np.full((64, 64), 0.3) + 0.001 * rng.standard_normal((64, 64)), 8)
     assert D.estimate_noise_sigma(flat) == 0.0  # the seed's estimator
-    assert sparse_pyramid.estimate_noise_8bit(flat) == pytest.approx(
-        sparse_pyramid.QUANTISATION_STD_8BIT)
+    floor = sparse_pyramid.QUANTISATION_STD_8BIT
+    assert floor <= sparse_pyramid.estimate_noise_8bit(flat) < 0.004
+    assert sparse_pyramid.estimate_noise_8bit(np.full((32, 32), 0.3)) == floor
     noisy = quantize(0.5 + 0.01 * rng.standard_normal((128, 128)), 8)
     assert sparse_pyramid.estimate_noise_8bit(noisy) == pytest.approx(0.01, rel=0.15)
 
