@@ -20,7 +20,7 @@ import numpy as np
 from ..h5io import GmmRestoreError
 from .model import _check_kernel_size
 from .mstep import solve_kernel_simplex_pg
-from .pyramid import _gaussian, _resize_images, _resize_kernel, pyramid_levels
+from .pyramid import _gaussian, _resize_kernel, pyramid_levels
 from .scores import recenter_kernel
 from .sparse import (
     DEFAULT_MIXTURE,
@@ -93,16 +93,16 @@ class SparseSettings:
     """
 
     mixture: ScaleMixture = DEFAULT_MIXTURE
-    eta_factors: tuple[float, ...] = (8.0, 4.0, 2.0, 1.0)
-    n_iter: int = 2
+    eta_factors: tuple[float, ...] = (2.0, 1.0)
+    n_iter: int = 3
     e_iter: int = 3
-    cg_iter: int = 15
+    cg_iter: int = 12
     qp_iter: int = 100
     n_levels: int | None = None
     noise_sigma: float | None = None
     init_std: float = 0.7
     level_noise: str = "finest"
-    kernel_threshold: float = 0.0
+    kernel_threshold: float = 0.05
     trace: bool = False
 
     def __post_init__(self):
@@ -130,13 +130,26 @@ def clean_kernel(kernel: np.ndarray, threshold: float) -> np.ndarray:
     return out / out.sum()
 
 
+def resize_photo(y: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Resize (..., H, W) images to ``shape`` with anti-aliasing and a reflecting border
+    (a zero border would add false edges along the frame of a photograph)."""
+    from skimage.transform import resize
+
+    if tuple(y.shape[-2:]) == tuple(shape):
+        return y
+    moved = np.moveaxis(y.reshape((-1,) + y.shape[-2:]), 0, -1)
+    out = resize(moved, shape, order=1, mode="reflect", anti_aliasing=True,
+                 preserve_range=True)
+    return np.moveaxis(out, -1, 0).reshape(y.shape[:-2] + tuple(shape))
+
+
 def _carry_state(prev: VariationalState | None, x_shape: tuple[int, ...], factor: float,
                  mix: ScaleMixture) -> VariationalState:
     """Initial moments at a level: the previous level's means resized (derivatives scaled by
     ``factor``), prior variances."""
     state = initial_state(x_shape, mix)
     if prev is not None:
-        state.mu = _resize_images(prev.mu, x_shape[1:]) * factor
+        state.mu = resize_photo(prev.mu, x_shape[1:]) * factor
         state.prec = prior_precision(state.mu**2 + state.var, mix)
     return state
 
@@ -209,7 +222,7 @@ def estimate_kernel_sparse(y: np.ndarray, kernel_size: int,
     state = None
     prev_h = None
     for li, (ks, shape) in enumerate(levels):
-        yl = _resize_images(y[None], shape)[0]
+        yl = resize_photo(y, shape)
         sigma = sigma_fine if settings.level_noise == "finest" else estimate_noise_8bit(yl)
         sigmas.append(sigma)
         yf = derivative_images(yl)
