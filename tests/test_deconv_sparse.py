@@ -229,3 +229,35 @@ def test_success_rates():
     assert success_rates([1.0, 2.0, 2.5, 4.0]) == {"le2": 0.5, "le3": 0.75}
     with pytest.raises(GmmRestoreError, match="no error ratios"):
         success_rates([])
+
+
+# ---------------------------------------------------------------- the estimate_kernel script
+
+def test_estimate_kernel_script_with_the_sparse_prior(tmp_path, rng):
+    import os
+    import subprocess
+    import sys
+
+    from conftest import python_env
+
+    from gmmrestore.h5io import read_h5, write_h5
+
+    script = os.path.join(os.path.dirname(__file__), os.pardir, "scripts", "estimate_kernel.py")
+    k_true = curved_kernel(7)
+    scenes = np.stack([blocky_image(rng, (46, 46)) for _ in range(2)])
+    corrupted = blur_valid(scenes, k_true) + 0.005 * rng.standard_normal((2, 40, 40))
+    path = tmp_path / "corrupted.h5"
+    write_h5(path, "corrupted", {"corrupted": corrupted}, attrs={"blur": "shake"})
+    out = tmp_path / "kernel.h5"
+    base = [sys.executable, script, "--corrupted", str(path), "--out", str(out),
+            "--kernel-size", "7", "--prior", "sparse"]
+    bad = subprocess.run(base, capture_output=True, text=True, timeout=120, env=python_env())
+    assert bad.returncode != 0 and "--batch-size 1" in bad.stderr and not out.exists()
+    good = subprocess.run(base + ["--batch-size", "1"], capture_output=True, text=True,
+                          timeout=300, env=python_env())
+    assert good.returncode == 0, good.stderr
+    arrays, attrs = read_h5(out, "kernel", ["kernel", "batch_kernels"])
+    assert attrs["prior"] == "sparse" and attrs["n_batches"] == 2
+    assert arrays["batch_kernels"].shape == (2, 7, 7)
+    np.testing.assert_allclose(arrays["batch_kernels"].sum(axis=(1, 2)), 1.0)
+    assert np.all(arrays["batch_kernels"] >= 0)
