@@ -261,3 +261,12 @@ def test_estimate_kernel_script_with_the_sparse_prior(tmp_path, rng):
     assert arrays["batch_kernels"].shape == (2, 7, 7)
     np.testing.assert_allclose(arrays["batch_kernels"].sum(axis=(1, 2)), 1.0)
     assert np.all(arrays["batch_kernels"] >= 0)
+
+
+def test_sparse_estimation_rejects_bad_input(rng):
+    with pytest.raises(GmmRestoreError, match="too small for a 9x9 kernel"):
+        sparse_pyramid.estimate_kernel_sparse(rng.random((12, 30)), 9)
+    with pytest.raises(GmmRestoreError, match="non-increasing"):
+        sparse_pyramid.SparseSettings(eta_factors=(1.0, 2.0))
+    with pytest.raises(GmmRestoreError, match="level_noise"):
+        sparse_pyramid.SparseSettings(level_noise="median")
