@@ -270,3 +270,23 @@ def test_sparse_estimation_rejects_bad_input(rng):
         sparse_pyramid.SparseSettings(eta_factors=(1.0, 2.0))
     with pytest.raises(GmmRestoreError, match="level_noise"):
         sparse_pyramid.SparseSettings(level_noise="median")
+
+
+def test_blind_natural_config_estimates_with_the_sparse_prior_one_photograph_at_a_time(
+        tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from conftest import ROOT, snakemake_env
+
+    snakemake = os.path.join(os.path.dirname(sys.executable), "snakemake")
+    result = subprocess.run(
+        [snakemake, "-s", os.path.join(ROOT, "Snakefile"), "--directory", str(tmp_path),
+         "--configfile", os.path.join(ROOT, "configs", "blind_natural.yaml"), "-n", "-p",
+         "--cores", "1"], capture_output=True, text=True, env=snakemake_env(), timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    commands = [line for line in result.stdout.splitlines()
+                if "estimate_kernel.py" in line and "--kernel-size" in line]
+    assert len(commands) == 8
+    assert all("--batch-size 1" in c and "--prior sparse" in c for c in commands)
