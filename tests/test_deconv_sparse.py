@@ -60,6 +60,12 @@ def test_valid_convolution_matches_operators_and_dense_matrix(rng):
     np.testing.assert_allclose(T @ x.ravel(), valid.conv_valid(x, k).ravel(), atol=1e-12)
     np.testing.assert_allclose(np.diag(T.T @ T).reshape(x.shape),
                                valid.valid_tap_counts(k, (5, 7)), atol=1e-12)
+    for kern, img in ((k, x), (big, xb)):
+        op = valid.ValidConvolution(kern, img.shape)
+        stack = np.stack([img, 2 * img])
+        np.testing.assert_allclose(op.forward(stack), valid.conv_valid(stack, kern), atol=1e-11)
+        out = rng.random(op.forward(img).shape)
+        np.testing.assert_allclose(op.adjoint(out), valid.corr_full(out, kern), atol=1e-11)
 
 
 @pytest.mark.parametrize("s", [3, 5])

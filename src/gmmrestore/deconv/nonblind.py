@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..h5io import GmmRestoreError
-from .sparse import _pcg
-from .valid import conv_valid, corr_full, crop_centre, valid_tap_counts
+from .sparse import _normal_operator, _pcg
+from .valid import corr_full, crop_centre, valid_tap_counts
 
 
 @dataclass(frozen=True)
@@ -74,13 +74,13 @@ def deconvolve_sparse(y: np.ndarray, kernel: np.ndarray,
     b = corr_full(y, kernel)
     t = valid_tap_counts(kernel, y.shape)
     x = np.pad(y, (((s - 1) // 2, s // 2), ((s - 1) // 2, s // 2)), mode="edge")
+    normal = _normal_operator(kernel, x.shape)
     for _ in range(st.n_outer):
         wh = st.weight * st.alpha / 2 * np.maximum(np.abs(_dh(x)), st.eps) ** (st.alpha - 2)
         wv = st.weight * st.alpha / 2 * np.maximum(np.abs(_dv(x)), st.eps) ** (st.alpha - 2)
 
         def apply_A(z, wh=wh, wv=wv):
-            return corr_full(conv_valid(z, kernel), kernel) + _dh_t(wh * _dh(z)) \
-                + _dv_t(wv * _dv(z))
+            return normal(z) + _dh_t(wh * _dh(z)) + _dv_t(wv * _dv(z))
 
         diag = t + _diag_reg(wh, wv, x.shape)
         x, _ = _pcg(apply_A, b, 1.0 / diag, x, st.cg_iter, 1e-8)

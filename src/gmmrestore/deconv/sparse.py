@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..h5io import GmmRestoreError
-from .valid import conv_valid, corr_full, valid_tap_counts
+from .valid import FFT_MIN_TAPS, ValidConvolution, conv_valid, corr_full, valid_tap_counts
 
 LOG_2PI = float(np.log(2.0 * np.pi))
 
@@ -178,13 +178,22 @@ def sparse_estep(yf: np.ndarray, kernel: np.ndarray, state: VariationalState, et
     inv_eta2 = 1.0 / eta**2
     t = valid_tap_counts(kernel, yf.shape[-2:])
     diag = t * inv_eta2 + prec
+    normal = _normal_operator(kernel, state.mu.shape[-2:])
     b = corr_full(yf, kernel) * inv_eta2
 
     def apply_A(x):
-        return corr_full(conv_valid(x, kernel), kernel) * inv_eta2 + prec * x
+        return normal(x) * inv_eta2 + prec * x
 
     mu, it = _pcg(apply_A, b, 1.0 / diag, state.mu, cg_iter, cg_tol)
     return VariationalState(mu, 1.0 / diag, prec), it
+
+
+def _normal_operator(kernel: np.ndarray, x_shape: tuple[int, int]):
+    """``x -> T_k^T T_k x``: cached-FFT :class:`.valid.ValidConvolution` for large kernels,
+    direct convolutions for small ones."""
+    if kernel.size >= FFT_MIN_TAPS:
+        return ValidConvolution(kernel, x_shape).normal
+    return lambda x: corr_full(conv_valid(x, kernel), kernel)
 
 
 def _pcg(apply_A, b, inv_diag, x0, maxiter, tol):

@@ -125,3 +125,41 @@ def valid_mstep_system(y: np.ndarray, mu: np.ndarray, var: np.ndarray | None,
         b_u += signal.fftconvolve(mi, yi[::-1, ::-1], mode="valid")
     # (u, v) order -> kernel order (a, b) = (s-1-u, s-1-v): reverse the flattened index
     return A_u[::-1, ::-1].copy(), b_u.ravel()[::-1].copy()
+
+
+class ValidConvolution:
+    """``T_k`` and ``T_k^T`` of one kernel by FFT with the kernel's transform cached.
+
+    On a periodic grid of at least the scene's size, the circular convolution equals the
+    valid convolution on the output rows/columns ``s-1 .. H+s-2`` (no wrap-around reaches
+    them), and the adjoint is the circular correlation of the zero-embedded image restricted
+    to the scene.  Two FFTs per application instead of ``fftconvolve``'s three on a larger
+    grid.  x : (..., H+s-1, W+s-1);  y : (..., H, W).
+    """
+
+    def __init__(self, kernel: np.ndarray, x_shape: tuple[int, int]):
+        from scipy import fft as sfft
+
+        self._fft = sfft
+        kernel = np.asarray(kernel, dtype=np.float64)
+        self.s = kernel.shape[0]
+        self.x_shape = (int(x_shape[0]), int(x_shape[1]))
+        self.grid = (sfft.next_fast_len(self.x_shape[0], real=True),
+                     sfft.next_fast_len(self.x_shape[1], real=True))
+        self.K = sfft.rfft2(kernel, s=self.grid)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        f = self._fft
+        full = f.irfft2(f.rfft2(x, s=self.grid) * self.K, s=self.grid)
+        return full[..., self.s - 1:self.x_shape[0], self.s - 1:self.x_shape[1]]
+
+    def adjoint(self, y: np.ndarray) -> np.ndarray:
+        f = self._fft
+        emb = np.zeros(y.shape[:-2] + self.grid)
+        emb[..., self.s - 1:self.x_shape[0], self.s - 1:self.x_shape[1]] = y
+        full = f.irfft2(f.rfft2(emb) * np.conj(self.K), s=self.grid)
+        return full[..., :self.x_shape[0], :self.x_shape[1]]
+
+    def normal(self, x: np.ndarray) -> np.ndarray:
+        """``T_k^T T_k x``."""
+        return self.adjoint(self.forward(x))
