@@ -92,7 +92,7 @@ def run(args) -> dict:
     settings = sparse_pyramid.SparseSettings(**json.loads(args.sparse))
     methods = args.methods.split(",")
     rows = []
-    for case in make_cases(args):
+    for case in make_cases(args)[:args.max_cases]:
         x_true = nonblind.deconvolve_sparse(case["y"], case["kernel"])
         for method in methods:
             t0 = time.perf_counter()
@@ -148,6 +148,8 @@ def main() -> None:
     ap.add_argument("--crop", type=int, default=255)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--methods", default="sparse,gaussian,blob")
+    ap.add_argument("--max-cases", type=int, default=None,
+                    help="only the first N cases of the set (the same cases as the full run)")
     ap.add_argument("--data", default=DATA)
     ap.add_argument("--sparse", default="{}", help="SparseSettings fields as JSON "
                     '(e.g. \'{"eta_factors": [4, 2, 1]}\')')
