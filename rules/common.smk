@@ -249,6 +249,14 @@ def is_blind(blur):
     return bool(config["blurs"].get(blur, {}).get("blind", False))
 
 
+def kernel_prior(blur):
+    """Image prior of a blind kernel estimate: the blur's 'prior', by default 'sparse' for
+    photographs (corruption.boundary valid) and 'gaussian' (the seed's EM) otherwise."""
+    boundary = config.get("corruption", {}).get("boundary", "zero")
+    default = "sparse" if boundary == "valid" else "gaussian"
+    return config["blurs"].get(blur, {}).get("prior", default)
+
+
 def setting_dir(blur, sigma):
     return f"{RESULTS}/{DATASET}/{blur}_s{sigma}"
 

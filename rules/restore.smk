@@ -52,13 +52,18 @@ rule estimate_kernel:
         size=lambda wc: config["blurs"][wc.blur].get(
             "kernel_size", max(config["blurs"][wc.blur]["size"], 3)
         ),
-        batch=lambda wc: config["blurs"][wc.blur]["batch_size"],
+        batch=lambda wc: (
+            1
+            if kernel_prior(wc.blur) == "sparse"
+            else config["blurs"][wc.blur]["batch_size"]
+        ),
+        kernel_prior=lambda wc: kernel_prior(wc.blur),
         seed=config["seed"],
     shell:
         "OMP_NUM_THREADS={threads} OPENBLAS_NUM_THREADS={threads}"
         " python {input.script:q} --corrupted {input.data:q} --prior-dataset {input.prior:q}"
         " --out {output:q} --kernel-size {params.size} --batch-size {params.batch}"
-        " --seed {params.seed} > {log:q} 2>&1"
+        " --prior {params.kernel_prior} --seed {params.seed} > {log:q} 2>&1"
 
 
 rule restore_images_blind:

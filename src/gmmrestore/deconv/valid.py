@@ -1,0 +1,165 @@
+"""Valid-region observation model for photographs (no zero border).
+
+A camera records only the centre of the full convolution: the sharp scene ``x`` is larger
+than the photograph ``y`` by ``s - 1`` pixels in each direction and
+
+    ``y[i, j] = sum_{a, b} k[a, b] x[i + s - 1 - a, j + s - 1 - b]``,   i < H, j < W,
+
+``x : (H + s - 1, W + s - 1)``, ``y : (H, W)`` (``scipy.signal.convolve(x, k, "valid")``).
+Nothing is assumed about the scene outside the photograph: the border pixels of ``x`` are
+seen by fewer output pixels and constrained by the prior only.  ``T_k`` is this valid
+convolution, ``T_k^T`` the full correlation.  FFT-based for large kernels.
+
+Tap ``(a, b)`` of output pixel ``p`` sees ``x[p + (u, v)]`` with ``(u, v) = (s-1-a, s-1-b)``;
+the M-step quadratic ``E|T_k x - y|^2 = k^T A k - 2 b^T k + |y|^2`` has
+``A[(u,v),(u',v')] = sum_p E[x[p+(u,v)] x[p+(u',v')]]`` (a box sum of the product image
+``x[q] x[q + delta]``, ``delta = (u'-u, v'-v)``, over ``q`` in ``[u, u+H) x [v, v+W)``:
+computed exactly with summed-area tables) and ``b[(u,v)] = sum_p y[p] x[p+(u,v)]``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from scipy import signal
+
+from ..h5io import GmmRestoreError
+
+#: Kernels with more taps than this are applied by FFT.
+FFT_MIN_TAPS = 16
+
+
+def _kernel_nd(kernel: np.ndarray, ndim: int) -> np.ndarray:
+    return np.asarray(kernel, dtype=np.float64).reshape((1,) * (ndim - 2) + kernel.shape)
+
+
+def conv_valid(x: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """Valid convolution ``T_k x``: x (..., H+s-1, W+s-1) -> (..., H, W)."""
+    k = _kernel_nd(kernel, x.ndim)
+    if kernel.size < FFT_MIN_TAPS:
+        return signal.convolve(x, k, mode="valid", method="direct")
+    return signal.fftconvolve(x, k, mode="valid", axes=(-2, -1))
+
+
+def corr_full(y: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """Adjoint ``T_k^T y`` (full correlation): y (..., H, W) -> (..., H+s-1, W+s-1)."""
+    k = _kernel_nd(np.asarray(kernel)[::-1, ::-1], y.ndim)
+    if kernel.size < FFT_MIN_TAPS:
+        return signal.convolve(y, k, mode="full", method="direct")
+    return signal.fftconvolve(y, k, mode="full", axes=(-2, -1))
+
+
+def valid_tap_counts(kernel: np.ndarray, out_shape: tuple[int, int]) -> np.ndarray:
+    """``diag(T_k^T T_k)``, (H+s-1, W+s-1): the squared taps that see each scene pixel."""
+    return corr_full(np.ones(out_shape), np.asarray(kernel, dtype=np.float64) ** 2)
+
+
+def valid_conv_matrix(kernel: np.ndarray, x_shape: tuple[int, int]) -> np.ndarray:
+    """Dense ``T_k`` ((H*W), (H+s-1)*(W+s-1)), row-major; for tests on tiny images."""
+    kernel = np.asarray(kernel, dtype=np.float64)
+    n = x_shape[0] * x_shape[1]
+    basis = np.eye(n).reshape(n, *x_shape)
+    cols = conv_valid(basis, kernel)  # (n, H, W)
+    return cols.reshape(n, -1).T
+
+
+def crop_centre(x: np.ndarray, kernel_size: int) -> np.ndarray:
+    """The part of a scene (..., H+s-1, W+s-1) under the photograph, (..., H, W), for a
+    kernel centred at its middle pixel."""
+    c = (kernel_size - 1) // 2
+    e = kernel_size - 1 - c
+    return x[..., c:x.shape[-2] - e, c:x.shape[-1] - e]
+
+
+def _window_sums(img: np.ndarray, length: int, count: int, axis: int) -> np.ndarray:
+    """Sums of ``length`` consecutive entries starting at 0..count-1 along ``axis``."""
+    img = np.moveaxis(img, axis, -1)
+    first = img[..., :length].sum(axis=-1, keepdims=True)
+    delta = img[..., length:length + count - 1] - img[..., :count - 1]
+    out = np.concatenate([first, first + np.cumsum(delta, axis=-1)], axis=-1)
+    return np.moveaxis(out, -1, axis)
+
+
+def _box_sums(img: np.ndarray, h: int, w: int, n0: int, n1: int) -> np.ndarray:
+    """Sums of ``img[..., u:u+h, v:v+w]`` for u < n0, v < n1 (running window sums);
+    img (..., U, V) -> (..., n0, n1)."""
+    return _window_sums(_window_sums(img, h, n0, -2), w, n1, -1)
+
+
+def valid_mstep_system(y: np.ndarray, mu: np.ndarray, var: np.ndarray | None,
+                       kernel_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact M-step quadratic of the valid model, pooled over images.
+
+    y : (n, H, W);  mu : (n, H+s-1, W+s-1) posterior means;  var : like mu (or
+    broadcastable), diagonal posterior variances, or None.
+    Returns ``A`` (s*s, s*s) and ``b`` (s*s,) in row-major kernel order, so that
+    ``E_q |T_k x - y|^2 = k^T A k - 2 b^T k + |y|^2`` for ``q = N(mu, diag(var))``.
+    """
+    s = int(kernel_size)
+    y = np.asarray(y, dtype=np.float64)
+    mu = np.asarray(mu, dtype=np.float64)
+    n, h, w = y.shape
+    if mu.shape != (n, h + s - 1, w + s - 1):
+        raise GmmRestoreError(f"valid M-step: means of shape {mu.shape} for images {y.shape} "
+                              f"and kernel size {s}; expected {(n, h + s - 1, w + s - 1)}")
+    hx, wx = mu.shape[1:]
+    A4 = np.zeros((s, s, s, s))  # [u, v, u', v']
+    pad = np.pad(mu, ((0, 0), (0, s - 1), (s - 1, s - 1)))
+    idx_u = np.arange(s)
+    for du in range(s):
+        rows = pad[:, du:du + hx, :]  # x[q + (du, .)]
+        shifted = np.lib.stride_tricks.sliding_window_view(rows, wx, axis=2)  # (n,hx,2s-1,wx)
+        prod = np.einsum("nqj,nqdj->dqj", mu, shifted)  # (2s-1, hx, wx): dv = d - (s-1)
+        sums = _box_sums(prod, h, w, s - du, s)  # (2s-1, s-du, s)
+        for j, dv in enumerate(range(-(s - 1), s)):
+            v = np.arange(max(0, -dv), min(s, s - dv))
+            uu = idx_u[:s - du]
+            A4[uu[:, None], v[None, :], uu[:, None] + du, v[None, :] + dv] = \
+                sums[j][np.ix_(uu, v)]
+    A_u = A4.reshape(s * s, s * s)
+    A_u = np.triu(A_u) + np.triu(A_u, 1).T
+    if var is not None:
+        v_img = np.broadcast_to(np.asarray(var, dtype=np.float64), mu.shape).sum(axis=0)
+        A_u[np.diag_indices_from(A_u)] += _box_sums(v_img, h, w, s, s).ravel()
+    b_u = np.zeros((s, s))
+    for yi, mi in zip(y, mu, strict=True):
+        b_u += signal.fftconvolve(mi, yi[::-1, ::-1], mode="valid")
+    # (u, v) order -> kernel order (a, b) = (s-1-u, s-1-v): reverse the flattened index
+    return A_u[::-1, ::-1].copy(), b_u.ravel()[::-1].copy()
+
+
+class ValidConvolution:
+    """``T_k`` and ``T_k^T`` of one kernel by FFT with the kernel's transform cached.
+
+    On a periodic grid of at least the scene's size, the circular convolution equals the
+    valid convolution on the output rows/columns ``s-1 .. H+s-2`` (no wrap-around reaches
+    them), and the adjoint is the circular correlation of the zero-embedded image restricted
+    to the scene.  Two FFTs per application instead of ``fftconvolve``'s three on a larger
+    grid.  x : (..., H+s-1, W+s-1);  y : (..., H, W).
+    """
+
+    def __init__(self, kernel: np.ndarray, x_shape: tuple[int, int]):
+        from scipy import fft as sfft
+
+        self._fft = sfft
+        kernel = np.asarray(kernel, dtype=np.float64)
+        self.s = kernel.shape[0]
+        self.x_shape = (int(x_shape[0]), int(x_shape[1]))
+        self.grid = (sfft.next_fast_len(self.x_shape[0], real=True),
+                     sfft.next_fast_len(self.x_shape[1], real=True))
+        self.K = sfft.rfft2(kernel, s=self.grid)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        f = self._fft
+        full = f.irfft2(f.rfft2(x, s=self.grid) * self.K, s=self.grid)
+        return full[..., self.s - 1:self.x_shape[0], self.s - 1:self.x_shape[1]]
+
+    def adjoint(self, y: np.ndarray) -> np.ndarray:
+        f = self._fft
+        emb = np.zeros(y.shape[:-2] + self.grid)
+        emb[..., self.s - 1:self.x_shape[0], self.s - 1:self.x_shape[1]] = y
+        full = f.irfft2(f.rfft2(emb) * np.conj(self.K), s=self.grid)
+        return full[..., :self.x_shape[0], :self.x_shape[1]]
+
+    def normal(self, x: np.ndarray) -> np.ndarray:
+        """``T_k^T T_k x``."""
+        return self.adjoint(self.forward(x))
