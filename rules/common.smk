@@ -430,7 +430,9 @@ def dataset_args():
     if training_source() == "bsd":
         bsd = ds["bsd"]
         args += [f"--train-set {bsd['train_set']} --test-set {bsd['test_set']}"]
-        args += [f"--test-image {shlex.quote(name)}" for name in bsd.get("test_images", [])]
+        args += [
+            f"--test-image {shlex.quote(name)}" for name in bsd.get("test_images", [])
+        ]
         args += [f"--crop {bsd['crop']}"] if "crop" in bsd else []
     if ds.get("folder"):
         args.append(f"--folder {shlex.quote(ds['folder'])}")
