@@ -182,7 +182,8 @@ def check_settings(config: Mapping[str, Any], settings: Sequence[Any], where: st
                 f"patches of patch size {m} (dataset.n_train {config['dataset']['n_train']}, "
                 f"patches.max_patches {config.get('patches', {}).get('max_patches')}); "
                 f"allowed: 1 to {n}")
-    check_noise_sigmas(settings, where)
+    # a paired set's setting carries its calibration key, checked by the schema's paired block
+    check_noise_sigmas([s for s in settings if s.blur not in set(given_blurs)], where)
     check_blurs(config)
     check_paths(config)
     check_image_prior(config)
