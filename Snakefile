@@ -4,6 +4,11 @@
 # -> plot_*.  See README.md.
 
 
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
 configfile: "config.yaml"
 
 
