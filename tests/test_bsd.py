@@ -381,3 +381,18 @@ def test_baseline_with_one_parameter_value_skips_validation(tmp_path, run_main, 
     expected = baselines.restore_baseline("bm3d", read_h5(tmp_path / "c.h5", "corrupted")[0][
         "corrupted"], np.ones((1, 1)), 0.1, 0.0, clip=False)
     np.testing.assert_allclose(arrays["restored"], expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("name, jobs", [("bsd68.yaml", {"restore_images": 6,
+                                                          "restore_baseline": 9}),
+                                         ("bsd68_deblur.yaml", {"restore_images": 8,
+                                                                "restore_baseline": 24})])
+def test_natural_configs_plan_a_run(tmp_path, name, jobs):
+    from test_workflow import snakemake
+
+    result = snakemake(tmp_path, "-n", "--configfile", Path(ROOT) / "configs" / name)
+    text = result.stdout + result.stderr
+    for rule, count in jobs.items():
+        assert f"{rule}" in text
+        line = next(ln for ln in text.splitlines() if ln.split()[:1] == [rule])
+        assert int(line.split()[1]) == count, line
