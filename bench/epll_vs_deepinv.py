@@ -28,24 +28,13 @@ import sys
 import time
 
 import numpy as np
+from restore_speed import gemm_rate  # bench/ is on sys.path when run as a script
 
 from gmmrestore.datasets import read_image
 from gmmrestore.gmm import load_gmm
 from gmmrestore.patches import extract_patches
 from gmmrestore.restore.epll import epll_restore
 from gmmrestore.restore.mapk import map_k_flops, map_k_restore
-
-
-def gemm_rate(n: int = 2000, repeats: int = 3) -> float:
-    """Best float64 GEMM rate in GFLOP/s of ``repeats`` n x n products."""
-    a = np.random.default_rng(0).random((n, n))
-    a @ a
-    best = np.inf
-    for _ in range(repeats):
-        start = time.perf_counter()
-        a @ a
-        best = min(best, time.perf_counter() - start)
-    return 2.0 * n**3 / best / 1e9
 
 
 def deepinv_epll(weights, covariances, dc_variance: float):
