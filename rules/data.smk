@@ -43,11 +43,13 @@ rule extract_patches:
     params:
         max_patches=config["patches"]["max_patches"],
         heldout=config["patches"]["heldout_patches"],
+        transpose="--transpose-half" if config["patches"]["transpose_half"] else "",
         seed=config["seed"],
     shell:
         "python {input.script:q} --dataset {input.data:q} --out {output:q}"
         " --patch-size {wildcards.m} --max-patches {params.max_patches}"
-        " --heldout-patches {params.heldout} --seed {params.seed} > {log:q} 2>&1"
+        " --heldout-patches {params.heldout} {params.transpose} --seed {params.seed}"
+        " > {log:q} 2>&1"
 
 
 rule corrupt_images:

@@ -29,6 +29,9 @@ def main(argv=None) -> None:
                              "(default: all)")
     parser.add_argument("--heldout-patches", type=int, default=10000,
                         help="held-out patches drawn from the validation images (0: none)")
+    parser.add_argument("--transpose-half", action="store_true",
+                        help="transpose every second training patch (a transpose-symmetric "
+                             "prior, for sets that store portrait images transposed)")
     parser.add_argument("--seed", type=int, default=0, help="random seed")
     args = parser.parse_args(argv)
     cli.setup_logging(args.quiet)
@@ -41,7 +44,8 @@ def main(argv=None) -> None:
         raise GmmRestoreError(f"--max-patches must be >= 1, got {args.max_patches}")
     rng = np.random.default_rng([args.seed, STAGE_SEED])
     total = len(train) * n_patches_per_image(train.shape[1:], m)
-    patches = sample_patches(train, m, args.max_patches, rng).astype(np.float32)
+    patches = sample_patches(train, m, args.max_patches, rng,
+                             transpose_half=args.transpose_half).astype(np.float32)
     log.info("%d training patches of %dx%d from %d images (%d available)", len(patches), m, m,
              len(train), total)
     datasets = {"patches": patches}
@@ -53,6 +57,7 @@ def main(argv=None) -> None:
         args.out, "patches", datasets,
         attrs={"patch_size": m, "n_images": len(train), "n_heldout_images": len(validation),
                "max_patches": args.max_patches if args.max_patches else "all",
+               "transpose_half": args.transpose_half,
                "n_available": total, "seed": args.seed, "source": attrs.get("source", ""),
                "dataset": attrs.get("dataset", ""), "dataset_file": args.dataset,
                "stride": 1, "order": "row-major patch positions, row-major pixels"},

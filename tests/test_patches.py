@@ -97,6 +97,17 @@ def test_sample_patches_subset_and_seeded(rng):
     np.testing.assert_array_equal(P.sample_patches(images, 4, None, rng), allp)
 
 
+@pytest.mark.parametrize("max_patches", [None, 20])
+def test_sample_patches_transpose_half(rng, max_patches):
+    images = rng.random((3, 8, 9))
+    plain = P.sample_patches(images, 4, max_patches, np.random.default_rng(2))
+    half = P.sample_patches(images, 4, max_patches, np.random.default_rng(2), transpose_half=True)
+    expected = plain.reshape(-1, 4, 4).copy()
+    expected[1::2] = expected[1::2].transpose(0, 2, 1)
+    np.testing.assert_array_equal(half, expected.reshape(-1, 16))
+    assert not np.array_equal(half[1], plain[1])
+
+
 @pytest.mark.parametrize("m", [1, 9])
 def test_patch_size_errors(m):
     with pytest.raises(GmmRestoreError, match="patch_size"):

@@ -139,12 +139,14 @@ def average_patches(patches: np.ndarray, image_shape: tuple[int, int], m: int,
 
 
 def sample_patches(images: np.ndarray, m: int, max_patches: int | None,
-                   rng: np.random.Generator) -> np.ndarray:
+                   rng: np.random.Generator, transpose_half: bool = False) -> np.ndarray:
     """All patches of ``images`` (n, H, W), or a seeded uniform subset of ``max_patches``.
 
     Returns (N, m*m) in the dtype of ``images``, N = min(max_patches, n·P).  The subset is
     drawn without replacement and kept in image/position order; only the chosen patches
-    are materialised.
+    are materialised.  With ``transpose_half`` every second patch is transposed, which makes
+    a prior trained on them symmetric under transposition (natural-image sets store portrait
+    images transposed).
     """
     images = np.asarray(images)
     check_patch_size(m, images.shape[1:])
@@ -152,9 +154,13 @@ def sample_patches(images: np.ndarray, m: int, max_patches: int | None,
     hp, wp = h - m + 1, w - m + 1
     total = n * hp * wp
     if max_patches is None or max_patches >= total:
-        return extract_patches(images, m).reshape(total, m * m)
-    chosen = np.sort(rng.choice(total, size=int(max_patches), replace=False))
-    img, pos = np.divmod(chosen, hp * wp)
-    r, c = np.divmod(pos, wp)
-    windows = sliding_window_view(images, (m, m), axis=(1, 2))
-    return windows[img, r, c].reshape(len(chosen), m * m)
+        out = extract_patches(images, m).reshape(total, m, m)
+    else:
+        chosen = np.sort(rng.choice(total, size=int(max_patches), replace=False))
+        img, pos = np.divmod(chosen, hp * wp)
+        r, c = np.divmod(pos, wp)
+        out = sliding_window_view(images, (m, m), axis=(1, 2))[img, r, c]
+    if transpose_half:
+        out = np.array(out)
+        out[1::2] = out[1::2].transpose(0, 2, 1)
+    return out.reshape(len(out), m * m)
