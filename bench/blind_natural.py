@@ -13,6 +13,8 @@ Methods, side by side on the same cases (the estimator knows the kernel SIZE onl
 
 * ``sparse``: :func:`gmmrestore.deconv.estimate_kernel_sparse` (valid model, sparse
   gradient prior, variational EM);
+* ``l0``: :func:`gmmrestore.deconv.l0map.estimate_kernel_l0` (valid model, L0 gradient
+  prior, alternating MAP);
 * ``gaussian``: the seed's :func:`gmmrestore.deconv.estimate_kernel` (Gaussian gradient
   prior, std 0.07, zero-boundary model);
 * ``blob``: no estimation, an isotropic Gaussian of std (s - 1) / 4 (the floor).
@@ -40,7 +42,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.p
 
 from gmmrestore import deconv  # noqa: E402
 from gmmrestore.datasets import read_image  # noqa: E402
-from gmmrestore.deconv import nonblind, sparse, sparse_pyramid  # noqa: E402
+from gmmrestore.deconv import l0map, nonblind, sparse, sparse_pyramid  # noqa: E402
 from gmmrestore.deconv.scores import shifted_error_ratio, success_rates  # noqa: E402
 from gmmrestore.deconv.valid import crop_centre  # noqa: E402
 from gmmrestore.operators import (  # noqa: E402
@@ -81,6 +83,8 @@ def make_cases(args) -> list[dict]:
 def estimate(method: str, y: np.ndarray, s: int, settings) -> np.ndarray:
     if method == "sparse":
         return sparse_pyramid.estimate_kernel_sparse(y, s, settings)[0]
+    if method == "l0":
+        return l0map.estimate_kernel_l0(y, s)[0]
     if method == "gaussian":
         return deconv.estimate_kernel(y, s, prior_std=0.07)[0]
     if method == "blob":

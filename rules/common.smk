@@ -23,6 +23,7 @@ from gmmrestore.configcheck import (
     epll_image_prior_settings,
     schema_error_message,
 )
+from gmmrestore.deconv import PHOTOGRAPH_PRIORS
 from gmmrestore.depends import library_sources
 from gmmrestore import runlock, runstatus
 from gmmrestore.runwarnings import report_warnings
@@ -250,10 +251,10 @@ def is_blind(blur):
 
 
 def kernel_prior(blur):
-    """Image prior of a blind kernel estimate: the blur's 'prior', by default 'sparse' for
+    """Image prior of a blind kernel estimate: the blur's 'prior', by default 'l0' for
     photographs (corruption.boundary valid) and 'gaussian' (the seed's EM) otherwise."""
     boundary = config.get("corruption", {}).get("boundary", "zero")
-    default = "sparse" if boundary == "valid" else "gaussian"
+    default = "l0" if boundary == "valid" else "gaussian"
     return config["blurs"].get(blur, {}).get("prior", default)
 
 

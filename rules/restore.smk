@@ -54,7 +54,7 @@ rule estimate_kernel:
         ),
         batch=lambda wc: (
             1
-            if kernel_prior(wc.blur) == "sparse"
+            if kernel_prior(wc.blur) in PHOTOGRAPH_PRIORS
             else config["blurs"][wc.blur]["batch_size"]
         ),
         kernel_prior=lambda wc: kernel_prior(wc.blur),

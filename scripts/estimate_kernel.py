@@ -29,10 +29,13 @@ import _bootstrap  # noqa: F401  (puts src/ on sys.path)
 
 from gmmrestore import cli
 from gmmrestore.deconv import (
+    BLIND_PRIORS,
     COVARIANCES,
     DEFAULT_NOISE_SCHEDULE,
+    PHOTOGRAPH_PRIORS,
     SparseSettings,
     estimate_kernel,
+    estimate_kernel_l0,
     estimate_kernel_sparse,
     recenter_kernel,
 )
@@ -41,6 +44,14 @@ from gmmrestore.h5io import GmmRestoreError, open_h5, read_dataset, write_h5
 log = logging.getLogger("gmmrestore.estimate_kernel")
 STAGE_SEED = 7  # independent random streams (choice of the prior images, batches)
 BATCH_ORDERS = ("shuffled", "consecutive")
+ESTIMATOR_DESCRIPTIONS = {
+    "gaussian": "MAP_k EM, Gaussian image prior, zero boundary "
+                "(gmmrestore.deconv.estimate_kernel)",
+    "sparse": "MAP_k variational EM, sparse gradient prior, valid boundary "
+              "(gmmrestore.deconv.estimate_kernel_sparse)",
+    "l0": "alternating MAP, L0 gradient prior, valid boundary "
+          "(gmmrestore.deconv.estimate_kernel_l0)",
+}
 
 
 def _float_list(text: str) -> list[float]:
@@ -91,15 +102,21 @@ def batch_members(n: int, batch_size: int, order: str = "shuffled", seed: int = 
 
 def estimate_batch(images: np.ndarray, s: int, args, prior_images) -> tuple[np.ndarray, dict]:
     """One batch's kernel: the Gaussian-prior EM (zero boundary, pooled batch) or, with
-    ``--prior sparse``, the sparse-prior variational EM of one photograph (valid model).
+    ``--prior sparse`` / ``l0``, the estimate of one photograph (valid model): the
+    sparse-prior variational EM or the L0-prior alternating MAP.
     Returns the kernel and ``{"seconds", "noise_floor", "history"}`` (history records with
-    level, eta and objective; NaN objective for the sparse prior)."""
+    level, eta and objective; NaN where the estimator has none)."""
     if args.prior == "sparse":
         kernel, info = estimate_kernel_sparse(images[0], s, SparseSettings())
         history = [{"level": r["level"], "eta": r["eta"], "objective": np.nan}
                    for r in info["history"]]
         return kernel, {"seconds": info["seconds"], "noise_floor": info["noise_sigma"][-1],
                         "history": history}
+    if args.prior == "l0":
+        kernel, info = estimate_kernel_l0(images[0], s)
+        history = [{"level": li, "eta": np.nan, "objective": np.nan}
+                   for li in range(len(info["levels"]))]
+        return kernel, {"seconds": info["seconds"], "noise_floor": np.nan, "history": history}
     kernel, info = estimate_kernel(
         images, s, noise_schedule=args.noise_schedule, noise_floor=args.noise_floor,
         prior_std=args.prior_std, prior_images=prior_images, n_iter=args.n_iter,
@@ -132,10 +149,11 @@ def main(argv=None) -> None:
                         help="split of --prior-dataset to learn the prior from")
     parser.add_argument("--prior-max-images", type=int, default=2000,
                         help="at most this many prior images (a seeded random subset)")
-    parser.add_argument("--prior", choices=("gaussian", "sparse"), default="gaussian",
+    parser.add_argument("--prior", choices=BLIND_PRIORS, default="gaussian",
                         help="gaussian: the seed's EM (zero boundary, batches of images); "
-                             "sparse: the sparse gradient prior for photographs (valid "
-                             "boundary, one kernel per image: --batch-size 1)")
+                             "for photographs (valid boundary, one kernel per image: "
+                             "--batch-size 1): sparse, the gradient-mixture variational EM, "
+                             "or l0, the L0 gradient prior's alternating MAP")
     parser.add_argument("--n-iter", type=int, default=5, help="EM iterations per eta")
     parser.add_argument("--n-levels", type=int, default=None,
                         help="pyramid levels (default: down to a 3x3 kernel)")
@@ -177,8 +195,8 @@ def main(argv=None) -> None:
         raise GmmRestoreError(f"--kernel-size {s} is larger than the images "
                               f"{images.shape[1]}x{images.shape[2]}")
 
-    if args.prior == "sparse" and args.batch_size != 1:
-        raise GmmRestoreError(f"--prior sparse estimates one kernel per photograph: use "
+    if args.prior in PHOTOGRAPH_PRIORS and args.batch_size != 1:
+        raise GmmRestoreError(f"--prior {args.prior} estimates one kernel per photograph: use "
                               f"--batch-size 1, got {args.batch_size}")
     prior_images = None
     if args.prior_dataset and args.prior == "gaussian":
@@ -235,7 +253,7 @@ def main(argv=None) -> None:
         attrs={"kernel_size": s, "noise_schedule": list(args.noise_schedule),
                "noise_floor": "auto" if args.noise_floor == "auto" else
                ("none" if args.noise_floor is None else args.noise_floor),
-               "prior": "sparse" if args.prior == "sparse" else
+               "prior": args.prior if args.prior in PHOTOGRAPH_PRIORS else
                ("spectral" if prior_images is not None else "gradient"),
                "prior_std": args.prior_std,
                "prior_dataset": args.prior_dataset or "none",
@@ -247,10 +265,7 @@ def main(argv=None) -> None:
                "n_batches": len(batches), "n_images": n, "seed": args.seed,
                "seconds": time.perf_counter() - t0, "source": args.corrupted,
                "blur": blur_name,
-               "method": "MAP_k variational EM, sparse gradient prior, valid boundary "
-                         "(gmmrestore.deconv.estimate_kernel_sparse)" if args.prior == "sparse"
-               else "MAP_k EM, Gaussian image prior, zero boundary "
-                    "(gmmrestore.deconv.estimate_kernel)",
+               "method": ESTIMATOR_DESCRIPTIONS[args.prior],
                "combination": "single batch" if len(batches) == 1 else
                "element-wise median of batch kernels, re-centred, sum 1"},
         dataset_attrs={

@@ -239,7 +239,8 @@ def test_success_rates():
 
 # ---------------------------------------------------------------- the estimate_kernel script
 
-def test_estimate_kernel_script_with_the_sparse_prior(tmp_path, rng):
+@pytest.mark.parametrize("prior", ["sparse", "l0"])
+def test_estimate_kernel_script_with_a_photograph_prior(tmp_path, rng, prior):
     import os
     import subprocess
     import sys
@@ -256,14 +257,14 @@ def test_estimate_kernel_script_with_the_sparse_prior(tmp_path, rng):
     write_h5(path, "corrupted", {"corrupted": corrupted}, attrs={"blur": "shake"})
     out = tmp_path / "kernel.h5"
     base = [sys.executable, script, "--corrupted", str(path), "--out", str(out),
-            "--kernel-size", "7", "--prior", "sparse"]
+            "--kernel-size", "7", "--prior", prior]
     bad = subprocess.run(base, capture_output=True, text=True, timeout=120, env=python_env())
     assert bad.returncode != 0 and "--batch-size 1" in bad.stderr and not out.exists()
     good = subprocess.run(base + ["--batch-size", "1"], capture_output=True, text=True,
                           timeout=300, env=python_env())
     assert good.returncode == 0, good.stderr
     arrays, attrs = read_h5(out, "kernel", ["kernel", "batch_kernels"])
-    assert attrs["prior"] == "sparse" and attrs["n_batches"] == 2
+    assert attrs["prior"] == prior and attrs["n_batches"] == 2
     assert arrays["batch_kernels"].shape == (2, 7, 7)
     np.testing.assert_allclose(arrays["batch_kernels"].sum(axis=(1, 2)), 1.0)
     assert np.all(arrays["batch_kernels"] >= 0)
@@ -278,7 +279,7 @@ def test_sparse_estimation_rejects_bad_input(rng):
         sparse_pyramid.SparseSettings(level_noise="median")
 
 
-def test_blind_natural_config_estimates_with_the_sparse_prior_one_photograph_at_a_time(
+def test_blind_natural_config_estimates_with_the_l0_prior_one_photograph_at_a_time(
         tmp_path):
     import os
     import subprocess
@@ -295,4 +296,4 @@ def test_blind_natural_config_estimates_with_the_sparse_prior_one_photograph_at_
     commands = [line for line in result.stdout.splitlines()
                 if "estimate_kernel.py" in line and "--kernel-size" in line]
     assert len(commands) == 8
-    assert all("--batch-size 1" in c and "--prior sparse" in c for c in commands)
+    assert all("--batch-size 1" in c and "--prior l0" in c for c in commands)

@@ -83,6 +83,7 @@ from .gaussian import (
     estep_variance,
     stationary_covariance,
 )
+from .l0map import L0Settings, estimate_kernel_l0
 from .model import (
     FFT_MIN_TAPS,
     LOG_2PI,
@@ -125,7 +126,17 @@ from .scores import (
 from .sparse import DEFAULT_MIXTURE, ScaleMixture, fit_scale_mixture
 from .sparse_pyramid import SparseSettings, estimate_kernel_sparse, estimate_noise_8bit
 
+#: Image priors of a blind kernel estimate (config ``blurs.*.prior``, ``--prior``): the
+#: seed's Gaussian EM on batches, and the two for photographs, which estimate one kernel per
+#: photograph with the valid model (:data:`PHOTOGRAPH_PRIORS`).
+BLIND_PRIORS = ("gaussian", "sparse", "l0")
+PHOTOGRAPH_PRIORS = ("sparse", "l0")
+
 __all__ = [
+    "BLIND_PRIORS",
+    "PHOTOGRAPH_PRIORS",
+    "L0Settings",
+    "estimate_kernel_l0",
     "COVARIANCES", "DEFAULT_NOISE_SCHEDULE", "FFT_MIN_TAPS", "LOG_2PI", "GradientPrior",
     "Prior", "SpectralPrior", "blind_scores", "deconvolve_gaussian", "em_objective",
     "error_ratio", "estep_mean", "estep_variance", "estimate_kernel", "estimate_noise_sigma",
