@@ -7,7 +7,9 @@ method with the true kernel on the same images (`psnr_true_kernel_mean`), the me
 difference estimated - true kernel with its 95% CI (`psnr_vs_true_kernel_*`), the number of
 kernel batches, their mean and largest kernel error, the mean per-image and the largest
 per-batch error ratio, and how many batches meet both --max-kernel-error and
---max-error-ratio (`kernel_batches_ok`).  Other rows leave these columns empty.
+--max-error-ratio (`kernel_batches_ok`), and for photographs the fractions of images whose
+error ratio after the best shift (the field's score) is <= 2 and <= 3
+(`shifted_ratio_le2`, `shifted_ratio_le3`).  Other rows leave these columns empty.
 
 Every row also gets the mean PSNR of the images as stored (`psnr_unclipped_mean`; the
 `psnr` columns score them clipped to [0, 1]) and, with --published TABLE, the published mean
@@ -39,7 +41,8 @@ BLIND_SUFFIX = "-blind"
 BLIND_SUMMARY = ("psnr_true_kernel_mean", "psnr_vs_true_kernel_mean",
                  "psnr_vs_true_kernel_ci95_low", "psnr_vs_true_kernel_ci95_high",
                  "n_kernel_batches", "kernel_error_mean", "kernel_error_max",
-                 "error_ratio_mean", "batch_error_ratio_max", "kernel_batches_ok")
+                 "error_ratio_mean", "batch_error_ratio_max", "kernel_batches_ok",
+                 "shifted_ratio_le2", "shifted_ratio_le3")
 
 
 def read_rows(paths: list[str]) -> tuple[list[str], list[dict]]:
@@ -103,7 +106,16 @@ def blind_summary(group: list[dict], true_rows: dict[tuple, dict], max_kernel_er
             "kernel_error_max": f"{errors.max():.4f}",
             "error_ratio_mean": f"{np.mean([float(r['error_ratio']) for r in group]):.4f}",
             "batch_error_ratio_max": f"{pooled.max():.4f}",
-            "kernel_batches_ok": ok}
+            "kernel_batches_ok": ok, **shifted_success(group)}
+
+
+def shifted_success(group: list[dict]) -> dict:
+    """Fractions of the images whose error ratio after the best shift is <= 2 and <= 3
+    ('' where it is not scored: images too small)."""
+    values = np.array([float(r.get("shifted_error_ratio") or "nan") for r in group])
+    if np.all(np.isnan(values)):
+        return {"shifted_ratio_le2": "", "shifted_ratio_le3": ""}
+    return {f"shifted_ratio_le{t}": f"{np.mean(values <= t):.4f}" for t in (2, 3)}
 
 
 def published_columns(entry: dict, table: str | None, blurs: tuple[str, ...]) -> dict:

@@ -29,7 +29,8 @@ from gmmrestore.metrics import psnr, ssim
 log = logging.getLogger("gmmrestore.evaluate")
 COLUMNS = ("dataset", "blur", "noise_sigma", "patch_size", "n_components", "method", "kernel",
            "image_id", "psnr", "ssim", "psnr_unclipped")
-BLIND_COLUMNS = ("kernel_batch", "kernel_error", "error_ratio", "batch_error_ratio")
+BLIND_COLUMNS = ("kernel_batch", "kernel_error", "error_ratio", "batch_error_ratio",
+                 "shifted_error_ratio")
 
 
 def _blank(value) -> str:

@@ -405,6 +405,23 @@ def test_error_ratio_matches_the_ssd_formula(rng):
         D.error_ratio(est, true[:3], clean)
 
 
+def test_blind_scores_shifted_ratio_forgives_a_translated_restoration(rng):
+    clean = rng.random((2, 70, 72))
+    true = clean + 0.05 * rng.standard_normal(clean.shape)
+    est = np.roll(clean, (1, -2), axis=(1, 2)) + 0.1 * rng.standard_normal(clean.shape)
+    k = gaussian_kernel(5, 1.0)
+    scores = D.blind_scores(clean, est, true, k[None], np.zeros(2, dtype=int), k)
+    for i in range(2):
+        m = 13  # border 10 + shifts 3
+        inner = clean[i, m:-m, m:-m]
+        best = min(np.sum((est[i, m + a:70 - m + a, m + b:72 - m + b] - inner) ** 2)
+                   for a in range(-3, 4) for b in range(-3, 4))
+        ref = min(np.sum((true[i, m + a:70 - m + a, m + b:72 - m + b] - inner) ** 2)
+                  for a in range(-3, 4) for b in range(-3, 4))
+        assert scores["shifted_error_ratio"][i] == pytest.approx(best / ref, rel=1e-12)
+        assert 3.0 < scores["shifted_error_ratio"][i] < 5.0 < scores["error_ratio"][i]
+
+
 def test_blind_scores_use_each_image_batch_kernel(rng):
     n = 9
     clean = rng.random((n, 6, 6))
@@ -427,6 +444,7 @@ def test_blind_scores_use_each_image_batch_kernel(rng):
             np.sum((est[members] - clean[members]) ** 2)
             / np.sum((true[members] - clean[members]) ** 2), rel=1e-12)
     assert scores["kernel_error"][2] == pytest.approx(0.0, abs=1e-7)
+    assert np.all(np.isnan(scores["shifted_error_ratio"]))  # digits: too small to shift
     with pytest.raises(GmmRestoreError, match="batch_index"):
         D.blind_scores(clean, est, true, batch_kernels, batch_index[:5], k_true)
     with pytest.raises(GmmRestoreError, match=r"\[0, 3\)"):

@@ -59,6 +59,11 @@ def kernel_error(k_est: np.ndarray, k_true: np.ndarray) -> float:
     return float(np.sqrt(sq / np.sum(b**2)))
 
 
+#: Smallest image side scored by :func:`shifted_error_ratio` in :func:`blind_scores`: the
+#: default border (10) and shifts (3) leave at least a 38 x 38 inner part.
+MIN_SHIFTED_SIZE = 64
+
+
 def error_ratio(restored_est: np.ndarray, restored_true: np.ndarray,
                 clean: np.ndarray, per_image: bool = False) -> float | np.ndarray:
     """Levin's error ratio ``SSD(restored_est, clean) / SSD(restored_true, clean)``.
@@ -97,8 +102,10 @@ def blind_scores(clean: np.ndarray, restored_est: np.ndarray, restored_true: np.
 
     Returns (n,) arrays: ``kernel_batch`` (= batch_index), ``kernel_error`` (of the image's
     batch kernel, :func:`kernel_error`), ``error_ratio`` (of the image,
-    :func:`error_ratio` with ``per_image=True``) and ``batch_error_ratio`` (SSDs pooled over
-    all images of the image's batch, :func:`error_ratio`).
+    :func:`error_ratio` with ``per_image=True``), ``batch_error_ratio`` (SSDs pooled over
+    all images of the image's batch, :func:`error_ratio`) and ``shifted_error_ratio`` (the
+    field's ratio after the best shift, :func:`shifted_error_ratio`; NaN for images of
+    under :data:`MIN_SHIFTED_SIZE` pixels a side, e.g. digits).
     """
     clean = np.asarray(clean, dtype=np.float64)
     batch_kernels = np.asarray(batch_kernels, dtype=np.float64)
@@ -120,9 +127,13 @@ def blind_scores(clean: np.ndarray, restored_est: np.ndarray, restored_true: np.
         members = batch_index == b
         pooled[members] = error_ratio(np.asarray(restored_est)[members],
                                       np.asarray(restored_true)[members], clean[members])
+    shifted = np.full(len(clean), np.nan)
+    if min(clean.shape[-2:]) >= MIN_SHIFTED_SIZE:
+        shifted = np.array([shifted_error_ratio(e, t, c) for e, t, c in
+                            zip(restored_est, restored_true, clean, strict=True)])
     return {"kernel_batch": batch_index.astype(np.int64),
             "kernel_error": per_batch_error[batch_index], "error_ratio": ratio,
-            "batch_error_ratio": pooled}
+            "batch_error_ratio": pooled, "shifted_error_ratio": shifted}
 
 
 def ssd_upto_shift(restored: np.ndarray, clean: np.ndarray, max_shift: int = 3,
