@@ -399,10 +399,11 @@ def test_progress_lines_report_bytes_and_rate(server, tmp_path, caplog):
 def test_unknown_host_is_not_retried_but_temporary_dns_failure_is():
     import urllib.error
 
-    assert datasets._host_unknown(urllib.error.URLError(socket.gaierror(socket.EAI_NONAME, "x")))
-    assert not datasets._host_unknown(
-        urllib.error.URLError(socket.gaierror(socket.EAI_AGAIN, "x")))
-    assert not datasets._host_unknown(urllib.error.URLError(ConnectionRefusedError()))
+    from gmmrestore.datasets.download import _host_unknown
+
+    assert _host_unknown(urllib.error.URLError(socket.gaierror(socket.EAI_NONAME, "x")))
+    assert not _host_unknown(urllib.error.URLError(socket.gaierror(socket.EAI_AGAIN, "x")))
+    assert not _host_unknown(urllib.error.URLError(ConnectionRefusedError()))
 
 
 def test_all_mirrors_unreachable_lists_each(server, tmp_path, closed_port_url):
