@@ -406,6 +406,25 @@ def test_unknown_host_is_not_retried_but_temporary_dns_failure_is():
     assert not _host_unknown(urllib.error.URLError(ConnectionRefusedError()))
 
 
+def test_cache_folder_refusing_the_download_is_no_mirror_failure(server, tmp_path,
+                                                                monkeypatch):
+    """pooch cannot create its temporary file: one error naming the cache folder, no retry,
+    no next mirror (and so no offline fallback)."""
+    import tempfile
+
+    data = b"payload"
+    mirror = server.serve("/w", {"f.bin": data})
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "NamedTemporaryFile", refuse)
+    with pytest.raises(datasets.CacheWriteError, match=r"/c: cannot store a download there "
+                                                       r"\(.*Permission denied"):
+        datasets.fetch_file("f.bin", digest_of(data), [mirror, mirror], tmp_path / "c", **FAST)
+    assert server.requests == []
+
+
 def test_all_mirrors_unreachable_lists_each(server, tmp_path, closed_port_url):
     _, files = make_idx_files(np.random.default_rng(11))
     missing = f"{server.url}/nothing-here/"

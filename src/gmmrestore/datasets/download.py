@@ -236,8 +236,9 @@ def _download(url: str, job: _Job) -> Any:
     transfer = _Transfer(job)
     try:
         with _quiet_pooch(pooch):
+            # absolute: pooch would expand a leading ~ that os.makedirs took literally
             pooch.retrieve(url, known_hash=job.expected.pooch_hash, fname=job.name,
-                           path=job.cache_dir, downloader=transfer)
+                           path=os.path.abspath(job.cache_dir), downloader=transfer)
     except OSError as err:
         if not transfer.started:  # pooch could not create its temporary file
             raise CacheWriteError(f"{job.cache_dir}: cannot store a download there "
