@@ -13,9 +13,10 @@ error ratio after the best shift (the field's score) is <= 2 and <= 3
 
 Every row also gets the mean PSNR of the images as stored (`psnr_unclipped_mean`; the
 `psnr` columns score them clipped to [0, 1]) and, with --published TABLE, the published mean
-PSNR of the method at that noise level (`published_psnr`, from gmmrestore.bsd.PUBLISHED_PSNR)
-and the measured minus the published mean (`psnr_vs_published`) for the blurs named by
---denoising-blur; empty where nothing is published.
+PSNR of the method at that noise level (`published_psnr`, from
+gmmrestore.datasets.bsd.PUBLISHED_PSNR) and the measured minus the published mean
+(`psnr_vs_published`) for the blurs named by --denoising-blur; empty where nothing is
+published.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import numpy as np
 import _bootstrap  # noqa: F401  (puts src/ on sys.path)
 
 from gmmrestore import cli
-from gmmrestore.bsd import published_psnr
+from gmmrestore.datasets.bsd import published_psnr
 from gmmrestore.h5io import GmmRestoreError, write_text_atomic
 from gmmrestore.metrics import mean_ci95
 

@@ -25,7 +25,8 @@ import sys
 
 import _bootstrap  # noqa: F401  (puts src/ on sys.path)
 
-from gmmrestore import bsd, cli, datasets
+from gmmrestore import cli, datasets
+from gmmrestore.datasets import bsd
 from gmmrestore.h5io import GmmRestoreError
 
 log = logging.getLogger("gmmrestore.download_dataset")

@@ -1,4 +1,4 @@
-"""Tests of gmmrestore.bsd (source 'bsd': Train400 and BSD68) and its download script.
+"""Tests of gmmrestore.datasets.bsd (source 'bsd': Train400 and BSD68) and its download script.
 
 Files come from the project's read-only copy of the two sets (``../shared/data/natural``
 beside the checkout, or $GMMRESTORE_NATURAL_DATA), served by a loopback HTTP server started
@@ -20,7 +20,8 @@ import skimage.io
 from conftest import ROOT
 from test_datasets import FAST, SCRIPT, Server, leftovers
 
-from gmmrestore import bsd, datasets
+from gmmrestore import datasets
+from gmmrestore.datasets import bsd
 from gmmrestore.h5io import GmmRestoreError
 
 NATURAL = Path(os.environ.get("GMMRESTORE_NATURAL_DATA",

@@ -399,10 +399,30 @@ def test_progress_lines_report_bytes_and_rate(server, tmp_path, caplog):
 def test_unknown_host_is_not_retried_but_temporary_dns_failure_is():
     import urllib.error
 
-    assert datasets._host_unknown(urllib.error.URLError(socket.gaierror(socket.EAI_NONAME, "x")))
-    assert not datasets._host_unknown(
-        urllib.error.URLError(socket.gaierror(socket.EAI_AGAIN, "x")))
-    assert not datasets._host_unknown(urllib.error.URLError(ConnectionRefusedError()))
+    from gmmrestore.datasets.download import _host_unknown
+
+    assert _host_unknown(urllib.error.URLError(socket.gaierror(socket.EAI_NONAME, "x")))
+    assert not _host_unknown(urllib.error.URLError(socket.gaierror(socket.EAI_AGAIN, "x")))
+    assert not _host_unknown(urllib.error.URLError(ConnectionRefusedError()))
+
+
+def test_cache_folder_refusing_the_download_is_no_mirror_failure(server, tmp_path,
+                                                                monkeypatch):
+    """pooch cannot create its temporary file: one error naming the cache folder, no retry,
+    no next mirror (and so no offline fallback)."""
+    import tempfile
+
+    data = b"payload"
+    mirror = server.serve("/w", {"f.bin": data})
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "NamedTemporaryFile", refuse)
+    with pytest.raises(datasets.CacheWriteError, match=r"/c: cannot store a download there "
+                                                       r"\(.*Permission denied"):
+        datasets.fetch_file("f.bin", digest_of(data), [mirror, mirror], tmp_path / "c", **FAST)
+    assert server.requests == []
 
 
 def test_all_mirrors_unreachable_lists_each(server, tmp_path, closed_port_url):

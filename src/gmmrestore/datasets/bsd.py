@@ -47,8 +47,9 @@ from typing import Any
 
 import numpy as np
 
-from .datasets import FileDigest, Pools, fetch_file
-from .h5io import GmmRestoreError
+from ..h5io import GmmRestoreError
+from .download import FileDigest, fetch_file
+from .pools import Pools
 
 log = logging.getLogger("gmmrestore.bsd")
 
