@@ -12,6 +12,8 @@ from conftest import ROOT, python_env, random_gmm
 from scipy.stats import multivariate_normal
 
 from gmmrestore import gmm as G
+from gmmrestore.gmm.blocks import Blocks
+from gmmrestore.gmm.passes import block_rows
 from gmmrestore.h5io import GmmRestoreError, read_h5, write_h5
 
 SCRIPT = os.path.join(ROOT, "scripts", "train_gmm.py")
@@ -183,7 +185,7 @@ def test_thread_count_does_not_change_result(data):
 def test_block_buffer_is_bounded():
     # the (rows, K*d) work buffer never grows with N (only with the chunk size, capped)
     for K, d in ((20, 64), (200, 64), (5, 4)):
-        rows = G._block_rows(K, d, 8192)
+        rows = block_rows(K, d, 8192)
         assert rows * K * d <= max(G.BLOCK_ELEMENTS, 16 * K * d)
 
 
@@ -287,7 +289,7 @@ def test_streamed_equals_in_memory(tmp_path, rng, data):
     a, ha = G.fit_gmm(data, 3, max_iter=6, tol=0, seed=4, chunk_size=100, heldout=held)
     with h5py.File(path, "r") as fh:
         b, hb = G.fit_gmm(fh["patches"], 3, max_iter=6, tol=0, seed=4, chunk_size=100,
-                          heldout=fh["heldout"])
+                          heldout=fh["heldout"], memory_budget_mb=None)
         assert hb.timing["streamed"]
         # within the memory budget the dataset is loaded instead: same result
         c, hc = G.fit_gmm(fh["patches"], 3, max_iter=6, tol=0, seed=4, chunk_size=100,
@@ -305,16 +307,16 @@ def test_streaming_reads_bounded_chunk_aligned_blocks(tmp_path, data, monkeypatc
     path = tmp_path / "patches.h5"
     write_dataset(path, data, chunk_rows=64)
     reads = []
-    original = G._Blocks._read
+    original = Blocks._read
 
     def spy(self, start, stop):
         if self.is_h5:
             reads.append((start, stop))
         return original(self, start, stop)
 
-    monkeypatch.setattr(G._Blocks, "_read", spy)
+    monkeypatch.setattr(Blocks, "_read", spy)
     with h5py.File(path, "r") as fh:
-        G.fit_gmm(fh["patches"], 3, max_iter=2, tol=0, chunk_size=150)
+        G.fit_gmm(fh["patches"], 3, max_iter=2, tol=0, chunk_size=150, memory_budget_mb=None)
     assert reads
     # 150 rounded to whole HDF5 chunks of 64 rows: 128-row reads starting on chunk borders
     assert all(start % 64 == 0 and stop - start <= 128 for start, stop in reads)
@@ -327,7 +329,8 @@ def test_streamed_float32_file_with_remove_dc(tmp_path, data):
     write_dataset(path, X, chunk_rows=50)
     a, _ = G.fit_gmm(X, 3, max_iter=3, tol=0, remove_dc=True, chunk_size=200)
     with h5py.File(path, "r") as fh:
-        b, _ = G.fit_gmm(fh["patches"], 3, max_iter=3, tol=0, remove_dc=True, chunk_size=200)
+        b, _ = G.fit_gmm(fh["patches"], 3, max_iter=3, tol=0, remove_dc=True, chunk_size=200,
+                         memory_budget_mb=None)
     assert_same_mixture(a, b, rtol=1e-10)
 
 
