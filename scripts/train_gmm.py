@@ -33,7 +33,30 @@ from gmmrestore.gmm import (
 from gmmrestore.h5io import GmmRestoreError, open_h5
 
 log = logging.getLogger("gmmrestore.train_gmm")
-DEFAULTS = EMSettings()  # the defaults of every EM option below
+DEFAULTS = EMSettings()
+# one command-line option per EMSettings field (its default is the field's)
+EM_OPTIONS = {
+    "max_iter": dict(type=int, help="maximum number of EM iterations per restart"),
+    "tol": dict(type=float, help="stop when the relative change of the mean training "
+                                 "log-likelihood falls below this (0: run --max-iter iterations)"),
+    "reg_covar": dict(type=float, help="added to the diagonal of every covariance matrix"),
+    "init": dict(choices=INIT_METHODS,
+                 help="initialisation: k-means++ seeding with Lloyd iterations, or random "
+                      "patches as centres (both on a seeded subsample)"),
+    "n_init": dict(type=int, help="number of restarts; the one with the best final "
+                                  "log-likelihood is kept"),
+    "seed": dict(type=int, help="random seed of the initialisation"),
+    "dtype": dict(choices=DTYPES,
+                  help="precision of the matrix products (sums are always float64)"),
+    "chunk_size": dict(type=int,
+                       help="patches per block (aligned with the HDF5 chunks when streaming)"),
+    "memory_budget_mb": dict(type=float,
+                             help="load the patches into memory when they need at most this "
+                                  "many MiB in --dtype, otherwise stream them from the file"),
+    "remove_dc": dict(action="store_true",
+                      help="subtract each patch's mean before training and keep all "
+                           "components zero-mean (the EPLL prior)"),
+}
 
 
 def build_parser():
@@ -47,31 +70,9 @@ def build_parser():
     parser.add_argument("--out", required=True, help="output GMM HDF5 (kind 'gmm')")
     parser.add_argument("--components", "-K", type=int, required=True,
                         help="number of mixture components K (at most the number of patches)")
-    parser.add_argument("--max-iter", type=int, default=DEFAULTS.max_iter,
-                        help="maximum number of EM iterations per restart")
-    parser.add_argument("--tol", type=float, default=DEFAULTS.tol,
-                        help="stop when the relative change of the mean training "
-                             "log-likelihood falls below this (0: run --max-iter iterations)")
-    parser.add_argument("--reg-covar", type=float, default=DEFAULTS.reg_covar,
-                        help="added to the diagonal of every covariance matrix")
-    parser.add_argument("--init", choices=INIT_METHODS, default=DEFAULTS.init,
-                        help="initialisation: k-means++ seeding with Lloyd iterations, or "
-                             "random patches as centres (both on a seeded subsample)")
-    parser.add_argument("--n-init", type=int, default=DEFAULTS.n_init,
-                        help="number of restarts; the one with the best final log-likelihood "
-                             "is kept")
-    parser.add_argument("--seed", type=int, default=DEFAULTS.seed,
-                        help="random seed of the initialisation")
-    parser.add_argument("--dtype", choices=DTYPES, default=DEFAULTS.dtype,
-                        help="precision of the matrix products (sums are always float64)")
-    parser.add_argument("--chunk-size", type=int, default=DEFAULTS.chunk_size,
-                        help="patches per block (aligned with the HDF5 chunks when streaming)")
-    parser.add_argument("--memory-budget-mb", type=float, default=DEFAULTS.memory_budget_mb,
-                        help="load the patches into memory when they need at most this many "
-                             "MiB in --dtype, otherwise stream them from the file")
-    parser.add_argument("--remove-dc", action="store_true", default=DEFAULTS.remove_dc,
-                        help="subtract each patch's mean before training and keep all "
-                             "components zero-mean (the EPLL prior)")
+    for name, options in EM_OPTIONS.items():
+        parser.add_argument("--" + name.replace("_", "-"), default=getattr(DEFAULTS, name),
+                            **options)
     parser.add_argument("--checkpoint", default=None,
                         help="checkpoint file written after every iteration; a rerun with the "
                              "same arguments resumes from it; removed once --out is written")
@@ -80,10 +81,7 @@ def build_parser():
 
 def em_settings(args) -> EMSettings:
     """fit_gmm's settings from the command line."""
-    return EMSettings(max_iter=args.max_iter, tol=args.tol, reg_covar=args.reg_covar,
-                      init=args.init, n_init=args.n_init, seed=args.seed, dtype=args.dtype,
-                      chunk_size=args.chunk_size, remove_dc=args.remove_dc,
-                      memory_budget_mb=args.memory_budget_mb)
+    return EMSettings(**{name: getattr(args, name) for name in EM_OPTIONS})
 
 
 def check_components(K: int, n: int, source: str, what: str) -> None:

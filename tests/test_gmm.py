@@ -1,5 +1,7 @@
 """EM training of full-covariance Gaussian mixtures (gmmrestore.gmm, scripts/train_gmm.py)."""
 
+import dataclasses
+import json
 import logging
 import os
 import subprocess
@@ -271,6 +273,49 @@ def test_bad_arguments(data):
     bad[5, 1] = np.nan
     with pytest.raises(GmmRestoreError, match="NaN"):
         G.fit_gmm(bad, 2)
+
+
+# ------------------------------------------------------------------------------- settings
+
+
+def test_settings_object_equals_keyword_overrides(data):
+    a, ha = G.fit_gmm(data, 3, G.EMSettings(max_iter=3, tol=0, seed=2, dtype="float32"))
+    b, hb = G.fit_gmm(data, 3, max_iter=3, tol=0, seed=2, dtype=np.float32)
+    c, hc = G.fit_gmm(data, 3, G.EMSettings(max_iter=3, seed=7), seed=2, tol=0,
+                      dtype="float32")
+    for got, hist in ((b, hb), (c, hc)):
+        assert_same_mixture(a, got, rtol=0)
+        assert hist.settings == ha.settings
+    assert ha.settings["dtype"] == "float32" and ha.n_iter == 3
+
+
+def test_settings_are_checked():
+    with pytest.raises(TypeError, match="max_iters"):
+        G.fit_gmm(np.zeros((5, 2)), 2, max_iters=3)
+    for bad in (dict(max_iter=0), dict(n_init=1.5), dict(tol=-1.0), dict(reg_covar=np.inf),
+                dict(memory_budget_mb=0), dict(init="spectral"), dict(dtype="int32")):
+        with pytest.raises(GmmRestoreError, match=next(iter(bad))):
+            G.EMSettings(**bad)
+
+
+def test_train_gmm_defaults_are_em_settings():
+    """train_gmm.py has one option per EMSettings field, with the field's default."""
+    from train_gmm import EM_OPTIONS, build_parser, em_settings
+
+    assert set(EM_OPTIONS) == {f.name for f in dataclasses.fields(G.EMSettings)}
+    args = build_parser().parse_args(["--patches", "p.h5", "--out", "g.h5", "-K", "2"])
+    assert em_settings(args) == G.EMSettings()
+
+
+def test_fit_history_state_round_trip(data):
+    _, hist = G.fit_gmm(data, 3, max_iter=3, tol=0, heldout=data[:50])
+    back = G.FitHistory.from_state(json.loads(json.dumps(hist.to_state())))
+    for name in ("loglik_train", "loglik_heldout"):
+        np.testing.assert_array_equal(getattr(back, name), getattr(hist, name))
+    assert (back.loglik_init, back.loglik_init_heldout, back.converged, back.reseeded) == (
+        hist.loglik_init, hist.loglik_init_heldout, hist.converged, hist.reseeded)
+    assert back.timing["iteration_seconds"] == hist.timing["iteration_seconds"]
+    assert back.n_iter == 3 and back.done(3) and not back.done(4)
 
 
 # ------------------------------------------------------------------------ streaming from HDF5
