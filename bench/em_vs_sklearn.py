@@ -104,8 +104,9 @@ def sklearn_fit(X, init: G.GaussianMixture, iters: int, reg_covar: float):
 
 def ours_fit(X, init, iters, reg_covar, dtype, chunk_size, n_threads=None):
     t = time.perf_counter()
-    gmm, hist = G.fit_gmm(X, init.n_components, max_iter=iters, tol=0.0, reg_covar=reg_covar,
-                          init_params=init, dtype=dtype, chunk_size=chunk_size,
+    settings = G.EMSettings(max_iter=iters, tol=0.0, reg_covar=reg_covar, dtype=dtype,
+                            chunk_size=chunk_size)
+    gmm, hist = G.fit_gmm(X, init.n_components, settings, init_params=init,
                           n_threads=n_threads)
     total = time.perf_counter() - t
     secs = hist.timing["iteration_seconds"]
@@ -278,9 +279,10 @@ def stream_worker(args) -> dict:
     t = time.perf_counter()
     with h5py.File(args.file, "r") as fh:
         dset = fh["patches"]
-        gmm, hist = G.fit_gmm(dset, args.k, max_iter=args.iters, tol=0.0, seed=args.seed,
-                              dtype=np.dtype(args.dtype), chunk_size=args.chunk_size,
-                              reg_covar=args.reg_covar)
+        settings = G.EMSettings(max_iter=args.iters, tol=0.0, seed=args.seed,
+                                dtype=args.dtype, chunk_size=args.chunk_size,
+                                reg_covar=args.reg_covar, memory_budget_mb=None)  # streamed
+        gmm, hist = G.fit_gmm(dset, args.k, settings)
         n, d = dset.shape
     return {"peak_rss_mib": vm_hwm_mib(), "rss_before_fit_mib": before,
             "fit_seconds": time.perf_counter() - t, "n_patches": n, "n_features": d,

@@ -27,7 +27,7 @@ import time
 import numpy as np
 
 from gmmrestore.datasets import read_image
-from gmmrestore.gmm import FitHistory, fit_gmm, save_gmm
+from gmmrestore.gmm import EMSettings, FitHistory, fit_gmm, save_gmm
 from gmmrestore.patches import extract_patches
 
 
@@ -90,9 +90,9 @@ def main(argv: list[str] | None = None) -> None:
             save_gmm(args.out, gmm, None, dict(attrs, snapshot_iteration=it, loglik_train=ll,
                                                em_seconds=time.perf_counter() - t0))
 
-    gmm, hist = fit_gmm(X, args.n_components, max_iter=args.max_iter, tol=args.tol,
-                        reg_covar=args.reg_covar, seed=args.seed, dtype=args.dtype,
-                        remove_dc=True, heldout=H, callback=snapshot)
+    settings = EMSettings(max_iter=args.max_iter, tol=args.tol, reg_covar=args.reg_covar,
+                          seed=args.seed, dtype=args.dtype, remove_dc=True)
+    gmm, hist = fit_gmm(X, args.n_components, settings, heldout=H, callback=snapshot)
     seconds = time.perf_counter() - t0
     assert isinstance(hist, FitHistory)
     save_gmm(args.out, gmm, hist, dict(attrs, em_seconds=seconds))

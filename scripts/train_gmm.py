@@ -17,17 +17,46 @@ import logging
 import os
 import sys
 
-import numpy as np
-
 import _bootstrap  # noqa: F401  (puts src/ on sys.path)
 
 from gmmrestore import cli
 from gmmrestore.configcheck import MAX_IMAGE_PRIOR_PIXELS
 from gmmrestore.datasets import load_dataset_file
-from gmmrestore.gmm import INIT_METHODS, WHOLE_IMAGE_PRIOR, fit_gmm, save_gmm
+from gmmrestore.gmm import (
+    DTYPES,
+    INIT_METHODS,
+    WHOLE_IMAGE_PRIOR,
+    EMSettings,
+    fit_gmm,
+    save_gmm,
+)
 from gmmrestore.h5io import GmmRestoreError, open_h5
 
 log = logging.getLogger("gmmrestore.train_gmm")
+DEFAULTS = EMSettings()
+# one command-line option per EMSettings field (its default is the field's)
+EM_OPTIONS = {
+    "max_iter": dict(type=int, help="maximum number of EM iterations per restart"),
+    "tol": dict(type=float, help="stop when the relative change of the mean training "
+                                 "log-likelihood falls below this (0: run --max-iter iterations)"),
+    "reg_covar": dict(type=float, help="added to the diagonal of every covariance matrix"),
+    "init": dict(choices=INIT_METHODS,
+                 help="initialisation: k-means++ seeding with Lloyd iterations, or random "
+                      "patches as centres (both on a seeded subsample)"),
+    "n_init": dict(type=int, help="number of restarts; the one with the best final "
+                                  "log-likelihood is kept"),
+    "seed": dict(type=int, help="random seed of the initialisation"),
+    "dtype": dict(choices=DTYPES,
+                  help="precision of the matrix products (sums are always float64)"),
+    "chunk_size": dict(type=int,
+                       help="patches per block (aligned with the HDF5 chunks when streaming)"),
+    "memory_budget_mb": dict(type=float,
+                             help="load the patches into memory when they need at most this "
+                                  "many MiB in --dtype, otherwise stream them from the file"),
+    "remove_dc": dict(action="store_true",
+                      help="subtract each patch's mean before training and keep all "
+                           "components zero-mean (the EPLL prior)"),
+}
 
 
 def build_parser():
@@ -41,42 +70,18 @@ def build_parser():
     parser.add_argument("--out", required=True, help="output GMM HDF5 (kind 'gmm')")
     parser.add_argument("--components", "-K", type=int, required=True,
                         help="number of mixture components K (at most the number of patches)")
-    parser.add_argument("--max-iter", type=int, default=100,
-                        help="maximum number of EM iterations per restart")
-    parser.add_argument("--tol", type=float, default=1e-4,
-                        help="stop when the relative change of the mean training "
-                             "log-likelihood falls below this (0: run --max-iter iterations)")
-    parser.add_argument("--reg-covar", type=float, default=1e-4,
-                        help="added to the diagonal of every covariance matrix")
-    parser.add_argument("--init", choices=INIT_METHODS, default="kmeans++",
-                        help="initialisation: k-means++ seeding with Lloyd iterations, or "
-                             "random patches as centres (both on a seeded subsample)")
-    parser.add_argument("--n-init", type=int, default=1,
-                        help="number of restarts; the one with the best final log-likelihood "
-                             "is kept")
-    parser.add_argument("--seed", type=int, default=0, help="random seed of the initialisation")
-    parser.add_argument("--dtype", choices=("float64", "float32"), default="float64",
-                        help="precision of the matrix products (sums are always float64)")
-    parser.add_argument("--chunk-size", type=int, default=8192,
-                        help="patches per block (aligned with the HDF5 chunks when streaming)")
-    parser.add_argument("--memory-budget-mb", type=float, default=2048.0,
-                        help="load the patches into memory when they need at most this many "
-                             "MiB in --dtype, otherwise stream them from the file")
-    parser.add_argument("--remove-dc", action="store_true",
-                        help="subtract each patch's mean before training and keep all "
-                             "components zero-mean (the EPLL prior)")
+    for name, options in EM_OPTIONS.items():
+        parser.add_argument("--" + name.replace("_", "-"), default=getattr(DEFAULTS, name),
+                            **options)
     parser.add_argument("--checkpoint", default=None,
                         help="checkpoint file written after every iteration; a rerun with the "
                              "same arguments resumes from it; removed once --out is written")
     return parser
 
 
-def fit_kwargs(args, dtype: np.dtype) -> dict:
+def em_settings(args) -> EMSettings:
     """fit_gmm's settings from the command line."""
-    return dict(max_iter=args.max_iter, tol=args.tol, reg_covar=args.reg_covar,
-                init=args.init, n_init=args.n_init, seed=args.seed, dtype=dtype,
-                chunk_size=args.chunk_size, remove_dc=args.remove_dc,
-                checkpoint_path=args.checkpoint, memory_budget_mb=args.memory_budget_mb)
+    return EMSettings(**{name: getattr(args, name) for name in EM_OPTIONS})
 
 
 def check_components(K: int, n: int, source: str, what: str) -> None:
@@ -85,7 +90,7 @@ def check_components(K: int, n: int, source: str, what: str) -> None:
                               f"{source}")
 
 
-def fit_patches(args, dtype: np.dtype):
+def fit_patches(args):
     """EM on the patches of a patches file; returns (gmm, history, attributes to record)."""
     with open_h5(args.patches, "patches", ["patches"]) as fh:
         patches = fh["patches"]
@@ -103,8 +108,8 @@ def fit_patches(args, dtype: np.dtype):
         if heldout is not None:
             log.info("scoring %d held-out patches after every iteration", heldout.shape[0])
         # fit_gmm reads the patches into memory when they fit in the budget, else streams them
-        gmm, history = fit_gmm(patches, args.components, heldout=heldout,
-                               **fit_kwargs(args, dtype))
+        gmm, history = fit_gmm(patches, args.components, em_settings(args), heldout=heldout,
+                               checkpoint_path=args.checkpoint)
         attrs = {"source": args.patches,
                  "n_train_patches": int(n),
                  "n_heldout_patches": 0 if heldout is None else int(heldout.shape[0]),
@@ -116,7 +121,7 @@ def fit_patches(args, dtype: np.dtype):
     return gmm, history, attrs
 
 
-def fit_images(args, dtype: np.dtype):
+def fit_images(args):
     """EM on the whole training images of a dataset file (validation images held out);
     returns (gmm, history, attributes to record)."""
     arrays, ds_attrs = load_dataset_file(args.images)  # checked: shapes, finite, [0, 1]
@@ -132,7 +137,7 @@ def fit_images(args, dtype: np.dtype):
     log.info("whole-image mixture: %d training images of %d x %d, %d held out", len(train),
              h, w, len(validation))
     gmm, history = fit_gmm(train.reshape(len(train), h * w), args.components,
-                           heldout=heldout, **fit_kwargs(args, dtype))
+                           em_settings(args), heldout=heldout, checkpoint_path=args.checkpoint)
     attrs = {"source": args.images, "prior": WHOLE_IMAGE_PRIOR, "image_shape": [h, w],
              "patch_size": None,  # H*W may be a square; this is no patch prior
              "n_train_images": len(train), "n_heldout_images": len(validation),
@@ -151,12 +156,10 @@ def main(argv=None) -> None:
         raise GmmRestoreError(f"--components must be >= 1, got {args.components}")
     if args.memory_budget_mb <= 0:
         raise GmmRestoreError(f"--memory-budget-mb must be > 0, got {args.memory_budget_mb}")
-    dtype = np.dtype(args.dtype)
-
     if args.images:
-        gmm, history, attrs = fit_images(args, dtype)
+        gmm, history, attrs = fit_images(args)
     else:
-        gmm, history, attrs = fit_patches(args, dtype)
+        gmm, history, attrs = fit_patches(args)
     save_gmm(args.out, gmm, history, attrs)
     log.info("wrote %s: K=%d, %d iterations (%s), final mean log-likelihood %.6f", args.out,
              gmm.n_components, history.n_iter,

@@ -1,5 +1,7 @@
 """EM training of full-covariance Gaussian mixtures (gmmrestore.gmm, scripts/train_gmm.py)."""
 
+import dataclasses
+import json
 import logging
 import os
 import subprocess
@@ -12,6 +14,8 @@ from conftest import ROOT, python_env, random_gmm
 from scipy.stats import multivariate_normal
 
 from gmmrestore import gmm as G
+from gmmrestore.gmm.blocks import Blocks
+from gmmrestore.gmm.passes import block_rows
 from gmmrestore.h5io import GmmRestoreError, read_h5, write_h5
 
 SCRIPT = os.path.join(ROOT, "scripts", "train_gmm.py")
@@ -183,7 +187,7 @@ def test_thread_count_does_not_change_result(data):
 def test_block_buffer_is_bounded():
     # the (rows, K*d) work buffer never grows with N (only with the chunk size, capped)
     for K, d in ((20, 64), (200, 64), (5, 4)):
-        rows = G._block_rows(K, d, 8192)
+        rows = block_rows(K, d, 8192)
         assert rows * K * d <= max(G.BLOCK_ELEMENTS, 16 * K * d)
 
 
@@ -271,6 +275,49 @@ def test_bad_arguments(data):
         G.fit_gmm(bad, 2)
 
 
+# ------------------------------------------------------------------------------- settings
+
+
+def test_settings_object_equals_keyword_overrides(data):
+    a, ha = G.fit_gmm(data, 3, G.EMSettings(max_iter=3, tol=0, seed=2, dtype="float32"))
+    b, hb = G.fit_gmm(data, 3, max_iter=3, tol=0, seed=2, dtype=np.float32)
+    c, hc = G.fit_gmm(data, 3, G.EMSettings(max_iter=3, seed=7), seed=2, tol=0,
+                      dtype="float32")
+    for got, hist in ((b, hb), (c, hc)):
+        assert_same_mixture(a, got, rtol=0)
+        assert hist.settings == ha.settings
+    assert ha.settings["dtype"] == "float32" and ha.n_iter == 3
+
+
+def test_settings_are_checked():
+    with pytest.raises(TypeError, match="max_iters"):
+        G.fit_gmm(np.zeros((5, 2)), 2, max_iters=3)
+    for bad in (dict(max_iter=0), dict(n_init=1.5), dict(tol=-1.0), dict(reg_covar=np.inf),
+                dict(memory_budget_mb=0), dict(init="spectral"), dict(dtype="int32")):
+        with pytest.raises(GmmRestoreError, match=next(iter(bad))):
+            G.EMSettings(**bad)
+
+
+def test_train_gmm_defaults_are_em_settings():
+    """train_gmm.py has one option per EMSettings field, with the field's default."""
+    from train_gmm import EM_OPTIONS, build_parser, em_settings
+
+    assert set(EM_OPTIONS) == {f.name for f in dataclasses.fields(G.EMSettings)}
+    args = build_parser().parse_args(["--patches", "p.h5", "--out", "g.h5", "-K", "2"])
+    assert em_settings(args) == G.EMSettings()
+
+
+def test_fit_history_state_round_trip(data):
+    _, hist = G.fit_gmm(data, 3, max_iter=3, tol=0, heldout=data[:50])
+    back = G.FitHistory.from_state(json.loads(json.dumps(hist.to_state())))
+    for name in ("loglik_train", "loglik_heldout"):
+        np.testing.assert_array_equal(getattr(back, name), getattr(hist, name))
+    assert (back.loglik_init, back.loglik_init_heldout, back.converged, back.reseeded) == (
+        hist.loglik_init, hist.loglik_init_heldout, hist.converged, hist.reseeded)
+    assert back.timing["iteration_seconds"] == hist.timing["iteration_seconds"]
+    assert back.n_iter == 3 and back.done(3) and not back.done(4)
+
+
 # ------------------------------------------------------------------------ streaming from HDF5
 
 
@@ -287,7 +334,7 @@ def test_streamed_equals_in_memory(tmp_path, rng, data):
     a, ha = G.fit_gmm(data, 3, max_iter=6, tol=0, seed=4, chunk_size=100, heldout=held)
     with h5py.File(path, "r") as fh:
         b, hb = G.fit_gmm(fh["patches"], 3, max_iter=6, tol=0, seed=4, chunk_size=100,
-                          heldout=fh["heldout"])
+                          heldout=fh["heldout"], memory_budget_mb=None)
         assert hb.timing["streamed"]
         # within the memory budget the dataset is loaded instead: same result
         c, hc = G.fit_gmm(fh["patches"], 3, max_iter=6, tol=0, seed=4, chunk_size=100,
@@ -305,16 +352,16 @@ def test_streaming_reads_bounded_chunk_aligned_blocks(tmp_path, data, monkeypatc
     path = tmp_path / "patches.h5"
     write_dataset(path, data, chunk_rows=64)
     reads = []
-    original = G._Blocks._read
+    original = Blocks._read
 
     def spy(self, start, stop):
         if self.is_h5:
             reads.append((start, stop))
         return original(self, start, stop)
 
-    monkeypatch.setattr(G._Blocks, "_read", spy)
+    monkeypatch.setattr(Blocks, "_read", spy)
     with h5py.File(path, "r") as fh:
-        G.fit_gmm(fh["patches"], 3, max_iter=2, tol=0, chunk_size=150)
+        G.fit_gmm(fh["patches"], 3, max_iter=2, tol=0, chunk_size=150, memory_budget_mb=None)
     assert reads
     # 150 rounded to whole HDF5 chunks of 64 rows: 128-row reads starting on chunk borders
     assert all(start % 64 == 0 and stop - start <= 128 for start, stop in reads)
@@ -327,7 +374,8 @@ def test_streamed_float32_file_with_remove_dc(tmp_path, data):
     write_dataset(path, X, chunk_rows=50)
     a, _ = G.fit_gmm(X, 3, max_iter=3, tol=0, remove_dc=True, chunk_size=200)
     with h5py.File(path, "r") as fh:
-        b, _ = G.fit_gmm(fh["patches"], 3, max_iter=3, tol=0, remove_dc=True, chunk_size=200)
+        b, _ = G.fit_gmm(fh["patches"], 3, max_iter=3, tol=0, remove_dc=True, chunk_size=200,
+                         memory_budget_mb=None)
     assert_same_mixture(a, b, rtol=1e-10)
 
 
