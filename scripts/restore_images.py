@@ -2,7 +2,7 @@
 """Restore corrupted images with a trained GMM patch prior: MAP-k (the seed's rule) or EPLL.
 
 Method epll_image_prior is EPLL with a second mixture over whole images (train_gmm.py
---images, given as --image-gmm) added to every image step (README, issue 3 status).
+--images, given as --image-gmm) added to every image step (docs/results.md, MNIST).
 
 The blur used is the true kernel stored in the corrupted file, or, for blind restoration,
 the kernels estimated by estimate_kernel.py (--kernel-file): every image is restored with
@@ -158,7 +158,7 @@ def main(argv=None) -> None:
                         help="MAP-k: overlapping patch estimates of a pixel are averaged with "
                              "weights (posterior variance at the pixel's position in the "
                              "patch)^-power; 0 is the seed's plain mean (power chosen on "
-                             "validation digits, README 'Status')")
+                             "validation digits, docs/results.md)")
     parser.add_argument("--epll-init", choices=("mapk", "corrupted"), default="mapk",
                         help="EPLL: starting image ('mapk': MAP-k with the plain mean, a "
                              "better start for EPLL on validation digits than the weighted "
@@ -166,7 +166,7 @@ def main(argv=None) -> None:
     parser.add_argument("--init-sharpen", type=float, default=1.0,
                         help="EPLL: unsharp-mask amount applied to the starting image, "
                              "x + amount (x - G x); 0 starts from it as it is (amount chosen on "
-                             "validation digits, README 'Where EPLL starts')")
+                             "validation digits, docs/model.md "Where EPLL starts")")
     parser.add_argument("--init-sharpen-std", type=float, default=1.0,
                         help="EPLL: standard deviation in pixels of the Gaussian G of the "
                              "unsharp mask")

@@ -20,7 +20,7 @@ Patch level
 MAP-k works on m x m patches: the patch matrix ``W`` (m² x m²) is the same convolution
 applied to the row-major flattened patch with zeros outside the *patch*
 (:func:`patch_blur_matrix`), the format of the seed's public implementation.  It ignores
-the pixels just outside a patch that blur into it (the approximation the README measures).
+the pixels just outside a patch that blur into it (the approximation docs/results.md measures).
 """
 
 from __future__ import annotations

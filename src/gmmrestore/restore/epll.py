@@ -28,7 +28,7 @@ the cost with pixel ``j`` of every patch term weighted by ``d / D_j``.
 The cost has many local minima and where EPLL ends depends on its start: from the smooth
 MAP-k estimate it settles in smooth minima.  ``init_sharpen`` applies an unsharp mask to the
 start (:func:`unsharp_mask`); on validation digits that ends higher in every setting tried
-with the true blur, but with an estimated blur at low noise it can end lower (README "Where
+with the true blur, but with an estimated blur at low noise it can end lower (docs/model.md "Where
 EPLL starts").
 """
 
@@ -205,13 +205,13 @@ def epll_restore(corrupted: np.ndarray, weights: np.ndarray, means: np.ndarray,
     ``unsharp_mask(init, init_sharpen, init_sharpen_std)`` (and clipped with ``clip``).
     ``component_images`` (n, H, W), a diagnostic: every patch step takes each patch's
     component from the same patch of these images instead of the current estimate (the
-    clean images give the oracle choice; README, issue 3 status).
+    clean images give the oracle choice; docs/results.md, MNIST).
 
     ``image_prior`` (an :class:`ImagePrior` over H * W pixels) adds a whole-image term: each
     image step also pulls x towards the prior's MAP estimate of x under noise ``1/beta``,
     with ``image_prior_weight`` times the weight of one patch, i.e. the system becomes
     ``(lam A^T A + beta (D + w)) x = lam A^T y + beta (sum_i P_i^T z_i + w z_image)``
-    (multi-scale EPLL with the whole image as the coarsest "patch"; README, issue 3 status).
+    (multi-scale EPLL with the whole image as the coarsest "patch"; docs/results.md, MNIST).
     ``weighting`` ("average" or "exact", module docstring) replaces ``D`` by ``d`` and
     ``sum_i P_i^T z_i`` by ``d sum_i P_i^T z_i / D`` with "average".
     ``boundary="valid"`` (:data:`BOUNDARIES`): the scene x is larger than y by the kernel
