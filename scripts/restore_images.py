@@ -166,7 +166,7 @@ def main(argv=None) -> None:
     parser.add_argument("--init-sharpen", type=float, default=1.0,
                         help="EPLL: unsharp-mask amount applied to the starting image, "
                              "x + amount (x - G x); 0 starts from it as it is (amount chosen on "
-                             "validation digits, docs/model.md "Where EPLL starts")")
+                             "validation digits, docs/model.md 'Where EPLL starts')")
     parser.add_argument("--init-sharpen-std", type=float, default=1.0,
                         help="EPLL: standard deviation in pixels of the Gaussian G of the "
                              "unsharp mask")
