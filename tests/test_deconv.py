@@ -281,7 +281,7 @@ def test_nnls_constraint_is_normalised_nnls(rng):
 
 def test_reference_em_increases_the_marginal_likelihood(rng):
     y, kernel, eta, ps = small_problem(rng, shape=(8, 8), n=3, eta=0.02)
-    _, history = D.reference_em(y, D._gaussian(3, 1.0), eta, ps, n_iter=8)
+    _, history = D.reference_em(y, gaussian_kernel(3, 1.0), eta, ps, n_iter=8)
     assert np.all(np.diff(history) >= -1e-9 * np.abs(history).max())
     assert history[-1] > history[0]
 
@@ -290,7 +290,7 @@ def test_reference_em_increases_the_marginal_likelihood(rng):
 def test_fast_meanfield_em_objective_does_not_decrease(rng, digits, prior):
     y = blur(digits[:10], gaussian_kernel(5, 1.0)) + 0.02 * rng.standard_normal((10, 28, 28))
     p = 0.3 if prior == "gradient" else D.SpectralPrior.from_images(digits[20:60])
-    kernel, mu = D._gaussian(5, 0.6), None
+    kernel, mu = gaussian_kernel(5, 0.6), None
     history = []
     for _ in range(8):
         kernel, mu, obj, _ = D._em_step(y, kernel, mu, 0.03, p, covariance="meanfield",

@@ -9,7 +9,7 @@ from gmmrestore import deconv as D
 from gmmrestore.deconv import nonblind, sparse, sparse_pyramid, valid
 from gmmrestore.deconv.scores import shifted_error_ratio, ssd_upto_shift, success_rates
 from gmmrestore.h5io import GmmRestoreError
-from gmmrestore.operators import blur_valid, blur_valid_adjoint, quantize
+from gmmrestore.operators import blur_valid, blur_valid_adjoint, gaussian_kernel, quantize
 
 
 @pytest.fixture
@@ -159,7 +159,7 @@ def test_free_energy_does_not_increase_over_iterations_at_fixed_noise(rng):
     settings = sparse_pyramid.SparseSettings(n_iter=6, e_iter=1, cg_iter=10, trace=True)
     state = sparse.initial_state((2, 39 + 6, 39 + 6), settings.mixture)
     records = []
-    sparse_pyramid.em_level(yf, D._gaussian(7, 1.0), state, [0.02], settings, records.append)
+    sparse_pyramid.em_level(yf, gaussian_kernel(7, 1.0), state, [0.02], settings, records.append)
     energies = np.array([r["free_energy"] for r in records])
     assert len(energies) == 6
     assert np.all(np.diff(energies) <= 1e-9 * np.abs(energies[:-1]))

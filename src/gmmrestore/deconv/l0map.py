@@ -30,9 +30,10 @@ import numpy as np
 from scipy import fft as sfft
 
 from ..h5io import GmmRestoreError
+from ..operators import gaussian_kernel
 from .model import _check_kernel_size
 from .mstep import solve_kernel_simplex_pg
-from .pyramid import _gaussian, _resize_kernel, pyramid_levels
+from .pyramid import _resize_kernel, pyramid_levels
 from .scores import recenter_kernel
 from .sparse import derivative_images
 from .sparse_pyramid import clean_kernel, resize_photo
@@ -205,7 +206,7 @@ def estimate_kernel_l0(y: np.ndarray, kernel_size: int, settings: L0Settings | N
         raise GmmRestoreError(f"estimate_kernel_l0: image {y.shape[0]}x{y.shape[1]} is too "
                               f"small for a {s}x{s} kernel (need {2 * s + 2} pixels)")
     levels = pyramid_levels(s, y.shape, st.n_levels)
-    kernel = _gaussian(levels[0][0], st.init_std)
+    kernel = gaussian_kernel(levels[0][0], st.init_std)
     lam = st.lam
     for li, (ks, shape) in enumerate(levels):
         yl = resize_photo(y, shape)

@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from ..h5io import GmmRestoreError
+from ..operators import gaussian_kernel
 from .gaussian import em_objective, estep_mean, estep_variance, stationary_covariance
 from .model import _as_batch, _check_kernel_size, estimate_noise_sigma
 from .mstep import mstep_system, solve_kernel_qp
@@ -238,7 +239,7 @@ def estimate_kernel(
             raise GmmRestoreError("init_kernel: expected a 2-D kernel with positive mass")
         kernel = _resize_kernel(kernel / kernel.sum(), ks0)
     else:
-        kernel = _gaussian(ks0, init_std if init_std is not None else max(0.5, ks0 / 4))
+        kernel = gaussian_kernel(ks0, init_std if init_std is not None else max(0.5, ks0 / 4))
     history: list[dict] = []
     flips: list[bool] = []
     mu = None
@@ -296,10 +297,3 @@ def estimate_kernel(
         "seed": seed,
     }
     return kernel, info
-
-
-def _gaussian(size: int, std: float) -> np.ndarray:
-    r = np.arange(size) - size // 2
-    g = np.exp(-0.5 * (r / std) ** 2)
-    k = np.outer(g, g)
-    return k / k.sum()

@@ -18,9 +18,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..h5io import GmmRestoreError
+from ..operators import gaussian_kernel
 from .model import _check_kernel_size
 from .mstep import solve_kernel_simplex_pg
-from .pyramid import _gaussian, _resize_kernel, pyramid_levels
+from .pyramid import _resize_kernel, pyramid_levels
 from .scores import recenter_kernel
 from .sparse import (
     DEFAULT_MIXTURE,
@@ -212,7 +213,7 @@ def estimate_kernel_sparse(y: np.ndarray, kernel_size: int,
                               f"too small for a {s}x{s} kernel (need at least {2 * s} pixels)")
     levels = pyramid_levels(s, y.shape, settings.n_levels)
     if init_kernel is None:
-        kernel = _gaussian(levels[0][0], settings.init_std)
+        kernel = gaussian_kernel(levels[0][0], settings.init_std)
     else:
         kernel = _resize_kernel(np.asarray(init_kernel, dtype=np.float64), levels[0][0])
     history: list[dict] = []
