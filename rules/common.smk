@@ -236,6 +236,7 @@ check_settings(
     ),
     # a paired set's settings all use its given blur, not one under 'blurs'
     given_blurs=[PAIRED_BLUR] if PAIRED else [],
+    image_prior_methods=registry.method_names(needs="image_gmm"),
 )
 NOISE_SETTINGS = unique(
     (s.blur, s.noise_sigma) for s in SETTINGS

@@ -106,7 +106,7 @@ def load_image_prior(args, image_shape: tuple[int, int]) -> ImagePrior | None:
     ``image_shape``."""
     if "image_gmm" not in registry.get_method(args.method).needs:
         if args.image_gmm:
-            users = [n for n, s in registry.METHODS.items() if "image_gmm" in s.needs]
+            users = registry.method_names(needs="image_gmm")
             raise GmmRestoreError(f"--image-gmm is used by method {', '.join(users)} only, "
                                   f"not {args.method}")
         return None

@@ -118,9 +118,11 @@ def register(spec: MethodSpec) -> MethodSpec:
     return spec
 
 
-def method_names(kind: str | None = None) -> tuple[str, ...]:
-    """Names of the registered methods (of ``kind``), in registration order."""
-    return tuple(n for n, s in METHODS.items() if kind is None or s.kind == kind)
+def method_names(kind: str | None = None, needs: str | None = None) -> tuple[str, ...]:
+    """Names of the registered methods (of ``kind``; that need ``needs``), in registration
+    order."""
+    return tuple(n for n, s in METHODS.items()
+                 if (kind is None or s.kind == kind) and (needs is None or needs in s.needs))
 
 
 def get_method(name: str) -> MethodSpec:
