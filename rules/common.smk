@@ -21,6 +21,7 @@ os.environ.update(
 from gmmrestore.configcheck import check_settings, schema_error_message
 from gmmrestore.deconv import PHOTOGRAPH_PRIORS
 from gmmrestore.depends import library_sources
+from gmmrestore.h5io import GmmRestoreError
 from gmmrestore import runlock, runstatus
 from gmmrestore.restore import registry
 from gmmrestore.runwarnings import report_warnings
@@ -28,8 +29,15 @@ from gmmrestore.runwarnings import report_warnings
 # restore.plugins: modules whose import registers more methods (gmmrestore.restore.registry);
 # the schema's restore.methods enum lists the built-in ones, so the plugins' names are
 # checked by the registry and left out of the schema validation
-PLUGINS = list((config.get("restore") or {}).get("plugins") or [])
-PLUGIN_METHODS = registry.load_plugins(PLUGINS)
+PLUGINS = (config.get("restore") or {}).get("plugins") or []
+# (a value of the wrong type is left to the schema's message)
+PLUGINS = (
+    [p for p in PLUGINS if isinstance(p, str)] if isinstance(PLUGINS, list) else []
+)
+try:
+    PLUGIN_METHODS = registry.load_plugins(PLUGINS)
+except (GmmRestoreError, ValueError) as err:
+    raise WorkflowError(f"config: restore.plugins: {err}") from None
 _methods = (config.get("restore") or {}).get("methods")
 _given = list(_methods) if isinstance(_methods, list) else None
 if _given is not None:

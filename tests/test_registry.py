@@ -186,3 +186,25 @@ def test_configcheck_knows_the_methods_that_need_the_image_prior():
 
     built_in = [n for n in registry.method_names(needs="image_gmm") if n in BUILT_IN]
     assert list(IMAGE_PRIOR_METHODS) == built_in
+
+
+@pytest.mark.parametrize("plugins, methods, message", [
+    pytest.param("[/nonexistent/toy.py]", "[mapk]",
+                 "config: restore.plugins: restoration plugin /nonexistent/toy.py: no such file",
+                 id="missing_plugin_file"),
+    pytest.param("[no_such_module_25d]", "[mapk]",
+                 "config: restore.plugins: restoration plugin no_such_module_25d: No module",
+                 id="missing_plugin_module"),
+    pytest.param("[]", "[mapk, identity]",
+                 "config: restore.methods[1] = 'identity' is not allowed",
+                 id="method_without_its_plugin"),
+])
+def test_plugin_config_errors(tmp_path, plugins, methods, message):
+    override = tmp_path / "override.yaml"
+    override.write_text(f"restore: {{methods: {methods}, plugins: {plugins}}}\n")
+    result = subprocess.run(
+        [SNAKEMAKE, "-s", os.path.join(ROOT, "Snakefile"), "--directory", str(tmp_path),
+         "--cores", "1", "-n", "--configfile", TINY, str(override)],
+        capture_output=True, text=True, env=snakemake_env(), timeout=300)
+    assert result.returncode != 0
+    assert message in result.stdout + result.stderr
