@@ -4,6 +4,9 @@
 Method epll_image_prior is EPLL with a second mixture over whole images (train_gmm.py
 --images, given as --image-gmm) added to every image step (docs/results.md, MNIST).
 
+The methods (--method) and the function each calls are the GMM methods of
+gmmrestore.restore.registry; --plugin imports a module that registers more.
+
 The blur used is the true kernel stored in the corrupted file, or, for blind restoration,
 the kernels estimated by estimate_kernel.py (--kernel-file): every image is restored with
 the kernel of its own batch (`batch_kernels[batch_index[i]]`; a file with one `kernel` only
