@@ -18,16 +18,33 @@ os.environ.update(
         [os.path.dirname(sys.executable), os.environ.get("PATH", os.defpath)]
     )
 )
-from gmmrestore.configcheck import (
-    check_settings,
-    epll_image_prior_settings,
-    schema_error_message,
-)
+from gmmrestore.configcheck import check_settings, schema_error_message
 from gmmrestore.deconv import PHOTOGRAPH_PRIORS
 from gmmrestore.depends import library_sources
+from gmmrestore.h5io import GmmRestoreError
 from gmmrestore import runlock, runstatus
+from gmmrestore.restore import registry
 from gmmrestore.runwarnings import report_warnings
 
+# restore.plugins: modules whose import registers more methods (gmmrestore.restore.registry);
+# the schema's restore.methods enum lists the built-in ones, so the plugins' names are
+# checked by the registry and left out of the schema validation
+PLUGINS = (config.get("restore") or {}).get("plugins") or []
+# (a value of the wrong type is left to the schema's message)
+PLUGINS = (
+    [p for p in PLUGINS if isinstance(p, str)] if isinstance(PLUGINS, list) else []
+)
+try:
+    PLUGIN_METHODS = registry.load_plugins(PLUGINS)
+except (GmmRestoreError, ValueError) as err:
+    raise WorkflowError(f"config: restore.plugins: {err}") from None
+_methods = (config.get("restore") or {}).get("methods")
+_given = list(_methods) if isinstance(_methods, list) else None
+if _given is not None:
+    # (a list of plugin methods only is checked with a built-in name in their place)
+    _methods[:] = [m for m in _given if m not in PLUGIN_METHODS] or [
+        registry.method_names()[0]
+    ]
 try:
     validate(config, "../schemas/config.schema.yaml")
 except WorkflowError as err:
@@ -35,13 +52,16 @@ except WorkflowError as err:
     if not hasattr(err.__context__, "validator"):
         raise
     raise WorkflowError(schema_error_message(err.__context__)) from None
+finally:
+    if _given is not None:
+        _methods[:] = _given
 
 RESULTS = config["results_dir"]
 RUN_STARTED = time.time()  # the job logs written since then are this run's (warnings)
 DATASET = config["dataset"]["name"]
 SCRIPTS = os.path.join(workflow.basedir, "scripts")
 SWEEP = config["sweep"]
-GMM_METHODS = ("mapk", "epll", "epll_image_prior")
+GMM_METHODS = registry.method_names("gmm")  # the others are baselines
 PAIRED = config["dataset"]["source"] == "paired"
 PAIRED_BLUR = "paired"  # blur name of a paired set's given corruption (reserved)
 
@@ -224,6 +244,7 @@ check_settings(
     ),
     # a paired set's settings all use its given blur, not one under 'blurs'
     given_blurs=[PAIRED_BLUR] if PAIRED else [],
+    image_prior_methods=registry.method_names(needs="image_gmm"),
 )
 NOISE_SETTINGS = unique(
     (s.blur, s.noise_sigma) for s in SETTINGS
@@ -232,7 +253,11 @@ GMM_MODELS = unique(
     (s.patch_size, s.n_components) for s in SETTINGS
 )  # trained mixtures
 GMM_LIST = [m for m in config["restore"]["methods"] if m in GMM_METHODS]
-BASELINE_LIST = [m for m in config["restore"]["methods"] if m not in GMM_METHODS]
+BASELINE_LIST = [
+    m for m in config["restore"]["methods"] if m in registry.method_names("baseline")
+]
+# the report's workflow description lists the configured methods with these captions
+config["_method_captions"] = registry.captions(config)
 
 
 wildcard_constraints:
@@ -243,6 +268,7 @@ wildcard_constraints:
     m="[0-9]+",
     K="[0-9]+",
     method="[a-z0-9_]+",
+    blind="(-blind)?",  # restore_images: '' the true kernel, '-blind' the estimated one
     restoration="(m[0-9]+_K[0-9]+|baseline)__[a-z0-9_]+(-blind)?",
 
 
@@ -534,16 +560,6 @@ def gmm_threads(wildcards):
     return int(min(8, max(1, flops // 2e9)))
 
 
-def epll_args(e):
-    """restore_images.py's EPLL options from EPLL settings ``e`` (restore.epll)."""
-    factors = " ".join(str(f) for f in e["beta_factors"])
-    return (
-        f"--beta-factors {factors} --lam-factor {e['lam_factor']} --n-inner {e['n_inner']} "
-        f"--init-sharpen {e['init_sharpen']} --init-sharpen-std {e['init_sharpen_std']} "
-        f"--weighting {e['weighting']} --epll-init {e['init']}"
-    )
-
-
 def image_gmm_args():
     p = config["restore"]["image_prior"]
     return (
@@ -553,11 +569,23 @@ def image_gmm_args():
 
 
 def image_gmm_input(wildcards):
-    """The whole-image mixture for method epll_image_prior (nothing for the others)."""
-    if wildcards.method != "epll_image_prior":
+    """The whole-image mixture of a method that needs one (registry: 'image_gmm', e.g.
+    epll_image_prior); nothing for the others."""
+    if "image_gmm" not in registry.METHODS[wildcards.method].needs:
         return []
     K = config["restore"]["image_prior"]["n_components"]
     return f"{RESULTS}/{wildcards.dataset}/gmm/images_K{K}.h5"
+
+
+def estimated_kernel_input(wildcards):
+    """The kernel estimate of a '-blind' restoration (nothing with the true kernel)."""
+    if not wildcards.blind:
+        return []
+    return f"{RESULTS}/{wildcards.dataset}/{wildcards.blur}_s{wildcards.sigma}/kernel_estimate.h5"
+
+
+def estimated_kernel_arg(wildcards, input):
+    return f"--kernel-file {shlex.quote(input.kernel)} " if input.kernel else ""
 
 
 def image_gmm_arg(wildcards, input):
@@ -565,17 +593,13 @@ def image_gmm_arg(wildcards, input):
 
 
 RESTORE_PARAMS = {
-    # options of restore_images.py for one method
+    # options of restore_images.py for one method (and the plugins that register methods)
     "method_args": {
-        "mapk": "--position-weight-power "
-        f"{config['restore']['mapk']['position_weight_power']}",
-        "epll": epll_args(config["restore"]["epll"]),
-        "epll_image_prior": epll_args(
-            epll_image_prior_settings(
-                config["restore"]["epll"], config["restore"]["image_prior"]
-            )
-        )
-        + f" --image-prior-weight {config['restore']['image_prior']['weight']}",
+        m: " ".join(
+            [registry.METHODS[m].script_args(config["restore"])]
+            + [f"--plugin {shlex.quote(p)}" for p in PLUGINS if m in PLUGIN_METHODS]
+        ).strip()
+        for m in GMM_LIST
     },
     "clip": "" if config["restore"]["clip"] else "--no-clip",
     "chunk": config["restore"]["images_per_chunk"],

@@ -1,16 +1,18 @@
 rule restore_images:
+    # a GMM method with the true kernel, or ('-blind') with the estimated one
     input:
         script=script_path("restore_images.py"),
         library=library_inputs("restore_images.py"),
         corrupted=f"{RESULTS}/{{dataset}}/{{blur}}_s{{sigma}}/corrupted.h5",
         gmm=f"{RESULTS}/{{dataset}}/gmm/m{{m}}_K{{K}}.h5",
+        kernel=estimated_kernel_input,
         image_gmm=image_gmm_input,
     output:
-        f"{RESULTS}/{{dataset}}/{{blur}}_s{{sigma}}/m{{m}}_K{{K}}/{{method}}.h5",
+        f"{RESULTS}/{{dataset}}/{{blur}}_s{{sigma}}/m{{m}}_K{{K}}/{{method}}{{blind}}.h5",
     log:
-        f"{RESULTS}/logs/restore_images/{{dataset}}_{{blur}}_s{{sigma}}_m{{m}}_K{{K}}_{{method}}.log",
+        f"{RESULTS}/logs/restore_images/{{dataset}}_{{blur}}_s{{sigma}}_m{{m}}_K{{K}}_{{method}}{{blind}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/restore_images/{{dataset}}_{{blur}}_s{{sigma}}_m{{m}}_K{{K}}_{{method}}.tsv"
+        f"{RESULTS}/benchmarks/restore_images/{{dataset}}_{{blur}}_s{{sigma}}_m{{m}}_K{{K}}_{{method}}{{blind}}.tsv"
     conda:
         "../envs/restore.yaml"
     threads: 2
@@ -19,14 +21,16 @@ rule restore_images:
         runtime=60,
     params:
         extra=lambda wc: RESTORE_PARAMS["method_args"].get(wc.method, ""),
+        kernel=estimated_kernel_arg,
         image_gmm=image_gmm_arg,
         chunk=RESTORE_PARAMS["chunk"],
         clip=RESTORE_PARAMS["clip"],
     shell:
         "OMP_NUM_THREADS={threads} OPENBLAS_NUM_THREADS={threads}"
         " python {input.script:q} --corrupted {input.corrupted:q} --gmm {input.gmm:q}"
-        " --method {wildcards.method} --out {output:q} --images-per-chunk {params.chunk}"
-        " {params.clip} {params.extra} {params.image_gmm} > {log:q} 2>&1"
+        " {params.kernel}--method {wildcards.method} --out {output:q}"
+        " --images-per-chunk {params.chunk} {params.clip} {params.extra} {params.image_gmm}"
+        " > {log:q} 2>&1"
 
 
 rule estimate_kernel:
@@ -64,39 +68,6 @@ rule estimate_kernel:
         " python {input.script:q} --corrupted {input.data:q} --prior-dataset {input.prior:q}"
         " --out {output:q} --kernel-size {params.size} --batch-size {params.batch}"
         " --prior {params.kernel_prior} --seed {params.seed} > {log:q} 2>&1"
-
-
-rule restore_images_blind:
-    input:
-        script=script_path("restore_images.py"),
-        library=library_inputs("restore_images.py"),
-        corrupted=f"{RESULTS}/{{dataset}}/{{blur}}_s{{sigma}}/corrupted.h5",
-        gmm=f"{RESULTS}/{{dataset}}/gmm/m{{m}}_K{{K}}.h5",
-        kernel=f"{RESULTS}/{{dataset}}/{{blur}}_s{{sigma}}/kernel_estimate.h5",
-        image_gmm=image_gmm_input,
-    output:
-        f"{RESULTS}/{{dataset}}/{{blur}}_s{{sigma}}/m{{m}}_K{{K}}/{{method}}-blind.h5",
-    log:
-        f"{RESULTS}/logs/restore_images/{{dataset}}_{{blur}}_s{{sigma}}_m{{m}}_K{{K}}_{{method}}-blind.log",
-    benchmark:
-        f"{RESULTS}/benchmarks/restore_images/{{dataset}}_{{blur}}_s{{sigma}}_m{{m}}_K{{K}}_{{method}}-blind.tsv"
-    conda:
-        "../envs/restore.yaml"
-    threads: 2
-    resources:
-        mem_mb=restore_mem_mb,
-        runtime=60,
-    params:
-        extra=lambda wc: RESTORE_PARAMS["method_args"].get(wc.method, ""),
-        image_gmm=image_gmm_arg,
-        chunk=RESTORE_PARAMS["chunk"],
-        clip=RESTORE_PARAMS["clip"],
-    shell:
-        "OMP_NUM_THREADS={threads} OPENBLAS_NUM_THREADS={threads}"
-        " python {input.script:q} --corrupted {input.corrupted:q} --gmm {input.gmm:q}"
-        " --kernel-file {input.kernel:q} --method {wildcards.method} --out {output:q}"
-        " --images-per-chunk {params.chunk} {params.clip} {params.extra} {params.image_gmm}"
-        " > {log:q} 2>&1"
 
 
 rule restore_baseline:

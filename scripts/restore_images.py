@@ -4,6 +4,9 @@
 Method epll_image_prior is EPLL with a second mixture over whole images (train_gmm.py
 --images, given as --image-gmm) added to every image step (docs/results.md, MNIST).
 
+The methods (--method) and the function each calls are the GMM methods of
+gmmrestore.restore.registry; --plugin imports a module that registers more.
+
 The blur used is the true kernel stored in the corrupted file, or, for blind restoration,
 the kernels estimated by estimate_kernel.py (--kernel-file): every image is restored with
 the kernel of its own batch (`batch_kernels[batch_index[i]]`; a file with one `kernel` only
@@ -13,6 +16,7 @@ patch matrix or the clean test images from the corrupted file.
 
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import sys
@@ -26,21 +30,16 @@ from gmmrestore import cli
 from gmmrestore.gmm import WHOLE_IMAGE_PRIOR, load_gmm
 from gmmrestore.h5io import GmmRestoreError, read_h5, write_h5
 from gmmrestore.operators import kernel_from_patch_matrix, patch_blur_matrix, validate_kernel
+from gmmrestore.restore import registry
 from gmmrestore.restore.epll import (
     DEFAULT_BETA_FACTORS,
     WEIGHTINGS,
     ImagePrior,
     check_unsharp_parameters,
-    epll_restore,
 )
-from gmmrestore.restore.mapk import (
-    boundary_noise_covariance,
-    check_position_weight_power,
-    map_k_restore,
-)
+from gmmrestore.restore.mapk import boundary_noise_covariance, check_position_weight_power
 
 log = logging.getLogger("gmmrestore.restore_images")
-METHODS = ("mapk", "epll", "epll_image_prior")
 
 
 # what a blind restoration may read from the corrupted file (not the true blur)
@@ -105,15 +104,17 @@ def true_blur(arrays: dict, m: int) -> tuple[np.ndarray | None, np.ndarray]:
 
 
 def load_image_prior(args, image_shape: tuple[int, int]) -> ImagePrior | None:
-    """The whole-image prior of method epll_image_prior (None for the other methods);
-    checks it was trained on images of ``image_shape``."""
-    if args.method != "epll_image_prior":
+    """The whole-image prior of a method that needs one (registry: 'image_gmm', e.g.
+    epll_image_prior; None for the other methods); checks it was trained on images of
+    ``image_shape``."""
+    if "image_gmm" not in registry.get_method(args.method).needs:
         if args.image_gmm:
-            raise GmmRestoreError(f"--image-gmm is used by method epll_image_prior only, "
+            users = registry.method_names(needs="image_gmm")
+            raise GmmRestoreError(f"--image-gmm is used by method {', '.join(users)} only, "
                                   f"not {args.method}")
         return None
     if not args.image_gmm:
-        raise GmmRestoreError("method epll_image_prior needs --image-gmm (a whole-image "
+        raise GmmRestoreError(f"method {args.method} needs --image-gmm (a whole-image "
                               "mixture from train_gmm.py --images)")
     if not args.image_prior_weight > 0:
         raise GmmRestoreError(f"--image-prior-weight must be > 0, got "
@@ -133,11 +134,24 @@ def load_image_prior(args, image_shape: tuple[int, int]) -> ImagePrior | None:
     return ImagePrior(gmm.weights, gmm.means, gmm.covariances)
 
 
+def plugin_args(argv) -> list[str]:
+    """The --plugin options of ``argv``, read before the others: their methods are
+    --method choices."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--plugin", action="append", default=[])
+    return pre.parse_known_args(argv)[0].plugin
+
+
 def main(argv=None) -> None:
+    registry.load_plugins(plugin_args(argv))
     parser = cli.make_parser(__doc__)
     parser.add_argument("--corrupted", required=True, help="HDF5 from corrupt_images.py")
     parser.add_argument("--gmm", required=True, help="HDF5 from train_gmm.py")
-    parser.add_argument("--method", required=True, choices=METHODS)
+    parser.add_argument("--method", required=True, choices=registry.method_names("gmm"),
+                        help="a GMM method of gmmrestore.restore.registry")
+    parser.add_argument("--plugin", action="append", default=[],
+                        help="a module (path such as mypkg.methods, or a .py file) whose "
+                             "import registers more methods (repeatable)")
     parser.add_argument("--out", required=True, help="output HDF5 (kind 'restored')")
     parser.add_argument("--kernel-file", default=None,
                         help="estimated kernel (HDF5 from estimate_kernel.py) used instead of "
@@ -229,17 +243,12 @@ def main(argv=None) -> None:
         rate = (done + finished) / max(time.perf_counter() - started, 1e-9)
         log.info("%s: %d/%d images (%.1f images/s)", label, done + finished, n, rate)
 
+    spec = registry.get_method(args.method)
     params: dict = {"images_per_chunk": args.images_per_chunk,
                     "boundary_model": args.boundary_model, "clip": args.clip}
     if args.kernel_file:
         params["kernels"] = len(groups)  # one per batch of the estimate
-    if args.method == "mapk":
-        params["position_weight_power"] = args.position_weight_power
-    if args.method.startswith("epll"):
-        params.update(beta_factors=list(args.beta_factors), lam_factor=args.lam_factor,
-                      n_inner=args.n_inner, init=args.epll_init, weighting=args.weighting,
-                      boundary=boundary,
-                      init_sharpen=args.init_sharpen, init_sharpen_std=args.init_sharpen_std)
+    params.update(spec.params(args, boundary))
     if image_prior is not None:
         params.update(image_gmm=args.image_gmm, image_prior_weight=args.image_prior_weight,
                       image_prior_components=len(image_prior.log_weights))
@@ -260,28 +269,11 @@ def main(argv=None) -> None:
                 log.info("boundary term: rms %.4g per pixel (noise sigma %.4g), from %d "
                          "validation images", np.sqrt(np.trace(extra_cov) / (m * m)), sigma,
                          len(val_clean))
-        part = None
-        images = corrupted[members]
-        if args.method == "mapk" or args.epll_init == "mapk":
-            part = map_k_restore(images, gmm.weights, gmm.means, gmm.covariances, W, sigma, m,
-                                 remove_dc=remove_dc, extra_noise_cov=extra_cov,
-                                 position_weight_power=(args.position_weight_power
-                                                        if args.method == "mapk" else 0.0),
-                                 images_per_chunk=args.images_per_chunk, progress=progress)
-        if args.method.startswith("epll"):
-            if kernel is None:
-                raise GmmRestoreError("EPLL needs an image-level blur kernel, but the patch "
-                                      "matrix in the corrupted file is not a convolution")
-            part = epll_restore(images, gmm.weights, gmm.means, gmm.covariances, kernel,
-                                sigma, m, remove_dc=remove_dc, beta_factors=args.beta_factors,
-                                lam_factor=args.lam_factor, n_inner=args.n_inner,
-                                images_per_chunk=args.images_per_chunk, init=part,
-                                init_sharpen=args.init_sharpen,
-                                init_sharpen_std=args.init_sharpen_std, clip=args.clip,
-                                image_prior=image_prior,
-                                image_prior_weight=args.image_prior_weight,
-                                weighting=args.weighting, boundary=boundary, progress=progress)
-        parts.append(part)
+        problem = registry.GmmProblem(
+            images=corrupted[members], gmm=gmm, kernel=kernel, patch_matrix=W, sigma=sigma,
+            patch_size=m, remove_dc=remove_dc, extra_noise_cov=extra_cov, boundary=boundary,
+            image_prior=image_prior, options=args, progress=progress)
+        parts.append(spec.function(problem))
         done += len(members)
     restored = np.empty(corrupted.shape, dtype=np.result_type(*parts))
     for (_, _, members), part in zip(groups, parts, strict=True):

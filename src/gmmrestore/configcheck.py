@@ -33,6 +33,11 @@ IMAGE_PRIOR_EPLL_KEYS = ("lam_factor", "init_sharpen")
 MAX_IMAGE_PRIOR_PIXELS = 4096
 
 
+#: The built-in methods that need the whole-image mixture (registry: needs 'image_gmm'; the
+#: workflow passes the registry's list, plugins included; a test checks they agree).
+IMAGE_PRIOR_METHODS = ("epll_image_prior",)
+
+
 def epll_image_prior_settings(epll: Mapping[str, Any],
                               image_prior: Mapping[str, Any]) -> dict[str, Any]:
     """EPLL settings of method epll_image_prior: ``restore.epll`` with the keys of
@@ -147,11 +152,13 @@ def n_training_patches(config: Mapping[str, Any], m: int) -> int:
 
 
 def check_settings(config: Mapping[str, Any], settings: Sequence[Any], where: str,
-                   given_blurs: Iterable[str] = ()) -> None:
+                   given_blurs: Iterable[str] = (),
+                   image_prior_methods: Iterable[str] = IMAGE_PRIOR_METHODS) -> None:
     """Check the sweep ``settings`` (items with ``patch_size``, ``n_components``, ``blur``)
     against the rest of ``config``; ``where`` names their source in messages (``sweep`` or the
     sweep table); ``given_blurs`` are blur names that need no entry under ``blurs`` (a paired
-    set's given corruption); then :func:`check_image_prior`.  Raises :class:`ConfigError`."""
+    set's given corruption); then :func:`check_image_prior` (``image_prior_methods``: the
+    methods that need the whole-image mixture).  Raises :class:`ConfigError`."""
     blurs = config["blurs"]
     known = set(blurs) | set(given_blurs)
     unknown = list(dict.fromkeys(s.blur for s in settings if s.blur not in known))
@@ -186,19 +193,28 @@ def check_settings(config: Mapping[str, Any], settings: Sequence[Any], where: st
     check_noise_sigmas([s for s in settings if s.blur not in set(given_blurs)], where)
     check_blurs(config)
     check_paths(config)
-    check_image_prior(config)
-    check_corruption(config, {s.blur for s in settings} - set(given_blurs))
+    check_image_prior(config, image_prior_methods)
+    check_corruption(config, {s.blur for s in settings} - set(given_blurs),
+                     image_prior_methods)
 
 
-def check_corruption(config: Mapping[str, Any], blur_names: Iterable[str]) -> None:
+def _image_prior_method(config: Mapping[str, Any], methods: Iterable[str]) -> str | None:
+    """The first method of restore.methods that needs the whole-image mixture, or None."""
+    methods = set(methods)
+    return next((m for m in config["restore"]["methods"] if m in methods), None)
+
+
+def check_corruption(config: Mapping[str, Any], blur_names: Iterable[str],
+                     image_prior_methods: Iterable[str] = IMAGE_PRIOR_METHODS) -> None:
     """With ``corruption.boundary: valid`` the frame loses ``valid_margin`` pixels per axis:
     the margin must cover every used blur's size - 1, and the whole-image prior (trained on
     uncropped images) does not apply.  Raises :class:`ConfigError`."""
     corruption = config.get("corruption", {})
     if corruption.get("boundary", "zero") != "valid":
         return
-    if "epll_image_prior" in config["restore"]["methods"]:
-        raise ConfigError("config: restore.methods lists epll_image_prior, whose whole-image "
+    method = _image_prior_method(config, image_prior_methods)
+    if method is not None:
+        raise ConfigError(f"config: restore.methods lists {method}, whose whole-image "
                           "mixture needs frames of the training images' size; "
                           "corruption.boundary 'valid' crops them: leave one of the two out")
     margin = corruption.get("valid_margin")
@@ -213,27 +229,30 @@ def check_corruption(config: Mapping[str, Any], blur_names: Iterable[str]) -> No
                               "largest kernel's size - 1")
 
 
-def check_image_prior(config: Mapping[str, Any]) -> None:
-    """Method epll_image_prior trains a mixture over whole training images: they must have
-    at most :data:`MAX_IMAGE_PRIOR_PIXELS` pixels and number at least its K.  Raises
+def check_image_prior(config: Mapping[str, Any],
+                      image_prior_methods: Iterable[str] = IMAGE_PRIOR_METHODS) -> None:
+    """A method that needs the whole-image mixture (``image_prior_methods``, e.g.
+    epll_image_prior) trains it over whole training images: they must have at most
+    :data:`MAX_IMAGE_PRIOR_PIXELS` pixels and number at least its K.  Raises
     :class:`ConfigError`."""
-    if "epll_image_prior" not in config["restore"]["methods"]:
+    method = _image_prior_method(config, image_prior_methods)
+    if method is None:
         return
     dataset = config["dataset"]
     side = image_side(dataset)
     if side * side > MAX_IMAGE_PRIOR_PIXELS:
         raise ConfigError(
-            f"config: restore.methods lists epll_image_prior, whose mixture over whole images "
+            f"config: restore.methods lists {method}, whose mixture over whole images "
             f"is limited to {MAX_IMAGE_PRIOR_PIXELS} pixels per image; the training images of "
             f"source '{training_source(dataset)}' are {side}x{side} = {side * side} "
-            "(dataset.image_size); leave epll_image_prior out of restore.methods or use "
+            f"(dataset.image_size); leave {method} out of restore.methods or use "
             "images of at most 64x64")
     k = config["restore"].get("image_prior", {}).get("n_components")
     n_train = int(dataset["n_train"])
     if k is not None and int(k) > n_train:
         raise ConfigError(
             f"config: restore.image_prior.n_components = {k}, more than the {n_train} "
-            f"training images (dataset.n_train), each one sample of epll_image_prior's "
+            f"training images (dataset.n_train), each one sample of {method}'s "
             f"whole-image mixture; allowed: 1 to {n_train}")
 
 
