@@ -31,12 +31,11 @@ from scipy import fft as sfft
 
 from ..h5io import GmmRestoreError
 from ..operators import gaussian_kernel
-from .model import _check_kernel_size
 from .mstep import solve_kernel_simplex_pg
 from .pyramid import _resize_kernel, pyramid_levels
 from .scores import recenter_kernel
 from .sparse import derivative_images
-from .sparse_pyramid import clean_kernel, resize_photo
+from .sparse_pyramid import check_photograph, clean_kernel, resize_photo
 from .valid import valid_mstep_system
 
 log = logging.getLogger("gmmrestore.deconv")
@@ -197,14 +196,8 @@ def estimate_kernel_l0(y: np.ndarray, kernel_size: int, settings: L0Settings | N
     """
     t0 = time.perf_counter()
     st = settings or L0Settings()
-    y = np.asarray(y, dtype=np.float64)
-    if y.ndim != 2 or not np.all(np.isfinite(y)):
-        raise GmmRestoreError(f"estimate_kernel_l0: expected one finite (H, W) image, got "
-                              f"shape {y.shape}")
-    s = _check_kernel_size(kernel_size)
-    if min(y.shape) < 2 * s + 2:
-        raise GmmRestoreError(f"estimate_kernel_l0: image {y.shape[0]}x{y.shape[1]} is too "
-                              f"small for a {s}x{s} kernel (need {2 * s + 2} pixels)")
+    # the periodic band needs 2 pixels more than the sparse EM's pyramid
+    y, s = check_photograph(y, kernel_size, 2, "estimate_kernel_l0")
     levels = pyramid_levels(s, y.shape, st.n_levels)
     kernel = gaussian_kernel(levels[0][0], st.init_std)
     lam = st.lam

@@ -123,6 +123,21 @@ class SparseSettings:
                                   f"{self.noise_sigma}")
 
 
+def check_photograph(y: np.ndarray, kernel_size: int, extra: int, caller: str
+                     ) -> tuple[np.ndarray, int]:
+    """Check one finite (H, W) photograph of at least ``2 s + extra`` pixels a side for an
+    odd kernel size s; return it as float64 and s."""
+    y = np.asarray(y, dtype=np.float64)
+    if y.ndim != 2 or not np.all(np.isfinite(y)):
+        raise GmmRestoreError(f"{caller}: expected one finite (H, W) image, got shape "
+                              f"{y.shape}")
+    s = _check_kernel_size(kernel_size)
+    if min(y.shape) < 2 * s + extra:
+        raise GmmRestoreError(f"{caller}: image {y.shape[0]}x{y.shape[1]} is too small for a "
+                              f"{s}x{s} kernel (need at least {2 * s + extra} pixels)")
+    return y, s
+
+
 def clean_kernel(kernel: np.ndarray, threshold: float) -> np.ndarray:
     """Set taps below ``threshold * max`` to 0 and renormalise; kernel (s, s)."""
     if threshold <= 0:
@@ -203,14 +218,7 @@ def estimate_kernel_sparse(y: np.ndarray, kernel_size: int,
     """
     t0 = time.perf_counter()
     settings = settings or SparseSettings()
-    y = np.asarray(y, dtype=np.float64)
-    if y.ndim != 2 or not np.all(np.isfinite(y)):
-        raise GmmRestoreError(f"estimate_kernel_sparse: expected one finite (H, W) image, got "
-                              f"shape {y.shape}")
-    s = _check_kernel_size(kernel_size)
-    if min(y.shape) < 2 * s:
-        raise GmmRestoreError(f"estimate_kernel_sparse: image {y.shape[0]}x{y.shape[1]} is "
-                              f"too small for a {s}x{s} kernel (need at least {2 * s} pixels)")
+    y, s = check_photograph(y, kernel_size, 0, "estimate_kernel_sparse")
     levels = pyramid_levels(s, y.shape, settings.n_levels)
     if init_kernel is None:
         kernel = gaussian_kernel(levels[0][0], settings.init_std)
