@@ -61,16 +61,22 @@ def test_schema_enum_equals_the_registry():
     assert schema_methods() == built_in
 
 
+def run_tiny(tmp_path, override_text, *extra, timeout=300):
+    """The tiny workflow in tmp_path with an override file; returns the finished process."""
+    override = tmp_path / "override.yaml"
+    override.write_text(override_text)
+    return subprocess.run(
+        [SNAKEMAKE, "-s", os.path.join(ROOT, "Snakefile"), "--directory", str(tmp_path),
+         *extra, "--configfile", TINY, str(override)],
+        capture_output=True, text=True, env=snakemake_env(), timeout=timeout)
+
+
 def test_rule_lists_equal_the_registry(tmp_path):
     """rules/common.smk takes GMM_METHODS and the baseline list from the registry: a dry run
     with every built-in method plans one restore_images job per GMM method and one
     restore_baseline job per baseline."""
-    override = tmp_path / "override.yaml"
-    override.write_text(f"restore: {{methods: [{', '.join(BUILT_IN)}]}}\n")
-    result = subprocess.run(
-        [SNAKEMAKE, "-s", os.path.join(ROOT, "Snakefile"), "--directory", str(tmp_path),
-         "--cores", "1", "-n", "--configfile", TINY, str(override)],
-        capture_output=True, text=True, env=snakemake_env(), timeout=300)
+    result = run_tiny(tmp_path, f"restore: {{methods: [{', '.join(BUILT_IN)}]}}\n",
+                      "--cores", "1", "-n")
     assert result.returncode == 0, result.stderr[-3000:]
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", result.stdout, re.M))
     assert int(counts["restore_images"]) == len(registry.method_names("gmm"))
@@ -156,16 +162,11 @@ def test_a_plugin_method_runs_through_the_tiny_workflow(tmp_path):
     changed."""
     plugin = tmp_path / "toy_identity.py"
     plugin.write_text(TOY_PLUGIN)
-    override = tmp_path / "override.yaml"
-    override.write_text(textwrap.dedent(f"""\
+    result = run_tiny(tmp_path, textwrap.dedent(f"""\
         restore:
           methods: [mapk, identity]
           plugins: [{plugin}]
-        """))
-    result = subprocess.run(
-        [SNAKEMAKE, "-s", os.path.join(ROOT, "Snakefile"), "--directory", str(tmp_path),
-         "--cores", "2", "--configfile", TINY, str(override)],
-        capture_output=True, text=True, env=snakemake_env(), timeout=900)
+        """), "--cores", "2", timeout=900)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-5000:]
     with open(tmp_path / "results" / "metrics.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
@@ -200,11 +201,7 @@ def test_configcheck_knows_the_methods_that_need_the_image_prior():
                  id="method_without_its_plugin"),
 ])
 def test_plugin_config_errors(tmp_path, plugins, methods, message):
-    override = tmp_path / "override.yaml"
-    override.write_text(f"restore: {{methods: {methods}, plugins: {plugins}}}\n")
-    result = subprocess.run(
-        [SNAKEMAKE, "-s", os.path.join(ROOT, "Snakefile"), "--directory", str(tmp_path),
-         "--cores", "1", "-n", "--configfile", TINY, str(override)],
-        capture_output=True, text=True, env=snakemake_env(), timeout=300)
+    result = run_tiny(tmp_path, f"restore: {{methods: {methods}, plugins: {plugins}}}\n",
+                      "--cores", "1", "-n")
     assert result.returncode != 0
     assert message in result.stdout + result.stderr
