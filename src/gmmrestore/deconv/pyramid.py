@@ -193,37 +193,10 @@ def estimate_kernel(
     t0 = time.perf_counter()
     y = _as_batch(images, "images")
     s = _check_kernel_size(kernel_size)
-    if n_iter < 1:
-        raise GmmRestoreError(f"n_iter must be >= 1, got {n_iter}")
-    if covariance not in COVARIANCES:
-        raise GmmRestoreError(f"unknown covariance '{covariance}'; expected one of "
-                              f"{', '.join(COVARIANCES)}")
-    if flip_criterion not in ("sparsity", "objective"):
-        raise GmmRestoreError(f"unknown flip criterion '{flip_criterion}'; expected "
-                              "'sparsity' or 'objective'")
-    schedule = [float(v) for v in noise_schedule]
-    if not schedule or any(not v > 0 for v in schedule):
-        raise GmmRestoreError(f"noise schedule must be a non-empty list of positive values, "
-                              f"got {list(noise_schedule)}")
-    if prior_images is None:
-        gradient_prior = GradientPrior(prior_std)
-    else:
-        prior_images = _as_batch(prior_images, "prior images")
-        if prior_images.shape[1:] != y.shape[1:]:
-            raise GmmRestoreError(f"prior images are {prior_images.shape[1]}x"
-                                  f"{prior_images.shape[2]}, the blurred images "
-                                  f"{y.shape[1]}x{y.shape[2]}: sizes must match")
-    if noise_floor == "auto":
-        floor = estimate_noise_sigma(y)
-    elif noise_floor is None:
-        floor = 0.0
-    else:
-        floor = float(noise_floor)
-    etas: list[float] = []
-    for v in schedule:
-        v = max(v, floor)
-        if not etas or v < etas[-1] * (1 - 1e-9):
-            etas.append(v)
+    _check_em_options(n_iter, covariance, flip_criterion)
+    etas, floor = _noise_etas(noise_schedule, noise_floor, y)
+    prior_images = _check_prior_images(prior_images, y)
+    gradient_prior = GradientPrior(prior_std) if prior_images is None else None
     levels = pyramid_levels(s, y.shape[-2:], n_levels)
     log.info("blind kernel estimation: %d images %dx%d, kernel %dx%d, levels %s, "
              "eta %s (floor %.4g), %s prior", len(y), y.shape[1], y.shape[2], s, s,
@@ -231,56 +204,31 @@ def estimate_kernel(
              "gradient" if prior_images is None else "spectral")
     opts = {"covariance": covariance, "constraint": constraint, "cg_tol": cg_tol,
             "cg_maxiter": cg_maxiter}
-
-    ks0 = levels[0][0]
-    if init_kernel is not None:
-        kernel = np.maximum(np.asarray(init_kernel, dtype=np.float64), 0.0)
-        if kernel.ndim != 2 or not kernel.sum() > 0:
-            raise GmmRestoreError("init_kernel: expected a 2-D kernel with positive mass")
-        kernel = _resize_kernel(kernel / kernel.sum(), ks0)
-    else:
-        kernel = gaussian_kernel(ks0, init_std if init_std is not None else max(0.5, ks0 / 4))
+    kernel = _initial_kernel(init_kernel, init_std, levels[0][0])
     history: list[dict] = []
     flips: list[bool] = []
     mu = None
     for li, (ks, shape) in enumerate(levels):
         yl = _resize_images(y, shape)
-        if prior_images is None:
-            prior = gradient_prior
-        else:
-            prior = SpectralPrior.from_images(_resize_images(prior_images, shape))
+        prior = gradient_prior if prior_images is None \
+            else SpectralPrior.from_images(_resize_images(prior_images, shape))
         kernel = _resize_kernel(kernel, ks)
         mu = None if mu is None else _resize_images(mu, shape)
-        npix = yl.size
         for eta in etas:
             for it in range(n_iter):
                 kernel, mu, obj, cg_it = _em_step(yl, kernel, mu, eta, prior, **opts)
-                record = {"level": li, "eta": eta, "iteration": it, "objective": obj / npix,
-                          "cg_iterations": cg_it}
+                record = {"level": li, "eta": eta, "iteration": it,
+                          "objective": obj / yl.size, "cg_iterations": cg_it}
                 history.append(record)
                 log.debug("level %d eta %.4g iter %d: objective/pixel %.6f, CG %d", li, eta,
-                          it, obj / npix, cg_it)
+                          it, obj / yl.size, cg_it)
                 if callback is not None:
                     callback({**record, "kernel": kernel})
         kernel = recenter_kernel(kernel)
         flipped = False
         if try_flip and kernel_error(kernel, kernel[::-1, ::-1]) > 0.05:
-            trials = []
-            for cand in (kernel, kernel[::-1, ::-1].copy()):
-                k_c, mu_c = cand, None
-                for _ in range(flip_iter):
-                    k_c, mu_c, _, _ = _em_step(yl, k_c, mu_c, etas[-1], prior, **opts)
-                # the score of the final kernel needs one more E-step
-                _, mu_c, obj, _ = _em_step(yl, k_c, mu_c, etas[-1], prior, **opts)
-                score = -gradient_sparsity(mu_c) if flip_criterion == "sparsity" \
-                    else obj / npix
-                trials.append((score, k_c, mu_c))
-            flipped = trials[1][0] > trials[0][0]
-            _, kernel, mu = trials[1] if flipped else trials[0]
-            kernel = recenter_kernel(kernel)
-            log.info("level %d: flip check (%s), score %.6g as is vs %.6g rotated: %s",
-                     li, flip_criterion, trials[0][0], trials[1][0],
-                     "rotated" if flipped else "kept")
+            flipped, kernel, mu = _flip_check(yl, kernel, etas[-1], prior, opts, flip_iter,
+                                              flip_criterion, li)
         flips.append(flipped)
         log.info("level %d/%d: kernel %dx%d on %dx%d images, %.1f s", li + 1, len(levels),
                  ks, ks, shape[0], shape[1], time.perf_counter() - t0)
@@ -297,3 +245,79 @@ def estimate_kernel(
         "seed": seed,
     }
     return kernel, info
+
+
+def _check_em_options(n_iter: int, covariance: str, flip_criterion: str) -> None:
+    if n_iter < 1:
+        raise GmmRestoreError(f"n_iter must be >= 1, got {n_iter}")
+    if covariance not in COVARIANCES:
+        raise GmmRestoreError(f"unknown covariance '{covariance}'; expected one of "
+                              f"{', '.join(COVARIANCES)}")
+    if flip_criterion not in ("sparsity", "objective"):
+        raise GmmRestoreError(f"unknown flip criterion '{flip_criterion}'; expected "
+                              "'sparsity' or 'objective'")
+
+
+def _noise_etas(noise_schedule: Sequence[float], noise_floor: float | str | None,
+                y: np.ndarray) -> tuple[list[float], float]:
+    """The schedule's values clipped below at the noise floor, duplicates dropped, and the
+    floor (``"auto"``: estimated from the images y (n, H, W))."""
+    schedule = [float(v) for v in noise_schedule]
+    if not schedule or any(not v > 0 for v in schedule):
+        raise GmmRestoreError(f"noise schedule must be a non-empty list of positive values, "
+                              f"got {list(noise_schedule)}")
+    if noise_floor == "auto":
+        floor = estimate_noise_sigma(y)
+    elif noise_floor is None:
+        floor = 0.0
+    else:
+        floor = float(noise_floor)
+    etas: list[float] = []
+    for v in schedule:
+        v = max(v, floor)
+        if not etas or v < etas[-1] * (1 - 1e-9):
+            etas.append(v)
+    return etas, floor
+
+
+def _check_prior_images(prior_images: np.ndarray | None, y: np.ndarray) -> np.ndarray | None:
+    if prior_images is None:
+        return None
+    prior_images = _as_batch(prior_images, "prior images")
+    if prior_images.shape[1:] != y.shape[1:]:
+        raise GmmRestoreError(f"prior images are {prior_images.shape[1]}x"
+                              f"{prior_images.shape[2]}, the blurred images "
+                              f"{y.shape[1]}x{y.shape[2]}: sizes must match")
+    return prior_images
+
+
+def _initial_kernel(init_kernel: np.ndarray | None, init_std: float | None,
+                    size: int) -> np.ndarray:
+    """The coarsest level's kernel: ``init_kernel`` resized, or a Gaussian (default std a
+    quarter of the size, at least 0.5)."""
+    if init_kernel is None:
+        return gaussian_kernel(size, init_std if init_std is not None else max(0.5, size / 4))
+    kernel = np.maximum(np.asarray(init_kernel, dtype=np.float64), 0.0)
+    if kernel.ndim != 2 or not kernel.sum() > 0:
+        raise GmmRestoreError("init_kernel: expected a 2-D kernel with positive mass")
+    return _resize_kernel(kernel / kernel.sum(), size)
+
+
+def _flip_check(yl, kernel, eta, prior, opts, flip_iter, flip_criterion, level):
+    """Run the kernel and its 180-degree rotation ``flip_iter`` EM iterations at ``eta``
+    and keep the better (see :func:`estimate_kernel`); returns (flipped, kernel, mu)."""
+    trials = []
+    for cand in (kernel, kernel[::-1, ::-1].copy()):
+        k_c, mu_c = cand, None
+        for _ in range(flip_iter):
+            k_c, mu_c, _, _ = _em_step(yl, k_c, mu_c, eta, prior, **opts)
+        # the score of the final kernel needs one more E-step
+        _, mu_c, obj, _ = _em_step(yl, k_c, mu_c, eta, prior, **opts)
+        score = -gradient_sparsity(mu_c) if flip_criterion == "sparsity" else obj / yl.size
+        trials.append((score, k_c, mu_c))
+    flipped = trials[1][0] > trials[0][0]
+    _, kernel, mu = trials[1] if flipped else trials[0]
+    log.info("level %d: flip check (%s), score %.6g as is vs %.6g rotated: %s",
+             level, flip_criterion, trials[0][0], trials[1][0],
+             "rotated" if flipped else "kept")
+    return flipped, recenter_kernel(kernel), mu
