@@ -125,7 +125,138 @@ def estimate_batch(images: np.ndarray, s: int, args, prior_images) -> tuple[np.n
                     "history": info["objective"]}
 
 
-def main(argv=None) -> None:
+def read_corrupted(args) -> tuple[np.ndarray, str]:
+    """The corrupted images (n, H, W) of --corrupted (the first --max-images) and the blur's
+    name; the true kernel stays unread on purpose."""
+    s = args.kernel_size
+    if s < 1 or s % 2 == 0:
+        raise GmmRestoreError(f"--kernel-size must be a positive odd integer, got {s}")
+    with open_h5(args.corrupted, "corrupted", ["corrupted"]) as fh:
+        dset = fh["corrupted"]
+        n_total = dset.shape[0]
+        n = n_total if args.max_images is None else min(args.max_images, n_total)
+        if n < 1:
+            raise GmmRestoreError(f"{args.corrupted}: no corrupted images to estimate from")
+        images = np.asarray(read_dataset(dset, slice(0, n)), dtype=np.float64)
+        blur_name = fh.attrs.get("blur", "")
+        blur_name = blur_name.decode() if isinstance(blur_name, bytes) else str(blur_name)
+    if images.ndim != 3:
+        raise GmmRestoreError(f"{args.corrupted}: dataset 'corrupted' has shape "
+                              f"{images.shape}, expected (n, H, W)")
+    if not np.all(np.isfinite(images)):
+        raise GmmRestoreError(f"{args.corrupted}: dataset 'corrupted' contains NaN or Inf")
+    if s > min(images.shape[1:]):
+        raise GmmRestoreError(f"--kernel-size {s} is larger than the images "
+                              f"{images.shape[1]}x{images.shape[2]}")
+    return images, blur_name
+
+
+def read_prior_images(args, images: np.ndarray) -> np.ndarray | None:
+    """A seeded subset of --prior-dataset's --prior-split for the spectral prior (gaussian
+    prior only), or None."""
+    prior_images = None
+    if args.prior_dataset and args.prior == "gaussian":
+        with open_h5(args.prior_dataset, "dataset", [args.prior_split]) as fh:
+            dset = fh[args.prior_split]
+            m = dset.shape[0]
+            if m < 1:
+                raise GmmRestoreError(f"{args.prior_dataset}: split '{args.prior_split}' is "
+                                      "empty")
+            if tuple(dset.shape[1:]) != images.shape[1:]:
+                raise GmmRestoreError(
+                    f"{args.prior_dataset}: '{args.prior_split}' images are "
+                    f"{dset.shape[1]}x{dset.shape[2]}, the corrupted images "
+                    f"{images.shape[1]}x{images.shape[2]}; the sizes must match")
+            rng = np.random.default_rng([args.seed, STAGE_SEED])
+            take = np.sort(rng.choice(m, size=min(m, args.prior_max_images), replace=False))
+            prior_images = np.asarray(read_dataset(dset, take), dtype=np.float64)
+        log.info("spectral prior from %d '%s' images of %s", len(prior_images),
+                 args.prior_split, args.prior_dataset)
+    return prior_images
+
+
+def estimate_batches(images: np.ndarray, args, prior_images) -> dict:
+    """One kernel per batch of images: the batch kernels, the summary kernel, every image's
+    batch and the per-batch seconds, noise floors and histories."""
+    n, s = len(images), args.kernel_size
+    batches = batch_members(n, args.batch_size, args.batch_order, args.seed)
+    t0 = time.perf_counter()
+    kernels, seconds, floors, histories = [], [], [], []
+    batch_index = np.zeros(n, dtype=np.int64)
+    for bi, members in enumerate(batches):
+        kernel, info = estimate_batch(images[members], s, args, prior_images)
+        kernels.append(kernel)
+        seconds.append(info["seconds"])
+        floors.append(info["noise_floor"])
+        histories.append(info["history"])
+        batch_index[members] = bi
+        log.info("batch %d/%d (%d images): kernel estimated in %.1f s (%.0f s total)",
+                 bi + 1, len(batches), len(members), info["seconds"],
+                 time.perf_counter() - t0)
+    batch_kernels = np.stack(kernels)
+    if len(kernels) == 1:
+        final = kernels[0]
+    else:
+        final = np.median(batch_kernels, axis=0)
+        final = recenter_kernel(final / final.sum())
+
+    return {"final": final, "batch_kernels": batch_kernels, "batch_index": batch_index,
+            "seconds": seconds, "floors": floors, "histories": histories,
+            "n_batches": len(batches), "t0": t0}
+
+
+def write_estimate(args, est: dict, prior_images, n: int, blur_name: str) -> None:
+    """The 'kernel' HDF5 file of --out."""
+    s = args.kernel_size
+    final, batch_kernels, batch_index = est["final"], est["batch_kernels"], est["batch_index"]
+    seconds, floors, histories, t0 = est["seconds"], est["floors"], est["histories"], est["t0"]
+    n_batches = est["n_batches"]
+    length = max(len(h) for h in histories)
+    objective = np.full((len(histories), length), np.nan)
+    for i, h in enumerate(histories):
+        objective[i, :len(h)] = [r["objective"] for r in h]
+    first = histories[int(np.argmax([len(h) for h in histories]))]
+    write_h5(
+        args.out, "kernel",
+        {"kernel": final, "batch_kernels": batch_kernels, "batch_index": batch_index,
+         "batch_seconds": np.asarray(seconds), "batch_noise_floor": np.asarray(floors),
+         "objective": objective,
+         "objective_level": np.asarray([r["level"] for r in first], dtype=np.int64),
+         "objective_eta": np.asarray([r["eta"] for r in first])},
+        attrs={"kernel_size": s, "noise_schedule": list(args.noise_schedule),
+               "noise_floor": "auto" if args.noise_floor == "auto" else
+               ("none" if args.noise_floor is None else args.noise_floor),
+               "prior": args.prior if args.prior in PHOTOGRAPH_PRIORS else
+               ("spectral" if prior_images is not None else "gradient"),
+               "prior_std": args.prior_std,
+               "prior_dataset": args.prior_dataset or "none",
+               "n_prior_images": 0 if prior_images is None else len(prior_images),
+               "n_iter": args.n_iter,
+               "n_levels": args.n_levels if args.n_levels else "auto",
+               "covariance": args.covariance, "batch_size": args.batch_size,
+               "batch_order": args.batch_order,
+               "n_batches": n_batches, "n_images": n, "seed": args.seed,
+               "seconds": time.perf_counter() - t0, "source": args.corrupted,
+               "blur": blur_name,
+               "method": ESTIMATOR_DESCRIPTIONS[args.prior],
+               "combination": "single batch" if n_batches == 1 else
+               "element-wise median of batch kernels, re-centred, sum 1"},
+        dataset_attrs={
+            "kernel": {"description": "summary kernel (s, s): the batch kernel, or the "
+                                      "element-wise median of the batch kernels; "
+                                      "non-negative, sums to 1"},
+            "batch_kernels": {"description": "one estimated kernel per batch (n_batches, s, s), "
+                                             "used for the images of that batch"},
+            "batch_index": {"description": "batch (row of batch_kernels) of every image (n,)"},
+            "objective": {"description": "EM objective (evidence lower bound per pixel) after "
+                                         "every E-step, one row per batch, NaN padded"},
+        },
+    )
+    log.info("kernel %dx%d from %d images in %d batch(es), %.1f s -> %s", s, s, n,
+             n_batches, time.perf_counter() - t0, args.out)
+
+
+def build_parser():
     parser = cli.make_parser(__doc__)
     parser.add_argument("--corrupted", required=True,
                         help="input HDF5 of kind 'corrupted' (dataset 'corrupted' (n, H, W))")
@@ -170,117 +301,19 @@ def main(argv=None) -> None:
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the prior subset and the batch shuffle (the EM "
                              "itself is deterministic)")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv=None) -> None:
+    args = build_parser().parse_args(argv)
     cli.setup_logging(args.quiet)
-
-    s = args.kernel_size
-    if s < 1 or s % 2 == 0:
-        raise GmmRestoreError(f"--kernel-size must be a positive odd integer, got {s}")
-    # Only the corrupted images are read; the true kernel stays unread on purpose.
-    with open_h5(args.corrupted, "corrupted", ["corrupted"]) as fh:
-        dset = fh["corrupted"]
-        n_total = dset.shape[0]
-        n = n_total if args.max_images is None else min(args.max_images, n_total)
-        if n < 1:
-            raise GmmRestoreError(f"{args.corrupted}: no corrupted images to estimate from")
-        images = np.asarray(read_dataset(dset, slice(0, n)), dtype=np.float64)
-        blur_name = fh.attrs.get("blur", "")
-        blur_name = blur_name.decode() if isinstance(blur_name, bytes) else str(blur_name)
-    if images.ndim != 3:
-        raise GmmRestoreError(f"{args.corrupted}: dataset 'corrupted' has shape "
-                              f"{images.shape}, expected (n, H, W)")
-    if not np.all(np.isfinite(images)):
-        raise GmmRestoreError(f"{args.corrupted}: dataset 'corrupted' contains NaN or Inf")
-    if s > min(images.shape[1:]):
-        raise GmmRestoreError(f"--kernel-size {s} is larger than the images "
-                              f"{images.shape[1]}x{images.shape[2]}")
-
+    images, blur_name = read_corrupted(args)
     if args.prior in PHOTOGRAPH_PRIORS and args.batch_size != 1:
         raise GmmRestoreError(f"--prior {args.prior} estimates one kernel per photograph: use "
                               f"--batch-size 1, got {args.batch_size}")
-    prior_images = None
-    if args.prior_dataset and args.prior == "gaussian":
-        with open_h5(args.prior_dataset, "dataset", [args.prior_split]) as fh:
-            dset = fh[args.prior_split]
-            m = dset.shape[0]
-            if m < 1:
-                raise GmmRestoreError(f"{args.prior_dataset}: split '{args.prior_split}' is "
-                                      "empty")
-            if tuple(dset.shape[1:]) != images.shape[1:]:
-                raise GmmRestoreError(
-                    f"{args.prior_dataset}: '{args.prior_split}' images are "
-                    f"{dset.shape[1]}x{dset.shape[2]}, the corrupted images "
-                    f"{images.shape[1]}x{images.shape[2]}; the sizes must match")
-            rng = np.random.default_rng([args.seed, STAGE_SEED])
-            take = np.sort(rng.choice(m, size=min(m, args.prior_max_images), replace=False))
-            prior_images = np.asarray(read_dataset(dset, take), dtype=np.float64)
-        log.info("spectral prior from %d '%s' images of %s", len(prior_images),
-                 args.prior_split, args.prior_dataset)
-
-    batches = batch_members(n, args.batch_size, args.batch_order, args.seed)
-    t0 = time.perf_counter()
-    kernels, seconds, floors, histories = [], [], [], []
-    batch_index = np.zeros(n, dtype=np.int64)
-    for bi, members in enumerate(batches):
-        kernel, info = estimate_batch(images[members], s, args, prior_images)
-        kernels.append(kernel)
-        seconds.append(info["seconds"])
-        floors.append(info["noise_floor"])
-        histories.append(info["history"])
-        batch_index[members] = bi
-        log.info("batch %d/%d (%d images): kernel estimated in %.1f s (%.0f s total)",
-                 bi + 1, len(batches), len(members), info["seconds"],
-                 time.perf_counter() - t0)
-    batch_kernels = np.stack(kernels)
-    if len(kernels) == 1:
-        final = kernels[0]
-    else:
-        final = np.median(batch_kernels, axis=0)
-        final = recenter_kernel(final / final.sum())
-
-    length = max(len(h) for h in histories)
-    objective = np.full((len(histories), length), np.nan)
-    for i, h in enumerate(histories):
-        objective[i, :len(h)] = [r["objective"] for r in h]
-    first = histories[int(np.argmax([len(h) for h in histories]))]
-    write_h5(
-        args.out, "kernel",
-        {"kernel": final, "batch_kernels": batch_kernels, "batch_index": batch_index,
-         "batch_seconds": np.asarray(seconds), "batch_noise_floor": np.asarray(floors),
-         "objective": objective,
-         "objective_level": np.asarray([r["level"] for r in first], dtype=np.int64),
-         "objective_eta": np.asarray([r["eta"] for r in first])},
-        attrs={"kernel_size": s, "noise_schedule": list(args.noise_schedule),
-               "noise_floor": "auto" if args.noise_floor == "auto" else
-               ("none" if args.noise_floor is None else args.noise_floor),
-               "prior": args.prior if args.prior in PHOTOGRAPH_PRIORS else
-               ("spectral" if prior_images is not None else "gradient"),
-               "prior_std": args.prior_std,
-               "prior_dataset": args.prior_dataset or "none",
-               "n_prior_images": 0 if prior_images is None else len(prior_images),
-               "n_iter": args.n_iter,
-               "n_levels": args.n_levels if args.n_levels else "auto",
-               "covariance": args.covariance, "batch_size": args.batch_size,
-               "batch_order": args.batch_order,
-               "n_batches": len(batches), "n_images": n, "seed": args.seed,
-               "seconds": time.perf_counter() - t0, "source": args.corrupted,
-               "blur": blur_name,
-               "method": ESTIMATOR_DESCRIPTIONS[args.prior],
-               "combination": "single batch" if len(batches) == 1 else
-               "element-wise median of batch kernels, re-centred, sum 1"},
-        dataset_attrs={
-            "kernel": {"description": "summary kernel (s, s): the batch kernel, or the "
-                                      "element-wise median of the batch kernels; "
-                                      "non-negative, sums to 1"},
-            "batch_kernels": {"description": "one estimated kernel per batch (n_batches, s, s), "
-                                             "used for the images of that batch"},
-            "batch_index": {"description": "batch (row of batch_kernels) of every image (n,)"},
-            "objective": {"description": "EM objective (evidence lower bound per pixel) after "
-                                         "every E-step, one row per batch, NaN padded"},
-        },
-    )
-    log.info("kernel %dx%d from %d images in %d batch(es), %.1f s -> %s", s, s, n,
-             len(batches), time.perf_counter() - t0, args.out)
+    prior_images = read_prior_images(args, images)
+    estimate = estimate_batches(images, args, prior_images)
+    write_estimate(args, estimate, prior_images, len(images), blur_name)
 
 
 if __name__ == "__main__":
