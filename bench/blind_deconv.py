@@ -86,8 +86,9 @@ def run_mnist(args, digits) -> list[dict]:
             y = blur(batch, k_true) + sigma * rng.standard_normal(batch.shape)
             t0 = time.perf_counter()
             k_est, info = deconv.estimate_kernel(
-                y, size, prior_images=prior_images, prior_std=args.prior_std,
-                n_iter=args.n_iter, seed=args.seed)
+                y, size, deconv.GaussianBlindSettings(prior_std=args.prior_std,
+                                                      n_iter=args.n_iter, seed=args.seed),
+                prior_images=prior_images)
             seconds = time.perf_counter() - t0
             prior = deconv.SpectralPrior.from_images(prior_images) \
                 if prior_images is not None else args.prior_std
@@ -118,8 +119,8 @@ def run_natural(args) -> dict:
     rng = np.random.default_rng([args.seed, 1000])
     y = blur(img, k_true) + 0.01 * rng.standard_normal(img.shape)
     t0 = time.perf_counter()
-    k_est, info = deconv.estimate_kernel(y, 15, prior_std=args.natural_prior_std,
-                                         n_iter=args.n_iter, seed=args.seed)
+    k_est, info = deconv.estimate_kernel(y, 15, deconv.GaussianBlindSettings(
+        prior_std=args.natural_prior_std, n_iter=args.n_iter, seed=args.seed))
     seconds = time.perf_counter() - t0
     x_true = deconv.deconvolve_gaussian(y, k_true, 0.01, args.natural_prior_std)
     x_est = deconv.deconvolve_gaussian(y, k_est, 0.01, args.natural_prior_std)

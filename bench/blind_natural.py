@@ -86,7 +86,7 @@ def estimate(method: str, y: np.ndarray, s: int, settings) -> np.ndarray:
     if method == "l0":
         return l0map.estimate_kernel_l0(y, s)[0]
     if method == "gaussian":
-        return deconv.estimate_kernel(y, s, prior_std=0.07)[0]
+        return deconv.estimate_kernel(y, s, deconv.GaussianBlindSettings(prior_std=0.07))[0]
     if method == "blob":
         return gaussian_kernel(s, (s - 1) / 4)
     raise SystemExit(f"unknown method {method}")

@@ -31,8 +31,8 @@ from gmmrestore import cli
 from gmmrestore.deconv import (
     BLIND_PRIORS,
     COVARIANCES,
-    DEFAULT_NOISE_SCHEDULE,
     PHOTOGRAPH_PRIORS,
+    GaussianBlindSettings,
     SparseSettings,
     estimate_kernel,
     estimate_kernel_l0,
@@ -80,6 +80,23 @@ def _noise_floor(text: str) -> float | str | None:
     return value
 
 
+# options of the Gaussian-prior EM (prior gaussian): GaussianBlindSettings fields, defaults
+GAUSSIAN_DEFAULTS = GaussianBlindSettings()
+GAUSSIAN_OPTIONS = {
+    "noise_schedule": dict(type=_float_list,
+                           help="decreasing noise levels eta of the EM, comma-separated"),
+    "noise_floor": dict(type=_noise_floor, help="lower bound of eta: 'auto' (estimated from "
+                                                "the images), 'none' or a number"),
+    "prior_std": dict(type=float, help="std of the Gaussian prior on image differences "
+                                       "(without --prior-dataset)"),
+    "n_iter": dict(type=int, help="EM iterations per eta"),
+    "n_levels": dict(type=int, help="pyramid levels (default: down to a 3x3 kernel)"),
+    "covariance": dict(choices=COVARIANCES, help="posterior covariance used in the M-step"),
+    "seed": dict(type=int, help="seed of the prior subset and the batch shuffle (the EM "
+                                "itself is deterministic)"),
+}
+
+
 def batch_members(n: int, batch_size: int, order: str = "shuffled", seed: int = 0
                   ) -> list[np.ndarray]:
     """Indices of the images of every batch: batches of ``batch_size`` (a last batch smaller
@@ -100,6 +117,11 @@ def batch_members(n: int, batch_size: int, order: str = "shuffled", seed: int = 
     return [np.sort(images[a:b]) for a, b in zip(starts, ends, strict=True)]
 
 
+def gaussian_settings(args) -> GaussianBlindSettings:
+    """The Gaussian-prior EM's settings from the command line."""
+    return GaussianBlindSettings(**{name: getattr(args, name) for name in GAUSSIAN_OPTIONS})
+
+
 def estimate_batch(images: np.ndarray, s: int, args, prior_images) -> tuple[np.ndarray, dict]:
     """One batch's kernel: the Gaussian-prior EM (zero boundary, pooled batch) or, with
     ``--prior sparse`` / ``l0``, the estimate of one photograph (valid model): the
@@ -117,10 +139,8 @@ def estimate_batch(images: np.ndarray, s: int, args, prior_images) -> tuple[np.n
         history = [{"level": li, "eta": np.nan, "objective": np.nan}
                    for li in range(len(info["levels"]))]
         return kernel, {"seconds": info["seconds"], "noise_floor": np.nan, "history": history}
-    kernel, info = estimate_kernel(
-        images, s, noise_schedule=args.noise_schedule, noise_floor=args.noise_floor,
-        prior_std=args.prior_std, prior_images=prior_images, n_iter=args.n_iter,
-        n_levels=args.n_levels, covariance=args.covariance, seed=args.seed)
+    kernel, info = estimate_kernel(images, s, gaussian_settings(args),
+                                   prior_images=prior_images)
     return kernel, {"seconds": info["seconds"], "noise_floor": info["noise_floor"],
                     "history": info["objective"]}
 
@@ -264,15 +284,9 @@ def build_parser():
     parser.add_argument("--kernel-size", type=int, required=True,
                         help="odd size s of the estimated s x s kernel (an upper bound of the "
                              "blur's extent)")
-    parser.add_argument("--noise-schedule", type=_float_list,
-                        default=list(DEFAULT_NOISE_SCHEDULE),
-                        help="decreasing noise levels eta of the EM, comma-separated")
-    parser.add_argument("--noise-floor", type=_noise_floor, default="auto",
-                        help="lower bound of eta: 'auto' (estimated from the images), 'none' "
-                             "or a number")
-    parser.add_argument("--prior-std", type=float, default=0.3,
-                        help="std of the Gaussian prior on image differences (without "
-                             "--prior-dataset)")
+    for name, options in GAUSSIAN_OPTIONS.items():
+        parser.add_argument("--" + name.replace("_", "-"),
+                            default=getattr(GAUSSIAN_DEFAULTS, name), **options)
     parser.add_argument("--prior-dataset", default=None,
                         help="dataset HDF5 (kind 'dataset'): learn a spectral prior from its "
                              "training images")
@@ -285,11 +299,6 @@ def build_parser():
                              "for photographs (valid boundary, one kernel per image: "
                              "--batch-size 1): sparse, the gradient-mixture variational EM, "
                              "or l0, the L0 gradient prior's alternating MAP")
-    parser.add_argument("--n-iter", type=int, default=5, help="EM iterations per eta")
-    parser.add_argument("--n-levels", type=int, default=None,
-                        help="pyramid levels (default: down to a 3x3 kernel)")
-    parser.add_argument("--covariance", choices=COVARIANCES, default="stationary",
-                        help="posterior covariance used in the M-step")
     parser.add_argument("--batch-size", type=int, default=100,
                         help="images per EM batch (one kernel per batch)")
     parser.add_argument("--batch-order", choices=BATCH_ORDERS, default="shuffled",
@@ -298,9 +307,6 @@ def build_parser():
                              "'consecutive': file order")
     parser.add_argument("--max-images", type=int, default=None,
                         help="use only the first N corrupted images (default: all)")
-    parser.add_argument("--seed", type=int, default=0,
-                        help="seed of the prior subset and the batch shuffle (the EM "
-                             "itself is deterministic)")
     return parser
 
 

@@ -326,8 +326,9 @@ def test_flip_check_keeps_the_better_orientation(rng, digits):
     kernel[2, 1:4] = [0.6, 0.3, 0.1]
     kernel[1, 3] = 0.0
     y = blur(digits[:40], kernel) + 0.01 * rng.standard_normal((40, 28, 28))
-    k_est, info = D.estimate_kernel(y, 5, n_levels=1, init_kernel=kernel[::-1, ::-1],
-                                    noise_schedule=(0.01,))
+    k_est, info = D.estimate_kernel(
+        y, 5, D.GaussianBlindSettings(n_levels=1, noise_schedule=(0.01,)),
+        init_kernel=kernel[::-1, ::-1])
     assert D.kernel_error(k_est, kernel) < D.kernel_error(k_est, kernel[::-1, ::-1])
 
 
@@ -470,15 +471,15 @@ def test_bad_inputs_raise_clear_errors(rng):
     with pytest.raises(GmmRestoreError, match="odd"):
         D.estimate_kernel(y, 4)
     with pytest.raises(GmmRestoreError, match="schedule"):
-        D.estimate_kernel(y, 3, noise_schedule=())
+        D.estimate_kernel(y, 3, D.GaussianBlindSettings(noise_schedule=()))
     with pytest.raises(GmmRestoreError, match="NaN"):
         D.estimate_kernel(np.full((2, 10, 10), np.nan), 3)
     with pytest.raises(GmmRestoreError, match="covariance"):
-        D.estimate_kernel(y, 3, covariance="full")
+        D.estimate_kernel(y, 3, D.GaussianBlindSettings(covariance="full"))
     with pytest.raises(GmmRestoreError, match="sizes must match"):
         D.estimate_kernel(y, 3, prior_images=rng.random((3, 8, 8)))
     with pytest.raises(GmmRestoreError, match="prior std"):
-        D.estimate_kernel(y, 3, prior_std=0.0)
+        D.estimate_kernel(y, 3, D.GaussianBlindSettings(prior_std=0.0))
 
 
 def test_deconvolve_gaussian_beats_the_blurred_input(rng, digits):

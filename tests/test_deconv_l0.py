@@ -118,7 +118,7 @@ def test_l0_estimate_recovers_a_curved_kernel_where_the_gaussian_prior_does_not(
     x = blocky_image(rng, (88, 88), n_rect=60)
     y = quantize(blur_valid(x, k_true) + 0.005 * rng.standard_normal((80, 80)), 8)
     k_l0, info = l0map.estimate_kernel_l0(y, 9)
-    k_gauss, _ = D.estimate_kernel(y, 9, prior_std=0.1, n_iter=3)
+    k_gauss, _ = D.estimate_kernel(y, 9, D.GaussianBlindSettings(prior_std=0.1, n_iter=3))
     err_l0 = D.kernel_error(k_l0, k_true)
     assert err_l0 < 0.4
     assert D.kernel_error(k_gauss, k_true) > err_l0 + 0.25

@@ -177,7 +177,7 @@ def test_sparse_prior_recovers_a_curved_kernel_where_the_gaussian_prior_does_not
     settings = sparse_pyramid.SparseSettings(eta_factors=(8.0, 4.0, 2.0, 1.0), n_iter=2,
                                              kernel_threshold=0.0)
     k_sparse, _ = sparse_pyramid.estimate_kernel_sparse(y, 9, settings)
-    k_gauss, _ = D.estimate_kernel(y, 9, prior_std=0.1, n_iter=3)
+    k_gauss, _ = D.estimate_kernel(y, 9, D.GaussianBlindSettings(prior_std=0.1, n_iter=3))
     err_sparse = D.kernel_error(k_sparse, k_true)
     err_gauss = D.kernel_error(k_gauss, k_true)
     assert err_sparse < 0.4

@@ -100,6 +100,7 @@ from .priors import GradientPrior, Prior, SpectralPrior, finite_difference_matri
 from .pyramid import (
     COVARIANCES,
     DEFAULT_NOISE_SCHEDULE,
+    GaussianBlindSettings,
     _em_step,
     estimate_kernel,
     gradient_sparsity,
@@ -136,6 +137,7 @@ __all__ = [
     "PHOTOGRAPH_PRIORS",
     "L0Settings",
     "estimate_kernel_l0",
+    "GaussianBlindSettings",
     "COVARIANCES", "DEFAULT_NOISE_SCHEDULE", "FFT_MIN_TAPS", "LOG_2PI", "GradientPrior",
     "Prior", "SpectralPrior", "blind_scores", "deconvolve_gaussian", "em_objective",
     "error_ratio", "estep_mean", "estep_variance", "estimate_kernel", "estimate_noise_sigma",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -111,100 +112,94 @@ def _em_step(y, kernel, mu, eta, prior, *, covariance, constraint, cg_tol, cg_ma
     return kernel, mu, objective, cg["iterations"]
 
 
+@dataclass(frozen=True)
+class GaussianBlindSettings:
+    """Settings of :func:`estimate_kernel` (the Gaussian-prior blind EM).
+
+    noise_schedule : decreasing values of ``eta`` run in turn (``n_iter`` EM iterations
+        each) at every pyramid level; values below the noise floor are clipped to it
+        (duplicates dropped).
+    noise_floor : lower bound for ``eta``: a number, ``"auto"`` (estimated from the images,
+        :func:`estimate_noise_sigma`), or None.
+    prior_std : std of the seed's Gaussian prior on image differences (used without prior
+        images).
+    n_iter : EM iterations per value of ``eta``.
+    n_levels : pyramid levels (None: down to a 3 x 3 kernel).
+    init_std : std (pixels) of the Gaussian initial kernel at the coarsest level (None: a
+        quarter of its size, at least 0.5).
+    covariance : {"stationary", "meanfield"}, the posterior covariance of the M-step.
+    constraint : {"simplex", "nnls"}, the M-step constraint (:func:`solve_kernel_qp`).
+    try_flip, flip_iter, flip_criterion : at the end of every level, if the kernel is not
+        centro-symmetric, run it and its 180-degree rotation for ``flip_iter`` iterations at
+        the last eta each and keep the better: ``"sparsity"``, the one whose posterior mean
+        has the sparser gradients (:func:`gradient_sparsity`, lower is sharper: a wrongly
+        oriented kernel leaves ringing), or ``"objective"``, the higher
+        :func:`em_objective` (a Gaussian prior sees only the power spectrum, so the
+        objective barely tells the two apart).
+    cg_tol, cg_maxiter : CG settings of the E-step.
+    seed : recorded for reproducibility; the algorithm itself is deterministic.
+    """
+
+    noise_schedule: tuple[float, ...] = DEFAULT_NOISE_SCHEDULE
+    noise_floor: float | str | None = "auto"
+    prior_std: float = 0.3
+    n_iter: int = 5
+    n_levels: int | None = None
+    init_std: float | None = None
+    covariance: str = "stationary"
+    constraint: str = "simplex"
+    try_flip: bool = True
+    flip_iter: int = 3
+    flip_criterion: str = "sparsity"
+    cg_tol: float = 1e-4
+    cg_maxiter: int = 200
+    seed: int = 0
+
+
 def estimate_kernel(
     images: np.ndarray,
     kernel_size: int,
+    settings: GaussianBlindSettings | None = None,
     *,
-    noise_schedule: Sequence[float] = DEFAULT_NOISE_SCHEDULE,
-    noise_floor: float | str | None = "auto",
-    prior_std: float = 0.3,
     prior_images: np.ndarray | None = None,
-    n_iter: int = 5,
-    n_levels: int | None = None,
-    init_std: float | None = None,
     init_kernel: np.ndarray | None = None,
-    covariance: str = "stationary",
-    constraint: str = "simplex",
-    try_flip: bool = True,
-    flip_iter: int = 3,
-    flip_criterion: str = "sparsity",
-    cg_tol: float = 1e-4,
-    cg_maxiter: int = 200,
-    seed: int = 0,
     callback: Callable[[dict], None] | None = None,
 ) -> tuple[np.ndarray, dict]:
     """Estimate one blur kernel shared by a batch of blurred images (MAP_k by EM).
 
-    Parameters
-    ----------
-    images : (n, H, W) or (H, W)
-        Blurred, noisy images (zero-boundary "same" convolution, see module docstring).
-        All images pool their statistics in every M-step.
-    kernel_size : int
-        Odd size s of the estimated (s, s) kernel.
-    noise_schedule : sequence of float
-        Decreasing values of ``eta`` run in turn (``n_iter`` EM iterations each) at every
-        pyramid level; values below the noise floor are clipped to it (duplicates dropped).
-    noise_floor : float, "auto" or None
-        Lower bound for ``eta``: a number, ``"auto"`` (estimated from the images,
-        :func:`estimate_noise_sigma`), or None.
-    prior_std : float
-        Std of the seed's Gaussian prior on image differences (used when
-        ``prior_images`` is None).
-    prior_images : (m, H', W'), optional
-        Sharp training images (never the images being restored): the prior is then a
-        :class:`SpectralPrior` learned from them, at every pyramid level from the
-        training images resized like the data.  Their size must equal the data's.
-    n_iter : int
-        EM iterations per value of ``eta``.
-    n_levels : int, optional
-        Pyramid levels (default: down to a 3 x 3 kernel).
-    init_std : float, optional
-        Std (pixels) of the Gaussian initial kernel at the coarsest level (default: a
-        quarter of its size, at least 0.5).
-    init_kernel : (s0, s0), optional
-        Initial kernel instead (resized to the coarsest level's size).
-    covariance : {"stationary", "meanfield"}
-        Posterior covariance used by the M-step (module docstring).
-    constraint : {"simplex", "nnls"}
-        M-step constraint, see :func:`solve_kernel_qp`.
-    try_flip, flip_iter, flip_criterion
-        At the end of every level, if the kernel is not centro-symmetric, run it and its
-        180-degree rotation for ``flip_iter`` iterations at the last eta each and keep the
-        better: ``"sparsity"`` (default), the one whose posterior mean has the sparser
-        gradients (:func:`gradient_sparsity`, lower is sharper: a wrongly oriented kernel
-        leaves ringing), or ``"objective"``, the higher :func:`em_objective`.  A Gaussian
-        prior sees only the power spectrum, so the objective barely tells the two apart.
-    cg_tol, cg_maxiter : CG settings of the E-step.
-    seed : int
-        Recorded for reproducibility; the algorithm itself is deterministic.
-    callback : callable, optional
-        Called after every M-step with a dict (level, eta, iteration, kernel, objective).
+    images : (n, H, W) or (H, W), blurred and noisy (zero-boundary "same" convolution);
+        all images pool their statistics in every M-step.
+    kernel_size : odd size s of the estimated (s, s) kernel.
+    settings : :class:`GaussianBlindSettings` (default: its defaults).
+    prior_images : (m, H, W), optional sharp training images (never the images being
+        restored): the prior is then a :class:`SpectralPrior` learned from them, at every
+        pyramid level from the training images resized like the data.
+    init_kernel : (s0, s0), optional initial kernel (resized to the coarsest level's size).
+    callback : called after every M-step with a dict (level, eta, iteration, kernel,
+        objective).
 
-    Returns
-    -------
-    kernel : (s, s) non-negative, sums to 1, centre of mass at the middle pixel.
-    info : dict
-        ``objective`` (one record per EM iteration: level, eta, iteration, objective per
-        pixel, cg_iterations), ``levels`` ([(kernel_size, H, W)]), ``flips``,
-        ``noise_floor``, ``noise_schedule`` (the etas used), ``prior``, ``seconds``,
-        ``n_images``, ``seed``.
+    Returns the kernel (s, s) (non-negative, sums to 1, centre of mass at the middle pixel)
+    and an info dict: ``objective`` (one record per EM iteration: level, eta, iteration,
+    objective per pixel, cg_iterations), ``levels`` ([(kernel_size, H, W)]), ``flips``,
+    ``noise_floor``, ``noise_schedule`` (the etas used), ``prior``, ``seconds``,
+    ``n_images``, ``seed``.
     """
+    st = settings or GaussianBlindSettings()
     t0 = time.perf_counter()
     y = _as_batch(images, "images")
     s = _check_kernel_size(kernel_size)
-    _check_em_options(n_iter, covariance, flip_criterion)
-    etas, floor = _noise_etas(noise_schedule, noise_floor, y)
+    _check_em_options(st.n_iter, st.covariance, st.flip_criterion)
+    etas, floor = _noise_etas(st.noise_schedule, st.noise_floor, y)
     prior_images = _check_prior_images(prior_images, y)
-    gradient_prior = GradientPrior(prior_std) if prior_images is None else None
-    levels = pyramid_levels(s, y.shape[-2:], n_levels)
+    gradient_prior = GradientPrior(st.prior_std) if prior_images is None else None
+    levels = pyramid_levels(s, y.shape[-2:], st.n_levels)
     log.info("blind kernel estimation: %d images %dx%d, kernel %dx%d, levels %s, "
              "eta %s (floor %.4g), %s prior", len(y), y.shape[1], y.shape[2], s, s,
              [ks for ks, _ in levels], [round(e, 4) for e in etas], floor,
              "gradient" if prior_images is None else "spectral")
-    opts = {"covariance": covariance, "constraint": constraint, "cg_tol": cg_tol,
-            "cg_maxiter": cg_maxiter}
-    kernel = _initial_kernel(init_kernel, init_std, levels[0][0])
+    opts = {"covariance": st.covariance, "constraint": st.constraint, "cg_tol": st.cg_tol,
+            "cg_maxiter": st.cg_maxiter}
+    kernel = _initial_kernel(init_kernel, st.init_std, levels[0][0])
     history: list[dict] = []
     flips: list[bool] = []
     mu = None
@@ -214,21 +209,13 @@ def estimate_kernel(
             else SpectralPrior.from_images(_resize_images(prior_images, shape))
         kernel = _resize_kernel(kernel, ks)
         mu = None if mu is None else _resize_images(mu, shape)
-        for eta in etas:
-            for it in range(n_iter):
-                kernel, mu, obj, cg_it = _em_step(yl, kernel, mu, eta, prior, **opts)
-                record = {"level": li, "eta": eta, "iteration": it,
-                          "objective": obj / yl.size, "cg_iterations": cg_it}
-                history.append(record)
-                log.debug("level %d eta %.4g iter %d: objective/pixel %.6f, CG %d", li, eta,
-                          it, obj / yl.size, cg_it)
-                if callback is not None:
-                    callback({**record, "kernel": kernel})
+        kernel, mu = _em_level(yl, kernel, mu, etas, prior, st.n_iter, opts, li, history,
+                               callback)
         kernel = recenter_kernel(kernel)
         flipped = False
-        if try_flip and kernel_error(kernel, kernel[::-1, ::-1]) > 0.05:
-            flipped, kernel, mu = _flip_check(yl, kernel, etas[-1], prior, opts, flip_iter,
-                                              flip_criterion, li)
+        if st.try_flip and kernel_error(kernel, kernel[::-1, ::-1]) > 0.05:
+            flipped, kernel, mu = _flip_check(yl, kernel, etas[-1], prior, opts, st.flip_iter,
+                                              st.flip_criterion, li)
         flips.append(flipped)
         log.info("level %d/%d: kernel %dx%d on %dx%d images, %.1f s", li + 1, len(levels),
                  ks, ks, shape[0], shape[1], time.perf_counter() - t0)
@@ -238,13 +225,29 @@ def estimate_kernel(
         "flips": flips,
         "noise_floor": floor,
         "noise_schedule": etas,
-        "prior": f"gradient(std={prior_std:g})" if prior_images is None
+        "prior": f"gradient(std={st.prior_std:g})" if prior_images is None
         else f"spectral({len(prior_images)} images)",
         "seconds": time.perf_counter() - t0,
         "n_images": len(y),
-        "seed": seed,
+        "seed": st.seed,
     }
     return kernel, info
+
+
+def _em_level(yl, kernel, mu, etas, prior, n_iter, opts, level, history, callback):
+    """``n_iter`` EM iterations at every eta of one pyramid level (images yl (n, H, W));
+    appends one record per iteration to ``history``; returns (kernel, mu)."""
+    for eta in etas:
+        for it in range(n_iter):
+            kernel, mu, obj, cg_it = _em_step(yl, kernel, mu, eta, prior, **opts)
+            record = {"level": level, "eta": eta, "iteration": it,
+                      "objective": obj / yl.size, "cg_iterations": cg_it}
+            history.append(record)
+            log.debug("level %d eta %.4g iter %d: objective/pixel %.6f, CG %d", level, eta,
+                      it, obj / yl.size, cg_it)
+            if callback is not None:
+                callback({**record, "kernel": kernel})
+    return kernel, mu
 
 
 def _check_em_options(n_iter: int, covariance: str, flip_criterion: str) -> None:
