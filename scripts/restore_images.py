@@ -31,13 +31,9 @@ from gmmrestore.gmm import WHOLE_IMAGE_PRIOR, load_gmm
 from gmmrestore.h5io import GmmRestoreError, read_h5, write_h5
 from gmmrestore.operators import kernel_from_patch_matrix, patch_blur_matrix, validate_kernel
 from gmmrestore.restore import registry
-from gmmrestore.restore.epll import (
-    DEFAULT_BETA_FACTORS,
-    WEIGHTINGS,
-    ImagePrior,
-    check_unsharp_parameters,
-)
+from gmmrestore.restore.epll import WEIGHTINGS, ImagePrior, check_unsharp_parameters
 from gmmrestore.restore.mapk import boundary_noise_covariance, check_position_weight_power
+from gmmrestore.restore.settings import EpllSettings, ImagePriorSettings, MapkSettings
 
 log = logging.getLogger("gmmrestore.restore_images")
 
@@ -142,8 +138,41 @@ def plugin_args(argv) -> list[str]:
     return pre.parse_known_args(argv)[0].plugin
 
 
-def main(argv=None) -> None:
-    registry.load_plugins(plugin_args(argv))
+# options of the methods' settings (gmmrestore.restore.settings), defaults from there
+SETTING_OPTIONS = {
+    "--position-weight-power": (MapkSettings, "position_weight_power", dict(
+        type=float, help="MAP-k: overlapping patch estimates of a pixel are averaged with "
+                         "weights (posterior variance at the pixel's position in the "
+                         "patch)^-power; 0 is the seed's plain mean (power chosen on "
+                         "validation digits, docs/results.md)")),
+    "--beta-factors": (EpllSettings, "beta_factors", dict(
+        type=float, nargs="+", help="EPLL: beta schedule in units of 1/sigma^2")),
+    "--lam-factor": (EpllSettings, "lam_factor", dict(
+        type=float, help="EPLL: data weight lam = factor * d / sigma^2")),
+    "--n-inner": (EpllSettings, "n_inner", dict(type=int, help="EPLL: iterations per beta")),
+    "--epll-init": (EpllSettings, "init", dict(
+        choices=("mapk", "corrupted"),
+        help="EPLL: starting image ('mapk': MAP-k with the plain mean, a better start for "
+             "EPLL on validation digits than the weighted one)")),
+    "--init-sharpen": (EpllSettings, "init_sharpen", dict(
+        type=float, help="EPLL: unsharp-mask amount applied to the starting image, "
+                         "x + amount (x - G x); 0 starts from it as it is (amount chosen on "
+                         "validation digits, docs/model.md 'Where EPLL starts')")),
+    "--init-sharpen-std": (EpllSettings, "init_sharpen_std", dict(
+        type=float, help="EPLL: standard deviation in pixels of the Gaussian G of the "
+                         "unsharp mask")),
+    "--weighting": (EpllSettings, "weighting", dict(
+        choices=WEIGHTINGS, help="EPLL image step: average: each pixel's patch estimates "
+                                 "averaged and weighted as an interior pixel's (the "
+                                 "published rule; borders as the interior); exact: "
+                                 "unweighted sum")),
+    "--image-prior-weight": (ImagePriorSettings, "weight", dict(
+        type=float, help="epll_image_prior: weight of the whole-image term in each image "
+                         "step, in units of one patch's (chosen on validation digits)")),
+}
+
+
+def build_parser():
     parser = cli.make_parser(__doc__)
     parser.add_argument("--corrupted", required=True, help="HDF5 from corrupt_images.py")
     parser.add_argument("--gmm", required=True, help="HDF5 from train_gmm.py")
@@ -159,51 +188,27 @@ def main(argv=None) -> None:
     parser.add_argument("--method-label", default=None,
                         help="name recorded for the method (default: --method, plus '-blind' "
                              "with --kernel-file)")
-    parser.add_argument("--beta-factors", type=float, nargs="+", default=DEFAULT_BETA_FACTORS,
-                        help="EPLL: beta schedule in units of 1/sigma^2")
-    parser.add_argument("--lam-factor", type=float, default=1.0,
-                        help="EPLL: data weight lam = factor * d / sigma^2")
-    parser.add_argument("--n-inner", type=int, default=1, help="EPLL: iterations per beta")
     parser.add_argument("--boundary-model", choices=("covariance", "none"), default="covariance",
                         help="MAP-k: 'covariance' treats the blur from pixels outside a patch as "
                              "structured noise, its covariance measured on the clean validation "
                              "images; 'none' is the seed's model (y = W z + n exactly)")
-    parser.add_argument("--position-weight-power", type=float, default=3.0,
-                        help="MAP-k: overlapping patch estimates of a pixel are averaged with "
-                             "weights (posterior variance at the pixel's position in the "
-                             "patch)^-power; 0 is the seed's plain mean (power chosen on "
-                             "validation digits, docs/results.md)")
-    parser.add_argument("--epll-init", choices=("mapk", "corrupted"), default="mapk",
-                        help="EPLL: starting image ('mapk': MAP-k with the plain mean, a "
-                             "better start for EPLL on validation digits than the weighted "
-                             "one)")
-    parser.add_argument("--init-sharpen", type=float, default=1.0,
-                        help="EPLL: unsharp-mask amount applied to the starting image, "
-                             "x + amount (x - G x); 0 starts from it as it is (amount chosen on "
-                             "validation digits, docs/model.md 'Where EPLL starts')")
-    parser.add_argument("--init-sharpen-std", type=float, default=1.0,
-                        help="EPLL: standard deviation in pixels of the Gaussian G of the "
-                             "unsharp mask")
+    for flag, (settings, name, options) in SETTING_OPTIONS.items():
+        parser.add_argument(flag, default=getattr(settings(), name), **options)
     parser.add_argument("--image-gmm", default=None,
                         help="epll_image_prior: the whole-image mixture (HDF5 from "
                              "train_gmm.py --images, trained on images of the test images' "
                              "size)")
-    parser.add_argument("--image-prior-weight", type=float, default=16.0,
-                        help="epll_image_prior: weight of the whole-image term in each image "
-                             "step, in units of one patch's (chosen on validation digits)")
-    parser.add_argument("--weighting", choices=WEIGHTINGS, default="average",
-                        help="EPLL image step: average: each pixel's patch estimates "
-                             "averaged and weighted as an interior pixel's (the published "
-                             "rule; borders as the interior); exact: unweighted sum")
     parser.add_argument("--no-clip", dest="clip", action="store_false",
                         help="keep the raw restoration instead of clipping it to [0, 1] (the "
                              "known intensity range, as the baselines do); EPLL clips every "
                              "image update unless this is given")
     parser.add_argument("--images-per-chunk", type=int, default=64,
                         help="images processed at once (bounds memory)")
-    args = parser.parse_args(argv)
-    cli.setup_logging(args.quiet)
+    return parser
 
+
+def check_options(args) -> None:
+    """The method settings' ranges, as errors naming the options."""
     try:
         check_position_weight_power(args.position_weight_power)
     except ValueError as err:
@@ -212,27 +217,85 @@ def main(argv=None) -> None:
         check_unsharp_parameters(args.init_sharpen, args.init_sharpen_std)
     except ValueError as err:
         raise GmmRestoreError(f"--init-sharpen / --init-sharpen-std: {err}") from None
-    arrays, attrs = load_corrupted(args.corrupted, blind=bool(args.kernel_file))
-    gmm, gmm_attrs = load_gmm(args.gmm)
+
+
+def load_patch_gmm(path: str, images: np.ndarray, images_path: str):
+    """The patch prior of --gmm and its attributes; checks it is a patch prior whose patch
+    size fits the corrupted images (n, H, W) of ``images_path``."""
+    gmm, gmm_attrs = load_gmm(path)
     if gmm_attrs.get("prior") == WHOLE_IMAGE_PRIOR or gmm_attrs.get("patch_size") == "none":
-        raise GmmRestoreError(f"--gmm {args.gmm} is not a patch prior (a whole-image "
+        raise GmmRestoreError(f"--gmm {path} is not a patch prior (a whole-image "
                               "mixture goes to --image-gmm)")
     m = int(gmm_attrs["patch_size"])
-    remove_dc = bool(gmm_attrs.get("remove_dc", False))
+    if m > min(images.shape[1:]):
+        raise GmmRestoreError(f"patch size m={m} of {path} is larger than the images "
+                              f"{images.shape[1:]} of {images_path}")
+    return gmm, gmm_attrs
+
+
+def kernel_groups(args, arrays: dict, m: int) -> list[tuple]:
+    """(kernel, patch matrix (m², m²), indices of the images) of every blur to restore with:
+    the estimated batch kernels of --kernel-file, or the true blur for all images."""
+    n = len(arrays["corrupted"])
+    if args.kernel_file:
+        return [(kernel, patch_blur_matrix(kernel, m), members)
+                for kernel, members in estimated_kernels(args.kernel_file, n)]
+    return [(*true_blur(arrays, m), np.arange(n))]
+
+
+def boundary_term(args, arrays: dict, kernel, W, m: int, sigma: float, params: dict):
+    """MAP-k's boundary noise covariance (m², m²) with --boundary-model covariance, or None
+    (and ``params["boundary_model"]`` set to 'none' when it cannot be measured)."""
+    if args.boundary_model != "covariance":
+        return None
+    val_clean = arrays.get("val_clean")
+    if kernel is None or val_clean is None or len(val_clean) == 0:
+        log.warning("no kernel or no clean validation images in %s: MAP-k uses the "
+                    "seed's patch model without the boundary term", args.corrupted)
+        params["boundary_model"] = "none"
+        return None
+    extra_cov = boundary_noise_covariance(val_clean, kernel, W, m)
+    log.info("boundary term: rms %.4g per pixel (noise sigma %.4g), from %d "
+             "validation images", np.sqrt(np.trace(extra_cov) / (m * m)), sigma,
+             len(val_clean))
+    return extra_cov
+
+
+def write_restored(args, restored: np.ndarray, label: str, attrs: dict, gmm_attrs: dict,
+                   n_components: int, params: dict, seconds: float) -> None:
+    """The 'restored' HDF5 file of --out."""
+    kernel_source = "estimated" if args.kernel_file else "true"
+    write_h5(
+        args.out, "restored", {"restored": restored},
+        attrs={"method": label, "base_method": args.method, "kernel_source": kernel_source,
+               "patch_size": int(gmm_attrs["patch_size"]), "n_components": n_components,
+               "remove_dc": bool(gmm_attrs.get("remove_dc", False)),
+               "noise_sigma": float(attrs["noise_sigma"]), "blur": attrs.get("blur", ""),
+               "dataset": attrs.get("dataset", ""), "corrupted_file": args.corrupted,
+               "gmm_file": args.gmm, "kernel_file": args.kernel_file or "",
+               "params": json.dumps(params), "seconds": seconds,
+               "images_per_s": len(restored) / max(seconds, 1e-9)},
+        dataset_attrs={"restored": {"description": f"test images restored by {label}",
+                                    "units": "intensity, [0, 1] scale" + (
+                                        ", clipped to [0, 1]" if args.clip else
+                                        ", not clipped")}},
+    )
+
+
+def main(argv=None) -> None:
+    registry.load_plugins(plugin_args(argv))
+    args = build_parser().parse_args(argv)
+    cli.setup_logging(args.quiet)
+    check_options(args)
+    arrays, attrs = load_corrupted(args.corrupted, blind=bool(args.kernel_file))
     corrupted = arrays["corrupted"]
+    gmm, gmm_attrs = load_patch_gmm(args.gmm, corrupted, args.corrupted)
     image_prior = load_image_prior(args, corrupted.shape[1:])
-    if m > min(corrupted.shape[1:]):
-        raise GmmRestoreError(f"patch size m={m} of {args.gmm} is larger than the images "
-                              f"{corrupted.shape[1:]} of {args.corrupted}")
+    m = int(gmm_attrs["patch_size"])
+    remove_dc = bool(gmm_attrs.get("remove_dc", False))
     sigma = float(attrs["noise_sigma"])
     n = len(corrupted)
-    if args.kernel_file:
-        groups = [(kernel, patch_blur_matrix(kernel, m), members)
-                  for kernel, members in estimated_kernels(args.kernel_file, n)]
-        kernel_source = "estimated"
-    else:
-        groups = [(*true_blur(arrays, m), np.arange(n))]
-        kernel_source = "true"
+    groups = kernel_groups(args, arrays, m)
     # a camera's blur (corrupt stage --boundary valid): EPLL restores the larger scene
     boundary = "valid" if attrs.get("boundary") == "valid" else "same"
     label = args.method_label or args.method + ("-blind" if args.kernel_file else "")
@@ -257,22 +320,11 @@ def main(argv=None) -> None:
         if len(groups) > 1:
             log.info("kernel %d/%d (batch %d of the estimate): %d images", number + 1,
                      len(groups), number, len(members))
-        extra_cov = None
-        if args.boundary_model == "covariance":
-            val_clean = arrays.get("val_clean")
-            if kernel is None or val_clean is None or len(val_clean) == 0:
-                log.warning("no kernel or no clean validation images in %s: MAP-k uses the "
-                            "seed's patch model without the boundary term", args.corrupted)
-                params["boundary_model"] = "none"
-            else:
-                extra_cov = boundary_noise_covariance(val_clean, kernel, W, m)
-                log.info("boundary term: rms %.4g per pixel (noise sigma %.4g), from %d "
-                         "validation images", np.sqrt(np.trace(extra_cov) / (m * m)), sigma,
-                         len(val_clean))
         problem = registry.GmmProblem(
             images=corrupted[members], gmm=gmm, kernel=kernel, patch_matrix=W, sigma=sigma,
-            patch_size=m, remove_dc=remove_dc, extra_noise_cov=extra_cov, boundary=boundary,
-            image_prior=image_prior, options=args, progress=progress)
+            patch_size=m, remove_dc=remove_dc,
+            extra_noise_cov=boundary_term(args, arrays, kernel, W, m, sigma, params),
+            boundary=boundary, image_prior=image_prior, options=args, progress=progress)
         parts.append(spec.function(problem))
         done += len(members)
     restored = np.empty(corrupted.shape, dtype=np.result_type(*parts))
@@ -283,20 +335,8 @@ def main(argv=None) -> None:
     seconds = time.perf_counter() - started
     if not np.all(np.isfinite(restored)):
         raise GmmRestoreError(f"{label}: restoration produced NaN or Inf; nothing written")
-    write_h5(
-        args.out, "restored", {"restored": restored},
-        attrs={"method": label, "base_method": args.method, "kernel_source": kernel_source,
-               "patch_size": m, "n_components": gmm.n_components, "remove_dc": remove_dc,
-               "noise_sigma": sigma, "blur": attrs.get("blur", ""),
-               "dataset": attrs.get("dataset", ""), "corrupted_file": args.corrupted,
-               "gmm_file": args.gmm, "kernel_file": args.kernel_file or "",
-               "params": json.dumps(params), "seconds": seconds,
-               "images_per_s": n / max(seconds, 1e-9)},
-        dataset_attrs={"restored": {"description": f"test images restored by {label}",
-                                    "units": "intensity, [0, 1] scale" + (
-                                        ", clipped to [0, 1]" if args.clip else
-                                        ", not clipped")}},
-    )
+    write_restored(args, restored, label, attrs, gmm_attrs, gmm.n_components, params,
+                   seconds)
     log.info("%s restored %d images in %.1f s -> %s", label, n, seconds, args.out)
 
 

@@ -34,6 +34,7 @@ from ..h5io import GmmRestoreError
 from .baselines import BASELINES
 from .epll import ImagePrior, epll_restore
 from .mapk import map_k_restore
+from .settings import EpllSettings, ImagePriorSettings, MapkSettings
 
 #: The kinds of method: restored with a patch GMM, or a classic baseline.
 KINDS = ("gmm", "baseline")
@@ -83,7 +84,9 @@ class MethodSpec:
     ``caption``: one line for the report; ``{restore[...]}`` fields are filled from the
     config (``caption.format(**config)``).  ``script_args(config['restore'])``: the options
     of restore_images.py the workflow passes for this method.  ``params(options,
-    boundary)``: the settings recorded in the restored file's ``params``.
+    boundary)``: the settings recorded in the restored file's ``params``.  ``settings``:
+    the dataclasses holding the method's settings and their defaults (restore_images.py's
+    options and the config schema agree with them).
     """
 
     name: str
@@ -93,6 +96,7 @@ class MethodSpec:
     function: Callable[..., np.ndarray]
     script_args: Callable[[Mapping[str, Any]], str] = field(default=_no_args)
     params: Callable[[argparse.Namespace, str], dict] = field(default=_no_params)
+    settings: tuple[type, ...] = ()
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -234,7 +238,7 @@ register(MethodSpec(
     "{restore[mapk][position_weight_power]} (0: the plain mean)",
     restore_mapk,
     script_args=lambda r: f"--position-weight-power {r['mapk']['position_weight_power']}",
-    params=_mapk_params))
+    params=_mapk_params, settings=(MapkSettings,)))
 register(MethodSpec(
     "epll", "gmm", ("patch_gmm", "kernel"),
     "Expected Patch Log Likelihood by half-quadratic splitting with the same GMM, started "
@@ -242,7 +246,7 @@ register(MethodSpec(
     "{restore[epll][init_sharpen]} (0: not sharpened)",
     restore_epll,
     script_args=lambda r: _epll_cli(r["epll"]),
-    params=_epll_params))
+    params=_epll_params, settings=(EpllSettings,)))
 register(MethodSpec(
     "epll_image_prior", "gmm", ("patch_gmm", "image_gmm", "kernel"),
     "EPLL with a second GMM over whole training images "
@@ -251,7 +255,7 @@ register(MethodSpec(
     "only)",
     restore_epll,
     script_args=_epll_image_prior_cli,
-    params=_epll_params))
+    params=_epll_params, settings=(EpllSettings, ImagePriorSettings)))
 
 # --------------------------------------------------------------------------------------------
 # baselines: the entries of baselines.BASELINES (tuned on validation images)
