@@ -1,6 +1,4 @@
-import collections
 import csv
-import itertools
 import os
 import re
 import shlex
@@ -18,13 +16,21 @@ os.environ.update(
         [os.path.dirname(sys.executable), os.environ.get("PATH", os.defpath)]
     )
 )
-from gmmrestore.configcheck import check_settings, schema_error_message
+from gmmrestore.configcheck import check_settings, schema_error_message, training_source
 from gmmrestore.deconv import PHOTOGRAPH_PRIORS
 from gmmrestore.depends import library_sources
 from gmmrestore.h5io import GmmRestoreError
 from gmmrestore import runlock, runstatus
 from gmmrestore.restore import registry
 from gmmrestore.runwarnings import report_warnings
+from gmmrestore.workflow import (
+    PAIRED_BLUR,
+    check_paired_config,
+    names_regex,
+    paired_key,
+    sweep_settings,
+    unique,
+)
 
 # restore.plugins: modules whose import registers more methods (gmmrestore.restore.registry);
 # the schema's restore.methods enum lists the built-in ones, so the plugins' names are
@@ -60,10 +66,8 @@ RESULTS = config["results_dir"]
 RUN_STARTED = time.time()  # the job logs written since then are this run's (warnings)
 DATASET = config["dataset"]["name"]
 SCRIPTS = os.path.join(workflow.basedir, "scripts")
-SWEEP = config["sweep"]
 GMM_METHODS = registry.method_names("gmm")  # the others are baselines
 PAIRED = config["dataset"]["source"] == "paired"
-PAIRED_BLUR = "paired"  # blur name of a paired set's given corruption (reserved)
 
 
 def script_path(name):
@@ -77,107 +81,11 @@ def library_inputs(name):
     return library_sources(script_path(name), os.path.join(workflow.basedir, "src"))
 
 
-def fmt_sigma(value):
-    """Noise level as it appears in paths (0.1 -> '0.1', 0.05 -> '0.05'), written exactly:
-    the shortest text that reads back as the same float (0.1234567 -> '0.1234567')."""
-    short = f"{float(value):g}"
-    return short if float(short) == float(value) else repr(float(value))
-
-
-Setting = collections.namedtuple("Setting", "patch_size n_components blur noise_sigma")
-SWEEP_COLUMNS = Setting._fields
 SWEEP_PARAMETERS = (
     "noise_sigma",
     "n_components",
     "patch_size",
 )  # plotted when they vary
-
-
-def read_sweep_table(path):
-    """Settings listed in a TSV file: a header naming the columns patch_size, n_components,
-    blur and noise_sigma (any order), then one setting per row; '#' lines are comments.
-    """
-    if not os.path.isfile(path):
-        raise ValueError(
-            f"config: sweep_table '{path}' not found (relative paths are relative to the "
-            f"working directory {os.getcwd()})"
-        )
-    with open(path, newline="", encoding="utf-8") as fh:
-        lines = [ln for ln in fh if ln.strip() and not ln.lstrip().startswith("#")]
-    reader = csv.DictReader(lines, delimiter="\t")
-    columns = reader.fieldnames or []
-    if sorted(columns) != sorted(SWEEP_COLUMNS):
-        raise ValueError(
-            f"config: sweep_table '{path}' has columns {columns}; expected exactly "
-            f"{list(SWEEP_COLUMNS)}, separated by tabs"
-        )
-    settings = []
-    for number, row in enumerate(reader, start=2):
-        try:
-            setting = Setting(
-                patch_size=int(row["patch_size"]),
-                n_components=int(row["n_components"]),
-                blur=row["blur"].strip(),
-                noise_sigma=fmt_sigma(row["noise_sigma"]),
-            )
-            ok = setting.patch_size >= 2 and setting.n_components >= 1
-            ok = ok and float(setting.noise_sigma) >= 0 and setting.blur != ""
-        except (AttributeError, TypeError, ValueError):
-            ok = False
-        if not ok:
-            raise ValueError(
-                f"config: sweep_table '{path}', setting {number - 1}: {dict(row)} is not "
-                "valid (expected integer patch_size >= 2, integer n_components >= 1, "
-                "a blur name, noise_sigma >= 0)"
-            )
-        if setting in settings:
-            raise ValueError(f"config: sweep_table '{path}' lists {dict(row)} twice")
-        settings.append(setting)
-    if not settings:
-        raise ValueError(f"config: sweep_table '{path}' lists no settings")
-    return settings
-
-
-def sweep_settings():
-    """Every (patch_size, n_components, blur, noise_sigma) setting of the experiment, the one
-    list every target is built from: the rows of config['sweep_table'] when it is set, else
-    the cartesian product of the config['sweep'] lists."""
-    if config.get("sweep_table"):
-        return read_sweep_table(config["sweep_table"])
-    return [
-        Setting(m, k, blur, fmt_sigma(sigma))
-        for m, k, blur, sigma in itertools.product(
-            SWEEP["patch_size"],
-            SWEEP["n_components"],
-            SWEEP["blur"],
-            SWEEP["noise_sigma"],
-        )
-    ]
-
-
-def unique(values):
-    """``values`` without repeats, in first-seen order."""
-    return list(dict.fromkeys(values))
-
-
-def given_corruption(settings):
-    """Source 'paired': the corruption is given, not simulated, so every setting's blur and
-    noise sigma become the set's ('paired', dataset.paired.noise_sigma); the patch size and
-    component axes are kept.  Other sources: the settings unchanged."""
-    if not PAIRED:
-        return settings
-    key = paired_key()
-    return unique(s._replace(blur=PAIRED_BLUR, noise_sigma=key) for s in settings)
-
-
-def paired_key():
-    """Source 'paired': the '<sigma>_<intensity>' key of the results folder (sigma 'est'
-    when estimated), so that runs with other sigma or calibration settings never share a
-    folder or a summary.csv."""
-    paired = config["dataset"]["paired"]
-    sigma = paired["noise_sigma"]
-    sigma = "est" if sigma == "estimate" else fmt_sigma(sigma)
-    return f"{sigma}_{paired['intensity']}"
 
 
 def calibration_gmm():
@@ -195,45 +103,8 @@ def calibration_gmm():
     return f"{RESULTS}/{DATASET}/gmm/m{m}_K{max(ks)}.h5"
 
 
-def names_regex(names):
-    """A regex matching exactly one of ``names``, longest first, so that names sharing a
-    prefix or holding underscores never split ambiguously."""
-    return "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True))
-
-
-def _check_paired_config():
-    """The reserved blur name; for source 'paired', the keys the schema cannot require."""
-    ds = config["dataset"]
-    if PAIRED_BLUR in config["blurs"]:
-        raise ValueError(
-            f"config: blurs.{PAIRED_BLUR}: the name '{PAIRED_BLUR}' is reserved for the given "
-            "blur of source 'paired'; rename it"
-        )
-    if not PAIRED:
-        return
-    if "paired" not in ds:
-        raise ValueError(
-            "config: dataset.source is 'paired' but dataset.paired is not set (expected "
-            "folder: a folder with original/, corrupted/ and W.npy)"
-        )
-    estimated = [
-        f"{key}: estimate"
-        for key in ("intensity", "noise_sigma")
-        if ds["paired"][key] == "estimate"
-    ]
-    if estimated and config["gmm"]["remove_dc"]:
-        raise ValueError(
-            f"config: dataset.paired.{' and '.join(estimated)} needs a GMM of whole patches, "
-            "but gmm.remove_dc is true (set it false, or give intensity and noise_sigma)"
-        )
-    if ds["paired"]["training_source"] == "folder" and not ds.get("folder"):
-        raise ValueError(
-            "config: dataset.paired.training_source is 'folder' but dataset.folder is not set"
-        )
-
-
-_check_paired_config()
-SETTINGS = given_corruption(sweep_settings())
+check_paired_config(config)
+SETTINGS = sweep_settings(config)
 check_settings(
     config,
     SETTINGS,
@@ -264,7 +135,7 @@ wildcard_constraints:
     # exactly the configured names, so that names with underscores never split ambiguously
     dataset=re.escape(DATASET),
     blur=names_regex([*config["blurs"], *([PAIRED_BLUR] if PAIRED else [])]),
-    sigma="[0-9.e+-]+" + (f"|{re.escape(paired_key())}" if PAIRED else ""),
+    sigma="[0-9.e+-]+" + (f"|{re.escape(paired_key(config))}" if PAIRED else ""),
     m="[0-9]+",
     K="[0-9]+",
     method="[a-z0-9_]+",
@@ -289,7 +160,7 @@ def setting_dir(blur, sigma):
 
 
 # metrics.csv, summary.csv and the sweep figures: a paired run's go to its keyed folder
-TABLES = setting_dir(PAIRED_BLUR, paired_key()) if PAIRED else RESULTS
+TABLES = setting_dir(PAIRED_BLUR, paired_key(config)) if PAIRED else RESULTS
 
 
 def gmm_methods(blur):
@@ -429,20 +300,13 @@ def all_targets():
     return targets
 
 
-def training_source():
-    """Source of the images the GMM is trained on: dataset.source, or for a paired set
-    dataset.paired.training_source (never the set's own originals)."""
-    ds = config["dataset"]
-    return ds["paired"]["training_source"] if PAIRED else ds["source"]
-
-
 def dataset_args():
     ds = config["dataset"]
     # a paired set brings its own test images; the training source's test split is then
     # unused and kept to one image (a dataset file's splits must not be empty)
     n_test = 1 if PAIRED else ds["n_test"]
     args = [
-        f"--source {training_source()}",
+        f"--source {training_source(ds)}",
         f"--name {ds['name']}",
         f"--cache-dir {shlex.quote(ds['cache_dir'])}",
         f"--n-train {ds['n_train']}",
@@ -451,10 +315,10 @@ def dataset_args():
         f"--seed {config['seed']}",
         f"--deadline {ds['download_timeout_s']}",
     ]
-    if training_source() in ("folder", "natural"):
+    if training_source(ds) in ("folder", "natural"):
         args.append(f"--image-size {ds['image_size']}")
     args += [f"--mirror {shlex.quote(url)}" for url in ds["mirrors"]]
-    if training_source() == "bsd":
+    if training_source(ds) == "bsd":
         bsd = ds["bsd"]
         args += [f"--train-set {bsd['train_set']} --test-set {bsd['test_set']}"]
         args += [
