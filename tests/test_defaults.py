@@ -1,0 +1,110 @@
+"""One source for every default: each library settings dataclass a stage script exposes has
+the same defaults as the config schema's keys for it and as the script's options."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+
+import pytest
+import yaml
+from conftest import ROOT
+
+from gmmrestore.configcheck import schema_defaults
+from gmmrestore.deconv import GaussianBlindSettings, L0Settings, SparseSettings
+from gmmrestore.gmm import EMSettings
+from gmmrestore.restore import registry
+from gmmrestore.restore.settings import EpllSettings, ImagePriorSettings, MapkSettings
+
+sys.path.insert(0, os.path.join(ROOT, "scripts"))
+
+with open(os.path.join(ROOT, "schemas", "config.schema.yaml"), encoding="utf-8") as fh:
+    SCHEMA = yaml.safe_load(fh)
+
+
+def _plain(value):
+    return list(value) if isinstance(value, tuple) else value
+
+
+def option_defaults(parser) -> dict:
+    """``{dest: default}`` of every option of an argparse parser."""
+    return {a.dest: a.default for a in parser._actions if a.option_strings}
+
+
+def restore_images_defaults() -> dict:
+    """``{(settings class, field): argparse default}`` of restore_images.py's method options."""
+    import restore_images
+
+    defaults = option_defaults(restore_images.build_parser())
+    out = {}
+    for flag, (settings, name, _) in restore_images.SETTING_OPTIONS.items():
+        dest = next(a.dest for a in restore_images.build_parser()._actions
+                    if flag in a.option_strings)
+        out[(settings, name)] = defaults[dest]
+    return out
+
+
+# settings class -> the schema keys holding its fields (None: it has none in the config)
+SCHEMA_SECTIONS = {
+    EMSettings: ("gmm",),
+    MapkSettings: ("restore", "mapk"),
+    EpllSettings: ("restore", "epll"),
+    ImagePriorSettings: ("restore", "image_prior"),
+    GaussianBlindSettings: None,
+    SparseSettings: None,
+    L0Settings: None,
+}
+
+
+@pytest.mark.parametrize("settings", list(SCHEMA_SECTIONS), ids=lambda c: c.__name__)
+def test_schema_defaults_are_the_settings_defaults(settings):
+    """Every schema key of the section that names a field has the field's default."""
+    section = SCHEMA_SECTIONS[settings]
+    defaults = {f.name: _plain(f.default) for f in dataclasses.fields(settings)}
+    if section is None:
+        return  # not configurable in config.yaml (the scripts use the library's defaults)
+    schema = schema_defaults(SCHEMA, *section)
+    shared = set(schema) & set(defaults)
+    assert shared, f"schema section {'.'.join(section)} has no key of {settings.__name__}"
+    assert {k: schema[k] for k in shared} == {k: defaults[k] for k in shared}
+    # a schema default without a field must be a workflow-only key, listed here
+    workflow_only = {EMSettings: set(), MapkSettings: set(), EpllSettings: set(),
+                     ImagePriorSettings: set()}[settings]
+    assert set(schema) - set(defaults) == workflow_only
+
+
+def test_every_registered_settings_class_is_checked():
+    used = {c for name in registry.method_names("gmm") for c in registry.METHODS[name].settings}
+    assert used == {MapkSettings, EpllSettings, ImagePriorSettings}
+    assert used <= set(SCHEMA_SECTIONS)
+
+
+def test_restore_images_options_are_the_method_settings_defaults():
+    for (settings, name), default in restore_images_defaults().items():
+        assert _plain(default) == _plain(getattr(settings(), name)), (settings, name)
+    # every field of the methods' settings that restore_images.py reads is an option
+    covered = set(restore_images_defaults())
+    for settings in (MapkSettings, EpllSettings):
+        assert {(settings, f.name) for f in dataclasses.fields(settings)} <= covered
+
+
+def test_train_gmm_options_are_em_settings_defaults():
+    import train_gmm
+
+    defaults = option_defaults(train_gmm.build_parser())
+    for name in train_gmm.EM_OPTIONS:
+        assert defaults[name] == getattr(EMSettings(), name), name
+
+
+def test_estimate_kernel_options_are_gaussian_blind_settings_defaults():
+    import estimate_kernel
+
+    defaults = option_defaults(estimate_kernel.build_parser())
+    assert set(estimate_kernel.GAUSSIAN_OPTIONS) <= {
+        f.name for f in dataclasses.fields(GaussianBlindSettings)}
+    for name in estimate_kernel.GAUSSIAN_OPTIONS:
+        assert defaults[name] == getattr(GaussianBlindSettings(), name), name
+    args = estimate_kernel.build_parser().parse_args(
+        ["--corrupted", "c.h5", "--out", "k.h5", "--kernel-size", "5"])
+    assert estimate_kernel.gaussian_settings(args) == GaussianBlindSettings()
