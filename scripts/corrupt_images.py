@@ -82,7 +82,7 @@ def observe(clean: np.ndarray, kernel: np.ndarray, sigma: float, rng: np.random.
     return np.ascontiguousarray(clean), corrupted
 
 
-def main(argv=None) -> None:
+def build_parser():
     parser = cli.make_parser(__doc__)
     parser.add_argument("--dataset", required=True, help="dataset HDF5 (kind 'dataset')")
     parser.add_argument("--out", required=True, help="output HDF5 (kind 'corrupted')")
@@ -109,11 +109,12 @@ def main(argv=None) -> None:
     parser.add_argument("--n-test", type=int, default=None,
                         help="use the first N test images (default: all)")
     parser.add_argument("--seed", type=int, default=0, help="random seed of the noise")
-    args = parser.parse_args(argv)
-    cli.setup_logging(args.quiet)
+    return parser
 
-    if not args.sigma >= 0 or not np.isfinite(args.sigma):
-        raise GmmRestoreError(f"noise sigma must be finite and >= 0, got {args.sigma}")
+
+def blur_of(args) -> tuple[np.ndarray, np.ndarray | None]:
+    """The image-level kernel of the blur options and, with --blur-type matrix, the
+    patch matrix (m², m²) it was read from (else None)."""
     patch_matrix = None
     if args.blur_type == "matrix":
         if not args.patch_matrix:
@@ -128,8 +129,15 @@ def main(argv=None) -> None:
         kernel = make_kernel(args.blur_type, size=args.blur_size, std=args.blur_std,
                              length=args.blur_length, angle=args.blur_angle,
                              seed=args.blur_seed)
-    kernel = validate_kernel(kernel, name=f"blur '{args.blur_name}'")
+    return validate_kernel(kernel, name=f"blur '{args.blur_name}'"), patch_matrix
 
+
+def main(argv=None) -> None:
+    args = build_parser().parse_args(argv)
+    cli.setup_logging(args.quiet)
+    if not args.sigma >= 0 or not np.isfinite(args.sigma):
+        raise GmmRestoreError(f"noise sigma must be finite and >= 0, got {args.sigma}")
+    kernel, patch_matrix = blur_of(args)
     arrays, attrs = load_dataset_file(args.dataset)  # checked: shapes, finite, in [0, 1]
     clean = arrays["test"].astype(np.float64)
     if args.n_test is not None:

@@ -232,20 +232,8 @@ def epll_restore(corrupted: np.ndarray, weights: np.ndarray, means: np.ndarray,
                                ("component_images", component_images, corrupted.shape)):
         if given is not None and np.shape(given) != shape:
             raise ValueError(f"{name} must have the shape {shape}, got {np.shape(given)}")
-    if weighting not in WEIGHTINGS:
-        raise ValueError(f"weighting must be one of {', '.join(WEIGHTINGS)}, got {weighting!r}")
-    counts = patch_counts((h, w), m)
-    # "average": each pixel's patch estimates weigh d in total, as an interior pixel's
-    patch_scale = d / counts if weighting == "average" else None
-    if patch_scale is not None:
-        counts = np.full((h, w), float(d))
-    if image_prior is not None:
-        if image_prior.n_features != h * w:
-            raise ValueError(f"image_prior is over {image_prior.n_features} pixels, the "
-                             f"images have {h} x {w} = {h * w}")
-        if not image_prior_weight > 0:
-            raise ValueError(f"image_prior_weight must be > 0, got {image_prior_weight}")
-        counts = counts + image_prior_weight
+    counts, patch_scale = _prior_weights((h, w), m, weighting, image_prior,
+                                         image_prior_weight)
     posteriors = [PatchPosterior.build(weights, means, covariances, None, 1.0 / beta, remove_dc)
                   for beta in betas]
     if kernel is not None:
@@ -279,6 +267,30 @@ def epll_restore(corrupted: np.ndarray, weights: np.ndarray, means: np.ndarray,
         if progress is not None:
             progress(stop, n)
     return out
+
+
+def _prior_weights(shape: tuple[int, int], m: int, weighting: str,
+                   image_prior: ImagePrior | None, image_prior_weight: float):
+    """The image step's prior weight per pixel (H, W) (patch counts, or d everywhere with
+    "average", plus the image prior's weight) and the patch sums' scale (H, W) of
+    "average" (None with "exact")."""
+    if weighting not in WEIGHTINGS:
+        raise ValueError(f"weighting must be one of {', '.join(WEIGHTINGS)}, got {weighting!r}")
+    h, w = shape
+    d = m * m
+    counts = patch_counts((h, w), m)
+    # "average": each pixel's patch estimates weigh d in total, as an interior pixel's
+    patch_scale = d / counts if weighting == "average" else None
+    if patch_scale is not None:
+        counts = np.full((h, w), float(d))
+    if image_prior is not None:
+        if image_prior.n_features != h * w:
+            raise ValueError(f"image_prior is over {image_prior.n_features} pixels, the "
+                             f"images have {h} x {w} = {h * w}")
+        if not image_prior_weight > 0:
+            raise ValueError(f"image_prior_weight must be > 0, got {image_prior_weight}")
+        counts = counts + image_prior_weight
+    return counts, patch_scale
 
 
 def _check_boundary(boundary: str, kernel, component_images, image_prior) -> bool:

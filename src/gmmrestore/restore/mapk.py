@@ -293,6 +293,40 @@ def map_k_patches(Y: np.ndarray, post: PatchPosterior, chunk_size: int = 1024,
     return Zt.T, labels
 
 
+def _checked_labels(labels, N: int, K: int) -> np.ndarray:
+    """Given components (N,) as intp; ValueError unless integers in [0, K)."""
+    labels = np.asarray(labels)
+    if labels.shape != (N,) or not np.issubdtype(labels.dtype, np.integer):
+        raise ValueError(f"labels must be ({N},) integers, got {labels.shape} "
+                         f"{labels.dtype}")
+    if N and not 0 <= labels.min() <= labels.max() < K:
+        raise ValueError(f"labels must lie in [0, {K}), got {labels.min()}..{labels.max()}")
+    return labels.astype(np.intp)
+
+
+def _posterior_means(post: PatchPosterior, Yt: np.ndarray, chosen: np.ndarray,
+                     out: np.ndarray) -> None:
+    """``out[:, i] = gain[k_i] Yt[:, i] + offset[k_i]`` for patches Yt (d, n) and their
+    components chosen (n,), written into out (d, n)."""
+    # Each component's gain on its own patches: a loop over K, not over patches, on the
+    # patches sorted by component (one gather and one scatter per task).
+    order = np.argsort(chosen, kind="stable")
+    bounds = np.searchsorted(chosen[order], np.arange(post.n_components + 1))
+    sorted_patches = np.take(Yt, order, axis=1)
+    estimates = np.empty_like(sorted_patches)
+    for k in np.flatnonzero(np.diff(bounds)):
+        span = slice(bounds[k], bounds[k + 1])
+        np.matmul(post.gain[k], sorted_patches[:, span], out=estimates[:, span])
+        estimates[:, span] += post.offset[k][:, None]
+    # scatter back as a gather by the inverse permutation (np.take is faster than
+    # assigning through fancy indices; mode "clip" writes to out without a buffer, and
+    # the indices are in range by construction)
+    inverse = np.empty_like(order)
+    inverse[order] = np.arange(len(order))
+    np.take(estimates, inverse, axis=1, out=out, mode="clip")
+
+
+# chunk_size 1024: 768-1024 ran fastest (50-56% of the GEMM rate; 512 and 2048 slower)
 def map_k_patch_rows(Yt: np.ndarray, post: PatchPosterior, chunk_size: int = 1024,
                      n_threads: int | None = None,
                      labels: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -306,9 +340,7 @@ def map_k_patch_rows(Yt: np.ndarray, post: PatchPosterior, chunk_size: int = 102
     post : PatchPosterior
     chunk_size : int
         Patches per score product; bounds the (~d(d+1)/2, chunk_size) feature temporary
-        (18 MB per thread at the default for d = 64: on an AVX-512 machine 768-1024 ran
-        50-56% of the GEMM rate in map_k_restore, 512 50-53%, 1536-2048 46-47%, in
-        alternation in one run).
+        (18 MB per thread at the default for d = 64).
     n_threads : int, optional
         Worker threads, each with a single-threaded BLAS, over tasks of
         :data:`TASK_PATCHES` patches (default: the BLAS thread count).  The result does not
@@ -329,16 +361,7 @@ def map_k_patch_rows(Yt: np.ndarray, post: PatchPosterior, chunk_size: int = 102
         raise ValueError(f"patches have {d} pixels, the posterior {post.n_features}")
     Zt = np.empty((d, N))
     choose = labels is None
-    if choose:
-        labels = np.empty(N, dtype=np.intp)
-    else:
-        labels = np.asarray(labels)
-        if labels.shape != (N,) or not np.issubdtype(labels.dtype, np.integer):
-            raise ValueError(f"labels must be ({N},) integers, got {labels.shape} "
-                             f"{labels.dtype}")
-        if N and not 0 <= labels.min() <= labels.max() < K:
-            raise ValueError(f"labels must lie in [0, {K}), got {labels.min()}..{labels.max()}")
-        labels = labels.astype(np.intp)
+    labels = np.empty(N, dtype=np.intp) if choose else _checked_labels(labels, N, K)
     if post.dc_response is not None:
         dc = Yt.sum(axis=0) / post.dc_response.sum()
         Yt = Yt - post.dc_response[:, None] * dc
@@ -361,23 +384,7 @@ def map_k_patch_rows(Yt: np.ndarray, post: PatchPosterior, chunk_size: int = 102
     def task(start: int, stop: int) -> None:
         if choose:
             choose_components(start, stop)
-        # Each component's gain on its own patches: a loop over K, not over patches, on
-        # the patches sorted by component (one gather and one scatter per task).
-        chosen = labels[start:stop]
-        order = np.argsort(chosen, kind="stable")
-        bounds = np.searchsorted(chosen[order], np.arange(K + 1))
-        sorted_patches = np.take(Yt[:, start:stop], order, axis=1)
-        estimates = np.empty_like(sorted_patches)
-        for k in np.flatnonzero(np.diff(bounds)):
-            span = slice(bounds[k], bounds[k + 1])
-            np.matmul(post.gain[k], sorted_patches[:, span], out=estimates[:, span])
-            estimates[:, span] += post.offset[k][:, None]
-        # scatter back as a gather by the inverse permutation (np.take is faster than
-        # assigning through fancy indices; mode "clip" writes to out without a buffer, and
-        # the indices are in range by construction)
-        inverse = np.empty_like(order)
-        inverse[order] = np.arange(len(order))
-        np.take(estimates, inverse, axis=1, out=Zt[:, start:stop], mode="clip")
+        _posterior_means(post, Yt[:, start:stop], labels[start:stop], Zt[:, start:stop])
 
     for _ in run_over_spans(task, N, TASK_PATCHES, n_threads):
         pass
