@@ -60,10 +60,7 @@ def observe(scene: np.ndarray, kernel: np.ndarray, sigma: float, rng) -> tuple:
 def baseline(name: str, y: np.ndarray, kernel: np.ndarray, sigma: float, param) -> np.ndarray:
     """Zero-boundary baseline on y extended by its edges; the centre, aligned with y.
     y : (n, H, W)."""
-    top, left = kernel.shape[0] // 2, kernel.shape[1] // 2
-    ext = np.pad(y, ((0, 0), (top, top), (left, left)), mode="edge")
-    out = restore_baseline(name, ext, kernel, sigma, param)
-    return out[:, top:top + y.shape[1], left:left + y.shape[2]]
+    return restore_baseline(name, y, kernel, sigma, param, boundary="valid")
 
 
 def psnr(x, ref):

@@ -46,6 +46,8 @@ def main(argv=None) -> None:
         raise GmmRestoreError(f"{args.corrupted}: no blur kernel for the baseline")
     kernel = validate_kernel(kernel)
     sigma = float(attrs["noise_sigma"])
+    # a camera's frame (corrupt stage --boundary valid): no zero border around it
+    boundary = "valid" if attrs.get("boundary") == "valid" else "zero"
     started = time.perf_counter()
     param, table = None, {}
     grid = BASELINES[args.method].default_grid(kernel, sigma)
@@ -55,13 +57,13 @@ def main(argv=None) -> None:
                  BASELINES[args.method].param_name, param)
     elif len(arrays["val_clean"]):
         param, table = tune_baseline(args.method, arrays["val_clean"], arrays["val_corrupted"],
-                                     kernel, sigma, seed=args.seed)
+                                     kernel, sigma, seed=args.seed, boundary=boundary)
         log.info("%s: tuned %s = %s on %d validation images", args.method,
                  BASELINES[args.method].param_name, param, len(arrays["val_clean"]))
     else:
         log.warning("%s: no validation images; using the default parameter", args.method)
     restored = restore_baseline(args.method, arrays["corrupted"], kernel, sigma, param,
-                                seed=args.seed, clip=args.clip)
+                                seed=args.seed, clip=args.clip, boundary=boundary)
     seconds = time.perf_counter() - started
     write_h5(
         args.out, "restored", {"restored": np.asarray(restored, dtype=np.float64)},
@@ -71,7 +73,8 @@ def main(argv=None) -> None:
                "corrupted_file": args.corrupted,
                "param_name": str(BASELINES[args.method].param_name),
                "param": json.dumps(param), "tuning": json.dumps(table, default=str),
-               "seconds": seconds, "seed": args.seed, "clipped": args.clip},
+               "seconds": seconds, "seed": args.seed, "clipped": args.clip,
+               "boundary": boundary},
         dataset_attrs={"restored": {"description": f"test images restored by {args.method}"}},
     )
     log.info("%s restored %d images in %.1f s -> %s", args.method, len(restored), seconds,

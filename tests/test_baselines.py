@@ -259,3 +259,40 @@ def test_blur_operators_equal_the_operators_module(rng, kernel):
     forward, adjoint = bl.blur_operators(kernel)
     np.testing.assert_allclose(forward(x), blur(x, kernel), atol=1e-12)
     np.testing.assert_allclose(adjoint(x), blur(x, kernel[::-1, ::-1]), atol=1e-12)
+
+
+def test_extend_frame_is_edge_padding_and_crop_frame_inverts_it(rng):
+    images = rng.random((2, 5, 6))
+    ext = bl.extend_frame(images, (3, 5))
+    assert ext.shape == (2, 7, 10)
+    np.testing.assert_array_equal(ext[:, 1:-1, 2:-2], images)
+    np.testing.assert_array_equal(ext[:, 0, 2:-2], images[:, 0])       # top row repeated
+    np.testing.assert_array_equal(ext[:, 1:-1, 0], images[:, :, 0])    # left column
+    np.testing.assert_array_equal(bl.crop_frame(ext, (3, 5)), images)
+
+
+@pytest.mark.parametrize("name", ["wiener", "richardson_lucy", "tv_deconv"])
+def test_a_valid_frame_restores_better_at_its_border_than_under_a_zero_boundary(rng, name):
+    from scipy import ndimage
+
+    from gmmrestore.operators import blur_valid
+
+    kernel = gaussian_kernel(7, 1.5)
+    scene = 0.5 + 3 * (ndimage.gaussian_filter(rng.random((2, 46, 46)), (0, 2, 2)) - 0.5)
+    y = blur_valid(scene, kernel) + 0.005 * rng.standard_normal((2, 40, 40))
+    clean = scene[:, 3:-3, 3:-3]
+    band = np.ones((40, 40), bool)
+    band[4:-4, 4:-4] = False
+
+    def border_error(boundary):
+        out = restore_baseline(name, y, kernel, 0.005, boundary=boundary)
+        assert out.shape == y.shape
+        return np.sqrt(np.mean((out - clean)[:, band] ** 2))
+
+    assert border_error("valid") < 0.5 * border_error("zero")
+
+
+def test_unknown_frame_boundary_is_a_user_error(rng):
+    with pytest.raises(GmmRestoreError, match="boundary 'circular'"):
+        restore_baseline("wiener", rng.random((1, 8, 8)), gaussian_kernel(3, 1.0), 0.01,
+                         boundary="circular")

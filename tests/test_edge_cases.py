@@ -2,6 +2,7 @@
 that is tiny or zero relative to the blur.  No NaN or Inf reaches an output, and a warning
 says what was done."""
 
+import json
 import logging
 
 import numpy as np
@@ -12,6 +13,7 @@ from gmmrestore import gmm as G
 from gmmrestore import operators as op
 from gmmrestore.h5io import GmmRestoreError, read_h5
 from gmmrestore.patches import extract_patches
+from gmmrestore.restore.baselines import restore_baseline
 from gmmrestore.restore.epll import MIN_SIGMA, epll_restore
 from gmmrestore.restore.mapk import boundary_noise_covariance, map_k_restore, safe_cholesky
 
@@ -178,6 +180,15 @@ def test_corrupt_images_valid_boundary_is_a_cameras_blur(tmp_path, run_main):
                                op.quantize(full_valid[:, 2:-2, 2:-2], 8), atol=1e-12)
     np.testing.assert_array_equal(arrays["clean"], x[:, 5:-5, 5:-5])
     assert attrs["boundary"] == "valid" and attrs["quantize_bits"] == 8
+    # the baseline stage restores such a frame without a zero border around it
+    code, log = run_main("restore_baseline", "--corrupted", out, "--method", "wiener",
+                         "--out", tmp_path / "wiener.h5")
+    assert code == 0, log
+    restored, rattrs = read_h5(tmp_path / "wiener.h5", "restored", ["restored"])
+    assert rattrs["boundary"] == "valid"
+    param = json.loads(rattrs["param"])
+    np.testing.assert_allclose(restored["restored"], restore_baseline(
+        "wiener", arrays["corrupted"], k, 0.0, param, boundary="valid"), atol=1e-12)
     code, log = run_main("corrupt_images", "--dataset", dataset, "--out", tmp_path / "x.h5",
                          "--blur-name", "shake", "--blur-type", "camera_shake",
                          "--blur-size", 7, "--sigma", 0, "--boundary", "valid",

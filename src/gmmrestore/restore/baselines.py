@@ -410,8 +410,34 @@ def _check_sigma(sigma: float) -> float:
     return sigma
 
 
+#: Observation boundaries a baseline accepts: "zero" (the images are 'same'-size blurs with
+#: zeros outside the frame, the baselines' own model) or "valid" (a camera's frame: the valid
+#: centre of a larger scene blurred; see :func:`extend_frame`).
+FRAME_BOUNDARIES = ("zero", "valid")
+
+
+def extend_frame(images: np.ndarray, kernel_shape: tuple[int, int]) -> np.ndarray:
+    """Extend (n, H, W) images by their edge values, half the kernel on each side, to
+    (n, H + kh - 1, W + kw - 1).
+
+    A valid frame is the blur of a scene larger than itself; the zero-boundary baselines see
+    the extension as that scene's blur, so the frame's border meets no false zero edge (its
+    ringing stays in the band :func:`crop_frame` removes)."""
+    top, left = kernel_shape[0] // 2, kernel_shape[1] // 2
+    return np.pad(images, ((0, 0), (top, top), (left, left)), mode="edge")
+
+
+def crop_frame(images: np.ndarray, kernel_shape: tuple[int, int]) -> np.ndarray:
+    """Inverse of :func:`extend_frame`'s size change: the centre (n, H, W) of (n, H + kh - 1,
+    W + kw - 1) images."""
+    top, left = kernel_shape[0] // 2, kernel_shape[1] // 2
+    h, w = images.shape[1] - 2 * top, images.shape[2] - 2 * left
+    return images[:, top:top + h, left:left + w]
+
+
 def restore_baseline(name: str, corrupted: np.ndarray, kernel: np.ndarray, sigma: float,
-                     param: Any = None, seed: int = 0, clip: bool = True) -> np.ndarray:
+                     param: Any = None, seed: int = 0, clip: bool = True,
+                     boundary: str = "zero") -> np.ndarray:
     """Restore corrupted images with the classic baseline ``name`` (see :data:`BASELINES`).
 
     Parameters
@@ -423,12 +449,17 @@ def restore_baseline(name: str, corrupted: np.ndarray, kernel: np.ndarray, sigma
     param : the baseline's free parameter; None uses ``BASELINES[name].default(kernel, sigma)``.
     seed : seed of randomised baselines (``unsupervised_wiener``).
     clip : clip the output to [0, 1].
+    boundary : one of :data:`FRAME_BOUNDARIES`; "valid" restores the images extended by
+        :func:`extend_frame` and returns the centre, aligned with ``corrupted``.
 
     Returns
     -------
     (n, H, W) float64.
     """
     spec = get_baseline(name)
+    if boundary not in FRAME_BOUNDARIES:
+        raise GmmRestoreError(f"{name}: boundary {boundary!r} is not one of "
+                              f"{FRAME_BOUNDARIES}")
     corrupted = _check_images(corrupted, f"{name}: corrupted")
     kernel = validate_kernel(kernel)
     sigma = _check_sigma(sigma)
@@ -436,8 +467,11 @@ def restore_baseline(name: str, corrupted: np.ndarray, kernel: np.ndarray, sigma
         param = spec.default(kernel, sigma)
     if len(corrupted) == 0:
         return corrupted.copy()
-    out = np.asarray(spec.function(corrupted, kernel, sigma, param, int(seed)),
+    observed = extend_frame(corrupted, kernel.shape) if boundary == "valid" else corrupted
+    out = np.asarray(spec.function(observed, kernel, sigma, param, int(seed)),
                      dtype=np.float64)
+    if boundary == "valid":
+        out = crop_frame(out, kernel.shape)
     if not np.all(np.isfinite(out)):
         raise GmmRestoreError(f"{name} with {spec.param_name}={param}: non-finite output")
     return np.clip(out, 0.0, 1.0) if clip else out
@@ -445,12 +479,13 @@ def restore_baseline(name: str, corrupted: np.ndarray, kernel: np.ndarray, sigma
 
 def tune_baseline(name: str, clean_val: np.ndarray, corrupted_val: np.ndarray,
                   kernel: np.ndarray, sigma: float, grid: Sequence | None = None,
-                  seed: int = 0, clip: bool = True) -> tuple[Any, dict]:
+                  seed: int = 0, clip: bool = True, boundary: str = "zero"
+                  ) -> tuple[Any, dict]:
     """Pick the free parameter of baseline ``name`` maximising the mean PSNR on validation images.
 
     clean_val, corrupted_val : (n, H, W) validation pairs (never the test images).
     grid : values to try; default ``BASELINES[name].default_grid(kernel, sigma)``.
-    Ties go to the first grid value.
+    Ties go to the first grid value.  ``boundary`` as in :func:`restore_baseline`.
 
     Returns
     -------
@@ -476,7 +511,8 @@ def tune_baseline(name: str, clean_val: np.ndarray, corrupted_val: np.ndarray,
     scores, seconds = [], []
     for value in grid:
         t0 = time.perf_counter()
-        restored = restore_baseline(name, corrupted_val, kernel, sigma, value, seed, clip)
+        restored = restore_baseline(name, corrupted_val, kernel, sigma, value, seed, clip,
+                                    boundary)
         seconds.append(time.perf_counter() - t0)
         scores.append(float(np.mean(psnr(clean_val, restored))))
         log.info("tune %s: %s=%s mean PSNR %.3f dB (%d images, %.1f s)", name,
