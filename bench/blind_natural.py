@@ -7,7 +7,10 @@ choice), each with ``--kernels`` camera-shake kernels (``operators.camera_shake_
 odd sizes spread over 13..27, seeded).  As a camera makes them: a scene crop of
 (crop + s - 1)^2 at a seeded position, full convolution's valid centre
 (``operators.blur_valid``) -> crop^2, Gaussian noise sigma 0.01, 8-bit quantisation; the
-clean reference is the scene under the photograph.
+clean reference is the scene under the photograph.  ``--set train-wide`` (development):
+every fifth of the first 380 Train400 images (76 scenes), each whole with one kernel, sizes
+cycling through 13, 15, ..., 27 (``--images``, ``--kernels``, ``--crop`` and ``--seed`` do
+not apply).
 
 Methods, side by side on the same cases (the estimator knows the kernel SIZE only):
 
@@ -56,7 +59,31 @@ DATA = "/work/shared/data/natural"
 SIGMA = 0.01
 
 
+def observe(scene: np.ndarray, kernel: np.ndarray, seed: int) -> np.ndarray:
+    """The camera's photograph of ``scene``: valid blur, noise of ``seed``, 8 bits."""
+    shape = tuple(n - s + 1 for n, s in zip(scene.shape, kernel.shape, strict=True))
+    noise = np.random.default_rng(seed).standard_normal(shape)
+    return quantize(blur_valid(scene, kernel) + SIGMA * noise, 8)
+
+
+def make_wide_cases(args) -> list[dict]:
+    """``--set train-wide`` (module docstring)."""
+    files = sorted(glob.glob(os.path.join(args.data, "Train400", "*.png")))[:380:5]
+    sizes = range(13, 28, 2)
+    cases = []
+    for ii, path in enumerate(files):
+        scene = read_image(path)
+        s, kseed = sizes[ii % len(sizes)], 7000 + ii
+        k = camera_shake_kernel(s, seed=kseed)
+        cases.append({"image": os.path.basename(path), "size": s, "kernel_seed": kseed,
+                      "y": observe(scene, k, kseed), "clean": crop_centre(scene, s),
+                      "kernel": k})
+    return cases
+
+
 def make_cases(args) -> list[dict]:
+    if args.set == "train-wide":
+        return make_wide_cases(args)
     folder = {"train": "Train400", "test": "BSD68"}[args.set]
     files = sorted(glob.glob(os.path.join(args.data, folder, "*.png")))
     rng = np.random.default_rng(args.seed)
@@ -73,18 +100,16 @@ def make_cases(args) -> list[dict]:
             x = scene[r0:r0 + crop + s - 1, c0:c0 + crop + s - 1]
             kseed = int(args.seed * 1000 + ii * 10 + kj)
             k = camera_shake_kernel(s, seed=kseed)
-            noise = np.random.default_rng(kseed).standard_normal((crop, crop))
-            y = quantize(blur_valid(x, k) + SIGMA * noise, 8)
             cases.append({"image": os.path.basename(files[ii]), "size": s, "kernel_seed": kseed,
-                          "y": y, "clean": crop_centre(x, s), "kernel": k})
+                          "y": observe(x, k, kseed), "clean": crop_centre(x, s), "kernel": k})
     return cases
 
 
 def estimate(method: str, y: np.ndarray, s: int, settings) -> np.ndarray:
     if method == "sparse":
-        return sparse_pyramid.estimate_kernel_sparse(y, s, settings)[0]
+        return sparse_pyramid.estimate_kernel_sparse(y, s, settings["sparse"])[0]
     if method == "l0":
-        return l0map.estimate_kernel_l0(y, s)[0]
+        return l0map.estimate_kernel_l0(y, s, settings["l0"])[0]
     if method == "gaussian":
         return deconv.estimate_kernel(y, s, deconv.GaussianBlindSettings(prior_std=0.07))[0]
     if method == "blob":
@@ -93,7 +118,8 @@ def estimate(method: str, y: np.ndarray, s: int, settings) -> np.ndarray:
 
 
 def run(args) -> dict:
-    settings = sparse_pyramid.SparseSettings(**json.loads(args.sparse))
+    settings = {"sparse": sparse_pyramid.SparseSettings(**json.loads(args.sparse)),
+                "l0": l0map.L0Settings(**json.loads(args.l0))}
     methods = args.methods.split(",")
     rows = []
     for case in make_cases(args)[:args.max_cases]:
@@ -146,7 +172,7 @@ def fit_prior(args) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--set", choices=("train", "test"), default="train")
+    ap.add_argument("--set", choices=("train", "train-wide", "test"), default="train")
     ap.add_argument("--images", type=int, default=4)
     ap.add_argument("--kernels", type=int, default=8)
     ap.add_argument("--crop", type=int, default=255)
@@ -157,6 +183,8 @@ def main() -> None:
     ap.add_argument("--data", default=DATA)
     ap.add_argument("--sparse", default="{}", help="SparseSettings fields as JSON "
                     '(e.g. \'{"eta_factors": [4, 2, 1]}\')')
+    ap.add_argument("--l0", default="{}", help="L0Settings fields as JSON "
+                    '(e.g. \'{"lam_min": 2e-3}\')')
     ap.add_argument("--save-kernels", default=None, help="folder for true/estimated kernels")
     ap.add_argument("--fit-prior", action="store_true")
     args = ap.parse_args()

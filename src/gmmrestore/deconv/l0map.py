@@ -58,7 +58,7 @@ class L0Settings:
     """
 
     lam: float = 4e-3
-    lam_min: float = 1e-4
+    lam_min: float = 1e-3
     lam_decay: float = 1.1
     n_iter: int = 5
     kappa: float = 2.0
