@@ -454,3 +454,25 @@ def test_epll_energy_equals_explicit_sum(rng, blurred, remove_dc):
                                        for c in range(K)))
         assert energy[n] == pytest.approx(expected, rel=1e-10)
 
+
+def test_settings_none_is_the_published_algorithm_and_init_mapk_starts_from_map_k(rng):
+    """settings=None runs MapkSettings.published() / EpllSettings.published(); an EPLL with
+    settings.init 'mapk' and no init starts from the plain-mean MAP-k estimate."""
+    h, w, m, K = 8, 9, 3, 3
+    gmm = GaussianMixture(*random_gmm(rng, K, m * m, scale=0.3))
+    k = op.gaussian_kernel(3, 1.0)
+    y = op.blur(rng.random((2, h, w)), k) + 0.1 * rng.normal(size=(2, h, w))
+    W = op.patch_blur_matrix(k, m)
+    plain = map_k_restore(y, gmm, W, 0.1)
+    np.testing.assert_array_equal(plain, map_k_restore(y, gmm, W, 0.1, MapkSettings.published()))
+    assert MapkSettings.published() != MapkSettings()
+    schedule = EpllSettings.published(beta_factors=[1.0, 4.0])
+    assert (schedule.init, schedule.init_sharpen) == ("corrupted", 0.0)
+    np.testing.assert_array_equal(epll_restore(y, gmm, None, 0.1),
+                                  epll_restore(y, gmm, None, 0.1, EpllSettings.published()))
+    from_mapk = epll_restore(y, gmm, k, 0.1, replace(schedule, init="mapk"))
+    np.testing.assert_array_equal(from_mapk, epll_restore(y, gmm, k, 0.1, schedule, init=plain))
+    with pytest.raises(ValueError, match="init must be one of"):
+        epll_restore(y, gmm, k, 0.1, replace(schedule, init="clean"))
+    with pytest.raises(ValueError, match="not an m x m patch"):
+        map_k_restore(y, GaussianMixture(*random_gmm(rng, 2, 8)), None, 0.1)
