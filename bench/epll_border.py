@@ -21,6 +21,7 @@ from gmmrestore.gmm import fit_gmm
 from gmmrestore.patches import sample_patches
 from gmmrestore.restore.epll import epll_restore
 from gmmrestore.restore.mapk import map_k_restore
+from gmmrestore.restore.settings import EpllSettings
 
 
 def main() -> int:
@@ -33,8 +34,7 @@ def main() -> int:
     gmm, _ = fit_gmm(X.reshape(len(X), -1), 20, max_iter=40, seed=0)
     k = op.gaussian_kernel(5, 1.0)
     y = op.blur(test, k) + sigma * rng.standard_normal(test.shape)
-    init = map_k_restore(y, gmm.weights, gmm.means, gmm.covariances,
-                         op.patch_blur_matrix(k, m), sigma, m)
+    init = map_k_restore(y, gmm, op.patch_blur_matrix(k, m), sigma)
     border = np.ones(test.shape[1:], dtype=bool)
     border[2:-2, 2:-2] = False
 
@@ -48,8 +48,9 @@ def main() -> int:
 
     result = {"mapk": row(init)}
     for weighting in ("exact", "average"):
-        x = epll_restore(y, gmm.weights, gmm.means, gmm.covariances, k, sigma, m, init=init,
-                         init_sharpen=1.0, clip=True, weighting=weighting)
+        x = epll_restore(y, gmm, k, sigma,
+                         EpllSettings.published(init_sharpen=1.0, weighting=weighting),
+                         init=init, clip=True)
         result[f"epll_{weighting}"] = row(x)
     print(json.dumps(result))
     return 0

@@ -33,6 +33,7 @@ from gmmrestore.datasets import read_image
 from gmmrestore.gmm import load_gmm
 from gmmrestore.restore.baselines import restore_baseline
 from gmmrestore.restore.epll import epll_restore
+from gmmrestore.restore.settings import EpllSettings
 
 BASELINES = ("wiener", "richardson_lucy", "tv_deconv")
 #: Tuning grids (wider than the MNIST defaults: at 1% noise the best values sit lower / later).
@@ -98,7 +99,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     gmm, info = load_gmm(args.gmm)
-    m = int(info["patch_size"])
     sigma = args.sigma / 255
     files = sorted(f for f in os.listdir(args.images) if f.endswith(".png"))[::args.every]
     scenes = [centre_crop(read_image(os.path.join(args.images, f)), args.crop) for f in files]
@@ -114,9 +114,8 @@ def main(argv: list[str] | None = None) -> int:
         for scene in scenes:
             y, ref = observe(scene, kernel, sigma, rng)
             t = time.perf_counter()
-            x = epll_restore(y[None], gmm.weights, gmm.means, gmm.covariances, kernel,
-                             sigma, m, remove_dc=True,
-                             beta_factors=[b * sigma**2 for b in args.betas],
+            schedule = EpllSettings.published(beta_factors=[b * sigma**2 for b in args.betas])
+            x = epll_restore(y[None], gmm, kernel, sigma, schedule, remove_dc=True,
                              boundary="valid")[0]
             t_epll += time.perf_counter() - t
             rows["epll"].append(psnr(x, ref))

@@ -29,6 +29,7 @@ from gmmrestore.datasets import read_image
 from gmmrestore.gmm import load_gmm
 from gmmrestore.restore.epll import epll_restore
 from gmmrestore.restore.mapk import map_k_restore
+from gmmrestore.restore.settings import EpllSettings
 
 PUBLISHED_EPLL = {15: 31.21, 25: 28.68, 50: 25.67}
 
@@ -61,7 +62,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     gmm, info = load_gmm(args.gmm)
-    m = int(info["patch_size"])
     remove_dc = bool(info.get("remove_dc", False))
     files = sorted(f for f in os.listdir(args.images) if f.endswith(".png"))
     files = files[::args.every][:args.n_images]
@@ -73,17 +73,17 @@ def main(argv: list[str] | None = None) -> int:
         rng = np.random.default_rng([args.seed, int(round(sigma255 * 100))])
         noisy = [x + sigma * rng.standard_normal(x.shape) for x in images]
         factors = args.beta_factors or beta_schedule(sigma255, args.high_noise)
+        schedule = EpllSettings.published(beta_factors=factors, lam_factor=args.lam_factor,
+                                          weighting=args.weighting)
         rows: dict[str, list] = {meth: [] for meth in args.methods}
         for name, clean, y in zip(files, images, noisy, strict=True):
             for meth in args.methods:
                 t = time.perf_counter()
                 if meth == "epll":
-                    x = epll_restore(y[None], gmm.weights, gmm.means, gmm.covariances, None,
-                                     sigma, m, remove_dc=remove_dc, beta_factors=factors,
-                                     lam_factor=args.lam_factor, weighting=args.weighting)[0]
+                    x = epll_restore(y[None], gmm, None, sigma, schedule,
+                                     remove_dc=remove_dc)[0]
                 else:
-                    x = map_k_restore(y[None], gmm.weights, gmm.means, gmm.covariances,
-                                      None, sigma, m, remove_dc=remove_dc)[0]
+                    x = map_k_restore(y[None], gmm, None, sigma, remove_dc=remove_dc)[0]
                 sec = time.perf_counter() - t
                 row = (psnr(x, clean), psnr(np.clip(x, 0, 1), clean), sec)
                 rows[meth].append(row)

@@ -35,6 +35,7 @@ from gmmrestore.gmm import load_gmm
 from gmmrestore.patches import extract_patches
 from gmmrestore.restore.epll import epll_restore
 from gmmrestore.restore.mapk import map_k_flops, map_k_restore
+from gmmrestore.restore.settings import EpllSettings
 
 
 def deepinv_epll(weights, covariances, dc_variance: float):
@@ -83,8 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     mapk_s, n_patches = 0.0, 0
     for c, y in zip(clean, noisy, strict=True):
         t = time.perf_counter()
-        x = epll_restore(y[None], gmm.weights, gmm.means, gmm.covariances, None, sigma, m,
-                         remove_dc=True, beta_factors=args.beta_factors)[0]
+        x = epll_restore(y[None], gmm, None, sigma,
+                         EpllSettings.published(beta_factors=args.beta_factors),
+                         remove_dc=True)[0]
         ours_t.append(time.perf_counter() - t)
         ours_p.append(psnr(x, c))
         t = time.perf_counter()
@@ -96,8 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         peer_t.append(time.perf_counter() - t)
         peer_p.append(psnr(xt[0, 0].numpy(), c))
         t = time.perf_counter()
-        map_k_restore(y[None], gmm.weights, gmm.means, gmm.covariances, None, sigma, m,
-                      remove_dc=True)
+        map_k_restore(y[None], gmm, None, sigma, remove_dc=True)
         mapk_s += time.perf_counter() - t
         n_patches += extract_patches(y[None], m).shape[1]
         print(f"{files[len(ours_t) - 1]}: gmmrestore {ours_p[-1]:.3f} dB {ours_t[-1]:.1f} s, "

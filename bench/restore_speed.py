@@ -72,8 +72,7 @@ def time_map_k(corrupted, gmm, W, sigma, m, repeats):
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
-        restored = map_k_restore(corrupted, gmm.weights, gmm.means, gmm.covariances, W,
-                                 sigma, m)
+        restored = map_k_restore(corrupted, gmm, W, sigma)
         times.append(time.perf_counter() - start)
     return times, restored
 
@@ -83,14 +82,14 @@ def time_epll(corrupted, gmm, kernel, sigma, m, rng) -> tuple[float, float]:
     256x256 photograph."""
     start = time.perf_counter()
     n_epll = min(100, len(corrupted))
-    epll_restore(corrupted[:n_epll], gmm.weights, gmm.means, gmm.covariances, kernel, sigma, m)
+    epll_restore(corrupted[:n_epll], gmm, kernel, sigma)
     epll_mnist = (time.perf_counter() - start) / n_epll
     from skimage import data, transform
 
     photo = transform.resize(data.camera().astype(np.float64) / 255.0, (256, 256))
     blurred = operators.blur(photo[None], kernel) + sigma * rng.standard_normal((1, 256, 256))
     start = time.perf_counter()
-    epll_restore(blurred, gmm.weights, gmm.means, gmm.covariances, kernel, sigma, m)
+    epll_restore(blurred, gmm, kernel, sigma)
     return epll_mnist, time.perf_counter() - start
 
 

@@ -47,10 +47,15 @@ from gmmrestore.configcheck import (  # noqa: E402
     IMAGE_PRIOR_EPLL_KEYS,
     epll_image_prior_settings,
 )
-from gmmrestore.gmm import fit_gmm  # noqa: E402
+from gmmrestore.gmm import GaussianMixture, fit_gmm  # noqa: E402
 from gmmrestore.patches import sample_patches  # noqa: E402
 from gmmrestore.restore.baselines import tune_baseline  # noqa: E402
-from gmmrestore.restore.epll import ImagePrior, epll_energy, epll_restore  # noqa: E402
+from gmmrestore.restore.epll import (  # noqa: E402
+    ImagePrior,
+    _epll_restore,
+    epll_energy,
+    epll_restore,
+)
 from gmmrestore.restore.mapk import boundary_noise_covariance, map_k_restore  # noqa: E402
 from gmmrestore.restore.settings import (  # noqa: E402
     EpllSettings,
@@ -89,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def method_settings(config: dict, overrides: list[str], parser) -> tuple[dict, float, dict]:
-    """The EPLL keywords of :func:`epll_restore`, MAP-k's position weight power and the
+    """The fields of :class:`EpllSettings` (but its start), MAP-k's position weight power and the
     image prior's settings: the library's settings defaults with the config's
     ``restore`` sections over them (as the workflow's schema fills them), then
     ``--image-prior-set`` overrides."""
@@ -149,9 +154,11 @@ def init_study(name, result, corrupted, scored, gmm, kernel, sigma, m, epll, x_m
               "mapk, components of the clean patches (oracle)": (x_mapk_plain, dict(
                   epll, component_images=scored))}
     for start, (init, schedule) in starts.items():
-        x = x_epll if start == "mapk" else epll_restore(
-            corrupted, weights, means, covs, kernel, sigma, m, init=init, clip=True,
-            **schedule)
+        fields = {k: v for k, v in schedule.items() if k != "component_images"}
+        x = x_epll if start == "mapk" else _epll_restore(
+            corrupted, GaussianMixture(weights, means, covs), kernel, sigma,
+            EpllSettings(**fields), component_images=schedule.get("component_images"),
+            init=init, clip=True)
         cost = epll_energy(x, corrupted, weights, means, covs, kernel, sigma, m,
                            lam_factor=epll["lam_factor"])
         value = mean_psnr(x)
@@ -174,23 +181,24 @@ def restore_blur(args, name, kernel, scored, boundary_images, gmm, settings, ima
     corrupted = operators.blur(scored, kernel) + sigma * rng.standard_normal(scored.shape)
     W = operators.patch_blur_matrix(kernel, m)
     extra = boundary_noise_covariance(boundary_images, kernel, W, m)
-    x_mapk_plain = map_k_restore(corrupted, weights, means, covs, W, sigma, m,
-                                 extra_noise_cov=extra)
+    mixture = GaussianMixture(weights, means, covs)
+    x_mapk_plain = map_k_restore(corrupted, mixture, W, sigma, extra_noise_cov=extra)
     # the workflow's EPLL starts from MAP-k with the plain mean (restore.registry),
     # sharpened by the config's init_sharpen
-    x_epll = epll_restore(corrupted, weights, means, covs, kernel, sigma, m,
-                          init=x_mapk_plain, clip=True, **epll)
-    x_epll_plain = epll_restore(corrupted, weights, means, covs, kernel, sigma, m,
-                                init=x_mapk_plain, clip=True, **dict(epll, init_sharpen=0.0))
-    x_mapk = map_k_restore(corrupted, weights, means, covs, W, sigma, m,
-                           extra_noise_cov=extra, position_weight_power=power)
+    x_epll = epll_restore(corrupted, mixture, kernel, sigma, EpllSettings(**epll),
+                          init=x_mapk_plain, clip=True)
+    x_epll_plain = epll_restore(corrupted, mixture, kernel, sigma,
+                                EpllSettings(**dict(epll, init_sharpen=0.0)),
+                                init=x_mapk_plain, clip=True)
+    x_mapk = map_k_restore(corrupted, mixture, W, sigma, MapkSettings(position_weight_power=power),
+                           extra_noise_cov=extra)
     runs = [("mapk, plain mean", "mapk_plain", x_mapk_plain), ("mapk", "mapk", x_mapk),
             ("epll, plain start", "epll_plain", x_epll_plain), ("epll", "epll", x_epll)]
     if image_prior is not None:
+        image_epll = EpllSettings(**epll_image_prior_settings(epll, image_settings))
         runs.append(("epll_image_prior", "epll_image_prior", epll_restore(
-            corrupted, weights, means, covs, kernel, sigma, m, init=x_mapk_plain,
-            clip=True, image_prior=image_prior, image_prior_weight=image_settings["weight"],
-            **epll_image_prior_settings(epll, image_settings))))
+            corrupted, mixture, kernel, sigma, image_epll, init=x_mapk_plain, clip=True,
+            image_prior=image_prior, image_prior_weight=image_settings["weight"])))
     for method, key, x in runs:
         value = mean_psnr(x)
         result[f"{name}_{key}"] = round(value, 3)

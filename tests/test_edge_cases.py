@@ -16,6 +16,7 @@ from gmmrestore.patches import extract_patches
 from gmmrestore.restore.baselines import restore_baseline
 from gmmrestore.restore.epll import MIN_SIGMA, epll_restore
 from gmmrestore.restore.mapk import boundary_noise_covariance, map_k_restore, safe_cholesky
+from gmmrestore.restore.settings import EpllSettings
 
 M = 4
 
@@ -88,11 +89,10 @@ def test_constant_images_through_map_k_and_epll(prior, value, sigma, remove_dc):
         gmm = G.GaussianMixture(gmm.weights, np.zeros_like(gmm.means), gmm.covariances)
     images = np.full((2, 12, 12), value)
     y = op.blur(images, K7) + sigma * np.random.default_rng(1).standard_normal(images.shape)
-    x = map_k_restore(y, gmm.weights, gmm.means, gmm.covariances,
-                      op.patch_blur_matrix(K7, M), sigma, M, remove_dc=remove_dc)
+    x = map_k_restore(y, gmm, op.patch_blur_matrix(K7, M), sigma, remove_dc=remove_dc)
     assert np.all(np.isfinite(x))
-    z = epll_restore(y, gmm.weights, gmm.means, gmm.covariances, K7, sigma, M,
-                     remove_dc=remove_dc, beta_factors=[1, 4], init=x)
+    z = epll_restore(y, gmm, K7, sigma, EpllSettings.published(beta_factors=[1, 4]),
+                     remove_dc=remove_dc, init=x)
     assert np.all(np.isfinite(z))
     if sigma > 0:
         assert np.abs(z - value).max() < 1.0
@@ -113,11 +113,9 @@ def test_noise_tiny_relative_to_the_blur(prior, sigma, caplog):
     extra = boundary_noise_covariance(smooth_images(rng, 3), K7, W, M)
     with caplog.at_level(logging.WARNING, logger="gmmrestore"):
         for cov in (None, extra):
-            x = map_k_restore(y, gmm.weights, gmm.means, gmm.covariances, W, sigma, M,
-                              extra_noise_cov=cov)
+            x = map_k_restore(y, gmm, W, sigma, extra_noise_cov=cov)
             assert np.all(np.isfinite(x))
-        z = epll_restore(y, gmm.weights, gmm.means, gmm.covariances, K7, sigma, M,
-                         beta_factors=[1, 4], init=x)
+        z = epll_restore(y, gmm, K7, sigma, EpllSettings.published(beta_factors=[1, 4]), init=x)
     assert np.all(np.isfinite(z))
     assert np.abs(z - clean).mean() < np.abs(y - clean).mean()
     if sigma ** 2 < 1e-8 * np.trace(gmm.covariances, axis1=1, axis2=2).mean() / M**2:

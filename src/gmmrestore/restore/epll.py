@@ -40,14 +40,14 @@ import numpy as np
 from scipy import ndimage
 
 from ..gmm import GaussianMixture, remove_patch_dc, score_samples
-from ..operators import blur, blur_adjoint, blur_valid, blur_valid_adjoint
+from ..operators import blur, blur_adjoint, blur_valid, blur_valid_adjoint, patch_blur_matrix
 from ..patches import accumulate_patch_rows, extract_patch_rows, extract_patches, patch_counts
 from ..solvers import batched_cg
-from .mapk import PatchPosterior, map_k_patch_rows
+from .mapk import PatchPosterior, _map_k_patch_rows, map_k_patch_rows, map_k_restore, patch_size_of
+from .settings import DEFAULT_BETA_FACTORS, EPLL_INITS, EpllSettings
 
 log = logging.getLogger("gmmrestore.epll")
 
-DEFAULT_BETA_FACTORS = (1.0, 4.0, 8.0, 16.0, 32.0)
 #: Image-step weightings of the patch estimates (module docstring).
 WEIGHTINGS = ("average", "exact")
 #: Image boundaries: "same" (A blurs with zeros outside the frame, x and y of one size) or
@@ -187,63 +187,86 @@ def epll_energy(images: np.ndarray, corrupted: np.ndarray, weights: np.ndarray,
     return 0.5 * lam * np.sum(residual**2, axis=(1, 2)) - log_prior.reshape(n, -1).sum(axis=1)
 
 
-def epll_restore(corrupted: np.ndarray, weights: np.ndarray, means: np.ndarray,
-                 covariances: np.ndarray, kernel: np.ndarray | None, sigma: float, m: int,
-                 *, remove_dc: bool = False, beta_factors=DEFAULT_BETA_FACTORS,
-                 lam_factor: float = 1.0, n_inner: int = 1, cg_rtol: float = 1e-6,
-                 cg_maxiter: int = 200, images_per_chunk: int = 64, clip: bool = False,
-                 init: np.ndarray | None = None, init_sharpen: float = 0.0,
-                 init_sharpen_std: float = 1.0, component_images: np.ndarray | None = None,
-                 image_prior: ImagePrior | None = None, image_prior_weight: float = 16.0,
-                 weighting: str = "average", boundary: str = "same",
+def epll_restore(y: np.ndarray, gmm: GaussianMixture, kernel: np.ndarray | None, sigma: float,
+                 settings: EpllSettings | None = None, *, remove_dc: bool = False,
+                 init: np.ndarray | None = None, image_prior: ImagePrior | None = None,
+                 image_prior_weight: float = 16.0, boundary: str = "same", clip: bool = False,
+                 cg_rtol: float = 1e-6, cg_maxiter: int = 200, images_per_chunk: int = 64,
                  progress=None) -> np.ndarray:
     """Restore images by EPLL with a GMM prior over m x m patches.
 
-    corrupted : (n, H, W);  kernel : (kh, kw) image-level blur or None for denoising.
-    Returns (n, H, W).  ``n_inner`` patch/image alternations per beta; ``init`` (n, H, W)
-    is the starting image (default: the corrupted image), sharpened by
-    ``unsharp_mask(init, init_sharpen, init_sharpen_std)`` (and clipped with ``clip``).
-    ``component_images`` (n, H, W), a diagnostic: every patch step takes each patch's
-    component from the same patch of these images instead of the current estimate (the
-    clean images give the oracle choice; docs/results.md, MNIST).
+    y : (n, H, W) corrupted images;  gmm : the prior over m x m patches (m² features);
+    kernel : (kh, kw) image-level blur or None for denoising;  sigma : noise std.
+    Returns (n, H, W).
+
+    ``settings`` (default :meth:`EpllSettings.published`): the beta schedule, the data
+    weight, ``n_inner`` patch/image alternations per beta, the image step's ``weighting``
+    ("average" or "exact", module docstring) and the start: ``init`` (n, H, W) if given,
+    else ``settings.init`` ("corrupted": the corrupted images; "mapk": their plain-mean
+    MAP-k estimate with the patch blur of ``kernel``), sharpened by
+    ``unsharp_mask(start, settings.init_sharpen, settings.init_sharpen_std)`` (and clipped
+    with ``clip``).  ``remove_dc``: the GMM is over DC-removed patches.
 
     ``image_prior`` (an :class:`ImagePrior` over H * W pixels) adds a whole-image term: each
     image step also pulls x towards the prior's MAP estimate of x under noise ``1/beta``,
     with ``image_prior_weight`` times the weight of one patch, i.e. the system becomes
     ``(lam A^T A + beta (D + w)) x = lam A^T y + beta (sum_i P_i^T z_i + w z_image)``
     (multi-scale EPLL with the whole image as the coarsest "patch"; docs/results.md, MNIST).
-    ``weighting`` ("average" or "exact", module docstring) replaces ``D`` by ``d`` and
-    ``sum_i P_i^T z_i`` by ``d sum_i P_i^T z_i / D`` with "average".
+    ``weighting="average"`` replaces ``D`` by ``d`` and ``sum_i P_i^T z_i`` by
+    ``d sum_i P_i^T z_i / D``.
     ``boundary="valid"`` (:data:`BOUNDARIES`): the scene x is larger than y by the kernel
     size minus one, patches and image steps are over x (``init`` then has x's shape; by
     default y extended by its edge values) and the returned images are x's centre, aligned
-    with y (no ``component_images`` or ``image_prior`` then).
+    with y (no ``image_prior`` then).  The image steps' conjugate gradients stop at
+    ``cg_rtol`` or ``cg_maxiter``; images are restored ``images_per_chunk`` at a time and
+    ``progress(done, n)`` is called after each chunk.
     """
-    corrupted = np.asarray(corrupted, dtype=np.float64)
+    return _epll_restore(y, gmm, kernel, sigma, settings, remove_dc=remove_dc, init=init,
+                         image_prior=image_prior, image_prior_weight=image_prior_weight,
+                         boundary=boundary, clip=clip, cg_rtol=cg_rtol,
+                         cg_maxiter=cg_maxiter, images_per_chunk=images_per_chunk,
+                         progress=progress)
+
+
+def _epll_restore(y: np.ndarray, gmm: GaussianMixture, kernel: np.ndarray | None,
+                  sigma: float, settings: EpllSettings | None = None, *,
+                  component_images: np.ndarray | None = None, remove_dc: bool = False,
+                  init: np.ndarray | None = None, image_prior: ImagePrior | None = None,
+                  image_prior_weight: float = 16.0, boundary: str = "same",
+                  clip: bool = False, cg_rtol: float = 1e-6, cg_maxiter: int = 200,
+                  images_per_chunk: int = 64, progress=None) -> np.ndarray:
+    """:func:`epll_restore`, with a diagnostic: given ``component_images`` (n, H, W), every
+    patch step takes each patch's component from the same patch of these images instead of
+    the current estimate (the clean images give the oracle choice; docs/results.md, MNIST).
+    """
+    st = EpllSettings.published() if settings is None else settings
+    corrupted = np.asarray(y, dtype=np.float64)
     n, h, w = corrupted.shape
-    d = m * m
-    lam, betas = epll_parameters(sigma, d, beta_factors, lam_factor)
-    check_unsharp_parameters(init_sharpen, init_sharpen_std)
+    m = patch_size_of(gmm)
+    lam, betas = epll_parameters(sigma, m * m, st.beta_factors, st.lam_factor)
+    check_unsharp_parameters(st.init_sharpen, st.init_sharpen_std)
     valid = _check_boundary(boundary, kernel, component_images, image_prior)
     top, left = (0, 0) if not valid else (np.shape(kernel)[0] // 2, np.shape(kernel)[1] // 2)
     if valid:
         h, w = h + np.shape(kernel)[0] - 1, w + np.shape(kernel)[1] - 1  # the scene
+    if init is None:
+        init = _start(corrupted, gmm, kernel, sigma, st.init, valid, remove_dc)
     for name, given, shape in (("init", init, (n, h, w)),
                                ("component_images", component_images, corrupted.shape)):
         if given is not None and np.shape(given) != shape:
             raise ValueError(f"{name} must have the shape {shape}, got {np.shape(given)}")
-    counts, patch_scale = _prior_weights((h, w), m, weighting, image_prior,
+    counts, patch_scale = _prior_weights((h, w), m, st.weighting, image_prior,
                                          image_prior_weight)
-    posteriors = [PatchPosterior.build(weights, means, covariances, None, 1.0 / beta, remove_dc)
-                  for beta in betas]
+    posteriors = [PatchPosterior.build(gmm.weights, gmm.means, gmm.covariances, None,
+                                       1.0 / beta, remove_dc) for beta in betas]
     if kernel is not None:
         kernel = np.asarray(kernel, dtype=np.float64)
     out = np.empty_like(corrupted)
     for start in range(0, n, images_per_chunk):
         stop = min(start + images_per_chunk, n)
-        y = corrupted[start:stop]
-        x = unsharp_mask(_extend(y, (h, w), top, left) if init is None else init[start:stop],
-                         init_sharpen, init_sharpen_std)
+        yc = corrupted[start:stop]
+        x = unsharp_mask(_extend(yc, (h, w), top, left) if init is None else init[start:stop],
+                         st.init_sharpen, st.init_sharpen_std)
         if clip:
             np.clip(x, 0.0, 1.0, out=x)
         for beta, post in zip(betas, posteriors, strict=True):
@@ -251,15 +274,15 @@ def epll_restore(corrupted: np.ndarray, weights: np.ndarray, means: np.ndarray,
             if component_images is not None:
                 _, given = map_k_patch_rows(
                     extract_patch_rows(component_images[start:stop], m), post)
-            for _ in range(n_inner):
-                Zt, _ = map_k_patch_rows(extract_patch_rows(x, m), post, labels=given)
+            for _ in range(st.n_inner):
+                Zt, _ = _map_k_patch_rows(extract_patch_rows(x, m), post, labels=given)
                 patch_sum = accumulate_patch_rows(Zt, (h, w), m)
                 if patch_scale is not None:
                     patch_sum *= patch_scale
                 if image_prior is not None:
                     z_image = image_prior.map_estimate(x.reshape(len(x), -1), 1.0 / beta)
                     patch_sum += image_prior_weight * z_image.reshape(x.shape)
-                x = epll_image_step(y, patch_sum, counts, kernel, lam, beta, x0=x,
+                x = epll_image_step(yc, patch_sum, counts, kernel, lam, beta, x0=x,
                                     cg_rtol=cg_rtol, cg_maxiter=cg_maxiter, valid=valid)
                 if clip:
                     np.clip(x, 0.0, 1.0, out=x)
@@ -267,6 +290,21 @@ def epll_restore(corrupted: np.ndarray, weights: np.ndarray, means: np.ndarray,
         if progress is not None:
             progress(stop, n)
     return out
+
+
+def _start(y: np.ndarray, gmm: GaussianMixture, kernel, sigma: float, how: str, valid: bool,
+           remove_dc: bool) -> np.ndarray | None:
+    """EPLL's start when none is given: None (the corrupted images y, edge-extended with
+    ``valid``) for ``how`` "corrupted", or y's plain-mean MAP-k estimate for "mapk"."""
+    if how not in EPLL_INITS:
+        raise ValueError(f"init must be one of {', '.join(EPLL_INITS)}, got {how!r}")
+    if how == "corrupted":
+        return None
+    if valid:
+        raise ValueError("boundary='valid' with init 'mapk': give the start as init")
+    W = None if kernel is None else patch_blur_matrix(np.asarray(kernel, dtype=np.float64),
+                                                      patch_size_of(gmm))
+    return map_k_restore(y, gmm, W, sigma, remove_dc=remove_dc)
 
 
 def _prior_weights(shape: tuple[int, int], m: int, weighting: str,

@@ -35,14 +35,17 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import linalg
 
+from ..gmm import GaussianMixture
 from ..operators import blur
 from ..patches import average_patch_rows, extract_patch_rows, extract_patches
 from ..threads import one_blas_thread, run_over_spans
+from .settings import MapkSettings
 
 log = logging.getLogger("gmmrestore.mapk")
 
@@ -282,14 +285,21 @@ class PatchPosterior:
 
 
 def map_k_patches(Y: np.ndarray, post: PatchPosterior, chunk_size: int = 1024,
-                  n_threads: int | None = None,
-                  labels: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                  n_threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """MAP-k estimates of clean patches given as rows: :func:`map_k_patch_rows` of ``Y.T``.
 
     Y : (N, d).  Returns ``Z`` (N, d) (a transposed view) and ``labels`` (N,).
     """
-    Zt, labels = map_k_patch_rows(np.ascontiguousarray(np.asarray(Y, dtype=np.float64).T),
-                                  post, chunk_size, n_threads, labels)
+    return _map_k_patches(Y, post, chunk_size, n_threads)
+
+
+def _map_k_patches(Y: np.ndarray, post: PatchPosterior, chunk_size: int = 1024,
+                   n_threads: int | None = None,
+                   labels: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`map_k_patches`, or with the components ``labels`` (N,) given (a diagnostic,
+    :func:`_map_k_patch_rows`)."""
+    Zt, labels = _map_k_patch_rows(np.ascontiguousarray(np.asarray(Y, dtype=np.float64).T),
+                                   post, chunk_size, n_threads, labels)
     return Zt.T, labels
 
 
@@ -328,8 +338,7 @@ def _posterior_means(post: PatchPosterior, Yt: np.ndarray, chosen: np.ndarray,
 
 # chunk_size 1024: 768-1024 ran fastest (50-56% of the GEMM rate; 512 and 2048 slower)
 def map_k_patch_rows(Yt: np.ndarray, post: PatchPosterior, chunk_size: int = 1024,
-                     n_threads: int | None = None,
-                     labels: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+                     n_threads: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """MAP-k estimates of clean patches, one patch per column.
 
     Parameters
@@ -345,15 +354,21 @@ def map_k_patch_rows(Yt: np.ndarray, post: PatchPosterior, chunk_size: int = 102
         Worker threads, each with a single-threaded BLAS, over tasks of
         :data:`TASK_PATCHES` patches (default: the BLAS thread count).  The result does not
         depend on it.
-    labels : (N,) ints in [0, K), optional
-        Components given instead of chosen (a diagnostic: e.g. the components the clean
-        patches would choose); the estimates are then ``G_k y + offset_k`` under them.
 
     Returns
     -------
     Zt : (d, N) posterior means under the chosen components, as columns.
-    labels : (N,) chosen (or given) component per patch.
+    labels : (N,) chosen component per patch.
     """
+    return _map_k_patch_rows(Yt, post, chunk_size, n_threads)
+
+
+def _map_k_patch_rows(Yt: np.ndarray, post: PatchPosterior, chunk_size: int = 1024,
+                      n_threads: int | None = None,
+                      labels: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`map_k_patch_rows`, or with ``labels`` (N,) ints in [0, K) given instead of
+    chosen (a diagnostic, e.g. the components the clean patches would choose): the
+    estimates are then ``G_k y + offset_k`` under them, and ``labels`` is returned."""
     Yt = np.asarray(Yt, dtype=np.float64)
     d, N = Yt.shape
     K = post.n_components
@@ -417,27 +432,39 @@ def boundary_noise_covariance(clean: np.ndarray, kernel: np.ndarray, W: np.ndarr
     return residual.T @ residual / max(len(residual), 1)
 
 
-def map_k_restore(corrupted: np.ndarray, weights: np.ndarray, means: np.ndarray,
-                  covariances: np.ndarray, W: np.ndarray | None, sigma: float, m: int,
-                  remove_dc: bool = False, extra_noise_cov: np.ndarray | None = None,
-                  position_weight_power: float = 0.0, images_per_chunk: int = 64,
-                  progress=None, n_threads: int | None = None) -> np.ndarray:
+def patch_size_of(gmm: GaussianMixture) -> int:
+    """The side m of the square patches ``gmm`` is over (m² features)."""
+    m = math.isqrt(gmm.n_features)
+    if m * m != gmm.n_features:
+        raise ValueError(f"the GMM has {gmm.n_features} features, not an m x m patch")
+    return m
+
+
+def map_k_restore(y: np.ndarray, gmm: GaussianMixture, W: np.ndarray | None, sigma: float,
+                  settings: MapkSettings | None = None, *, remove_dc: bool = False,
+                  extra_noise_cov: np.ndarray | None = None, images_per_chunk: int = 64,
+                  n_threads: int | None = None, progress=None) -> np.ndarray:
     """Restore images by MAP-k on every stride-1 patch, averaging overlapping estimates.
 
-    corrupted : (n, H, W).  W : (m², m²) patch blur (None: identity).  Returns (n, H, W).
-    ``extra_noise_cov`` (m², m²): see :func:`boundary_noise_covariance`.
-    ``position_weight_power``: overlapping estimates of a pixel are averaged with weights
-    :meth:`PatchPosterior.position_weights` of this power (0: the plain mean; under blur
-    the estimates at a patch's borders are the least certain).  Images are
-    processed ``images_per_chunk`` at a time, so memory stays bounded; each chunk (patch
-    extraction, MAP-k and averaging) is a task of a worker thread with a single-threaded
-    BLAS (``n_threads``, default: the BLAS thread count; the result does not depend on it).
+    y : (n, H, W) corrupted images;  gmm : the prior over m x m patches (m² features);
+    W : (m², m²) patch blur (None: identity);  sigma : noise std.  Returns (n, H, W).
+    ``settings`` (default :meth:`MapkSettings.published`, the plain mean):
+    ``position_weight_power``, overlapping estimates of a pixel are averaged with weights
+    :meth:`PatchPosterior.position_weights` of this power (under blur the estimates at a
+    patch's borders are the least certain).  ``remove_dc``: the GMM is over DC-removed
+    patches.  ``extra_noise_cov`` (m², m²): see :func:`boundary_noise_covariance`.
+    Images are processed ``images_per_chunk`` at a time, so memory stays bounded; each
+    chunk (patch extraction, MAP-k and averaging) is a task of a worker thread with a
+    single-threaded BLAS (``n_threads``, default: the BLAS thread count; the result does
+    not depend on it).  ``progress(done, n)`` is called after each chunk.
     """
-    post = PatchPosterior.build(weights, means, covariances, W, sigma**2, remove_dc,
-                                extra_noise_cov)
-    position_weights = (None if position_weight_power == 0
-                        else post.position_weights(position_weight_power))
-    corrupted = np.asarray(corrupted, dtype=np.float64)
+    settings = MapkSettings.published() if settings is None else settings
+    m = patch_size_of(gmm)
+    post = PatchPosterior.build(gmm.weights, gmm.means, gmm.covariances, W, sigma**2,
+                                remove_dc, extra_noise_cov)
+    power = settings.position_weight_power
+    position_weights = None if power == 0 else post.position_weights(power)
+    corrupted = np.asarray(y, dtype=np.float64)
     n, h, w = corrupted.shape
 
     def restore_chunk(start: int, stop: int) -> np.ndarray:

@@ -170,36 +170,38 @@ def captions(config: Mapping[str, Any]) -> list[tuple[str, str]]:
 # --------------------------------------------------------------------------------------------
 # GMM methods
 # --------------------------------------------------------------------------------------------
-def _map_k(p: GmmProblem, position_weight_power: float) -> np.ndarray:
-    o = p.options
-    return map_k_restore(p.images, p.gmm.weights, p.gmm.means, p.gmm.covariances,
-                         p.patch_matrix, p.sigma, p.patch_size, remove_dc=p.remove_dc,
-                         extra_noise_cov=p.extra_noise_cov,
-                         position_weight_power=position_weight_power,
-                         images_per_chunk=o.images_per_chunk, progress=p.progress)
+def _map_k(p: GmmProblem, settings: MapkSettings) -> np.ndarray:
+    return map_k_restore(p.images, p.gmm, p.patch_matrix, p.sigma, settings,
+                         remove_dc=p.remove_dc, extra_noise_cov=p.extra_noise_cov,
+                         images_per_chunk=p.options.images_per_chunk, progress=p.progress)
 
 
 def restore_mapk(p: GmmProblem) -> np.ndarray:
     """MAP-k with the options' position weight power."""
-    return _map_k(p, p.options.position_weight_power)
+    return _map_k(p, MapkSettings(position_weight_power=p.options.position_weight_power))
+
+
+def epll_settings(o: argparse.Namespace) -> EpllSettings:
+    """The EPLL settings of restore_images.py's options ``o``."""
+    return EpllSettings(beta_factors=tuple(o.beta_factors), lam_factor=o.lam_factor,
+                        n_inner=o.n_inner, init=o.epll_init, weighting=o.weighting,
+                        init_sharpen=o.init_sharpen, init_sharpen_std=o.init_sharpen_std)
 
 
 def restore_epll(p: GmmProblem) -> np.ndarray:
-    """EPLL started from MAP-k with the plain mean (``--epll-init mapk``) or the corrupted
-    images; with the whole-image prior when the problem has one."""
+    """EPLL started from MAP-k with the plain mean (``--epll-init mapk``, with the problem's
+    patch matrix and boundary term) or the corrupted images; with the whole-image prior when
+    the problem has one."""
     o = p.options
-    init = _map_k(p, 0.0) if o.epll_init == "mapk" else None
+    init = _map_k(p, MapkSettings.published()) if o.epll_init == "mapk" else None
     if p.kernel is None:
         raise GmmRestoreError("EPLL needs an image-level blur kernel, but the patch "
                               "matrix in the corrupted file is not a convolution")
-    return epll_restore(p.images, p.gmm.weights, p.gmm.means, p.gmm.covariances, p.kernel,
-                        p.sigma, p.patch_size, remove_dc=p.remove_dc,
-                        beta_factors=o.beta_factors, lam_factor=o.lam_factor,
-                        n_inner=o.n_inner, images_per_chunk=o.images_per_chunk, init=init,
-                        init_sharpen=o.init_sharpen, init_sharpen_std=o.init_sharpen_std,
-                        clip=o.clip, image_prior=p.image_prior,
-                        image_prior_weight=o.image_prior_weight, weighting=o.weighting,
-                        boundary=p.boundary, progress=p.progress)
+    return epll_restore(p.images, p.gmm, p.kernel, p.sigma, epll_settings(o),
+                        remove_dc=p.remove_dc, init=init, image_prior=p.image_prior,
+                        image_prior_weight=o.image_prior_weight, boundary=p.boundary,
+                        clip=o.clip, images_per_chunk=o.images_per_chunk,
+                        progress=p.progress)
 
 
 def _epll_cli(e: Mapping[str, Any]) -> str:

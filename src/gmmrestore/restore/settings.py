@@ -2,17 +2,26 @@
 config schema (``restore.mapk``, ``restore.epll``, ``restore.image_prior``) and
 ``scripts/restore_images.py``'s options agree with (tests/test_defaults.py).
 
-The defaults are the method as the workflow runs it (chosen on validation digits,
-docs/results.md); the keyword defaults of :func:`~gmmrestore.restore.mapk.map_k_restore`
-and :func:`~gmmrestore.restore.epll.epll_restore` are the plain published algorithms
-(position weight power 0, no sharpening), which tests and benchmarks call directly.
+Two sets of defaults, and this is where they are told apart:
+
+* ``MapkSettings()``, ``EpllSettings()``: the method as the workflow runs it (chosen on
+  validation digits, docs/results.md): position weight power 3; EPLL started from MAP-k and
+  sharpened by an unsharp mask of amount 1.
+* ``MapkSettings.published()``, ``EpllSettings.published()``: the plain published
+  algorithms (position weight power 0; EPLL started from the corrupted images, not
+  sharpened).  :func:`~gmmrestore.restore.mapk.map_k_restore` and
+  :func:`~gmmrestore.restore.epll.epll_restore` use these when called with
+  ``settings=None``, as tests and benchmarks mostly do.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .epll import DEFAULT_BETA_FACTORS
+#: EPLL's published beta schedule, in units of 1/sigma^2.
+DEFAULT_BETA_FACTORS = (1.0, 4.0, 8.0, 16.0, 32.0)
+#: Where EPLL starts (:attr:`EpllSettings.init`).
+EPLL_INITS = ("mapk", "corrupted")
 
 
 @dataclass(frozen=True)
@@ -26,6 +35,12 @@ class MapkSettings:
 
     position_weight_power: float = 3.0
 
+    @classmethod
+    def published(cls, **changes) -> MapkSettings:
+        """The seed's plain MAP-k (overlapping estimates averaged with equal weights), with
+        ``changes`` to its fields."""
+        return cls(**{"position_weight_power": 0.0, **changes})
+
 
 @dataclass(frozen=True)
 class EpllSettings:
@@ -34,7 +49,8 @@ class EpllSettings:
     beta_factors : the beta schedule in units of 1/sigma^2.
     lam_factor : data weight ``lam = lam_factor * d / sigma^2``.
     n_inner : patch/image alternations per beta.
-    init : "mapk" (MAP-k with the plain mean) or "corrupted", the starting image.
+    init : "mapk" (MAP-k with the plain mean) or "corrupted", the starting image when
+        :func:`~gmmrestore.restore.epll.epll_restore` is given none.
     weighting : "average" or "exact", the image step's weighting (:mod:`.epll`).
     init_sharpen, init_sharpen_std : amount and Gaussian std (pixels) of the unsharp mask
         applied to the start, ``x + amount (x - G x)``; amount 0 starts from it as it is.
@@ -47,6 +63,12 @@ class EpllSettings:
     weighting: str = "average"
     init_sharpen: float = 1.0
     init_sharpen_std: float = 1.0
+
+    @classmethod
+    def published(cls, **changes) -> EpllSettings:
+        """Zoran & Weiss's EPLL (started from the corrupted images, not sharpened), with
+        ``changes`` to its fields."""
+        return cls(**{"init": "corrupted", "init_sharpen": 0.0, **changes})
 
 
 @dataclass(frozen=True)
