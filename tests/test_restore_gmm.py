@@ -96,6 +96,30 @@ def test_map_k_patch_rows_is_map_k_of_the_columns(rng):
         map_k_patch_rows(wide[:8], post)
 
 
+def test_float32_scores_choose_the_float64_components(rng):
+    """score_dtype float32: the same choices as float64 up to near-ties (score gaps of
+    float32 size), and the same float64 posterior means wherever the choice is the same."""
+    K, m = 12, 4
+    d = m * m
+    weights, means, covs = random_gmm(rng, K, d)
+    W = op.patch_blur_matrix(op.gaussian_kernel(3, 1.0), m)
+    Yt = rng.normal(size=(d, 3000)) * 0.5
+    post64 = PatchPosterior.build(weights, means, covs, W, 0.02)
+    post32 = PatchPosterior.build(weights, means, covs, W, 0.02, score_dtype=np.float32)
+    Z64, labels64 = map_k_patch_rows(Yt, post64)
+    Z32, labels32 = map_k_patch_rows(Yt, post32)
+    assert Z32.dtype == np.float64 and post32.score_dtype == np.float32
+    same = labels32 == labels64
+    assert same.mean() > 0.999
+    np.testing.assert_allclose(Z32[:, same], Z64[:, same], rtol=0, atol=1e-12)
+    scores = quadratic_features(Yt.T) @ post64.score_matrix
+    top2 = np.sort(scores, axis=1)[:, -2:]
+    gap = top2[:, 1] - top2[:, 0]
+    assert np.all(gap[~same] < 1e-4 * np.abs(scores).max())  # only near-ties may differ
+    with pytest.raises(ValueError, match="score dtype must be float32 or float64"):
+        PatchPosterior.build(weights, means, covs, W, 0.02, score_dtype=np.float16)
+
+
 def test_map_k_with_given_components_equals_the_formula(rng, monkeypatch):
     """labels= skips the choice: each estimate is mu_k + G_k (y - W mu_k) under the given
     component (the one-patch formula's second half); its own labels reproduce map_k."""
