@@ -9,7 +9,10 @@ docs/model.md): start from y, ``lam = d / sigma^2``, ``beta = [1, 4, 8, 16, 32] 
 patch estimates averaged (``weighting="average"``).  MAP-k is one patch step at the noise
 sigma with the estimates averaged.  PSNR is on [0, 1] intensities against the 8-bit clean
 image, for the raw output and for the output clipped to [0, 1].  One JSON line per image
-and method, the last line a JSON summary (means per sigma and method).
+and method, the last line a JSON summary (means per sigma and method).  ``--score-dtypes
+float64 float32`` runs every method with both precisions of the component choice
+(``score_dtype``), alternating per image, and the summary adds each method's PSNR difference
+and time ratio float32 / float64 measured in that run.
 
     .venv/bin/python bench/epll_natural.py --gmm scratch/prior.h5 \
         --images /work/shared/data/natural/BSD68 --sigmas 15 25 50 --n-images 68
@@ -60,6 +63,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lam-factor", type=float, default=1.0)
     p.add_argument("--weighting", default="average")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--score-dtypes", nargs="+", default=["float64"],
+                   choices=("float64", "float32"),
+                   help="precisions of the component choice to run side by side")
     args = p.parse_args(argv)
     gmm, info = load_gmm(args.gmm)
     remove_dc = bool(info.get("remove_dc", False))
@@ -75,29 +81,38 @@ def main(argv: list[str] | None = None) -> int:
         factors = args.beta_factors or beta_schedule(sigma255, args.high_noise)
         schedule = EpllSettings.published(beta_factors=factors, lam_factor=args.lam_factor,
                                           weighting=args.weighting)
-        rows: dict[str, list] = {meth: [] for meth in args.methods}
+        runs = [(meth, dt) for meth in args.methods for dt in args.score_dtypes]
+        rows: dict[tuple, list] = {run: [] for run in runs}
         for name, clean, y in zip(files, images, noisy, strict=True):
-            for meth in args.methods:
+            for meth, dt in runs:
                 t = time.perf_counter()
                 if meth == "epll":
                     x = epll_restore(y[None], gmm, None, sigma, schedule,
-                                     remove_dc=remove_dc)[0]
+                                     remove_dc=remove_dc, score_dtype=dt)[0]
                 else:
-                    x = map_k_restore(y[None], gmm, None, sigma, remove_dc=remove_dc)[0]
+                    x = map_k_restore(y[None], gmm, None, sigma, remove_dc=remove_dc,
+                                      score_dtype=dt)[0]
                 sec = time.perf_counter() - t
                 row = (psnr(x, clean), psnr(np.clip(x, 0, 1), clean), sec)
-                rows[meth].append(row)
+                rows[meth, dt].append(row)
                 print(json.dumps({"sigma": sigma255, "image": name, "method": meth,
-                                  "psnr": round(row[0], 3), "psnr_clipped": round(row[1], 3),
+                                  "score_dtype": dt, "psnr": round(row[0], 3),
+                                  "psnr_clipped": round(row[1], 3),
                                   "seconds": round(sec, 2)}), flush=True)
-        for meth, r in rows.items():
+        for (meth, dt), r in rows.items():
             a = np.asarray(r)
-            summary["results"][f"{meth}@{sigma255:g}"] = {
+            key = f"{meth}@{sigma255:g}" + ("" if dt == "float64" else f"/{dt}")
+            summary["results"][key] = {
                 "psnr": round(float(a[:, 0].mean()), 3),
                 "psnr_clipped": round(float(a[:, 1].mean()), 3),
                 "seconds_per_image": round(float(a[:, 2].mean()), 2),
                 "published_epll": PUBLISHED_EPLL.get(int(sigma255)),
                 "beta_factors": factors if meth == "epll" else None}
+            if dt == "float32" and (meth, "float64") in rows:
+                b = np.asarray(rows[meth, "float64"])
+                summary["results"][key].update(
+                    psnr_minus_float64=round(float(a[:, 1].mean() - b[:, 1].mean()), 5),
+                    time_ratio_to_float64=round(float(a[:, 2].sum() / b[:, 2].sum()), 3))
     print(json.dumps(summary))
     return 0
 

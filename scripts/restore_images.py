@@ -293,6 +293,8 @@ def main(argv=None) -> None:
     image_prior = load_image_prior(args, corrupted.shape[1:])
     m = int(gmm_attrs["patch_size"])
     remove_dc = bool(gmm_attrs.get("remove_dc", False))
+    # the component choice in the precision the prior was trained in
+    score_dtype = "float32" if gmm_attrs.get("dtype") == "float32" else "float64"
     sigma = float(attrs["noise_sigma"])
     n = len(corrupted)
     groups = kernel_groups(args, arrays, m)
@@ -308,7 +310,8 @@ def main(argv=None) -> None:
 
     spec = registry.get_method(args.method)
     params: dict = {"images_per_chunk": args.images_per_chunk,
-                    "boundary_model": args.boundary_model, "clip": args.clip}
+                    "boundary_model": args.boundary_model, "clip": args.clip,
+                    "score_dtype": score_dtype}
     if args.kernel_file:
         params["kernels"] = len(groups)  # one per batch of the estimate
     params.update(spec.params(args, boundary))
@@ -324,7 +327,8 @@ def main(argv=None) -> None:
             images=corrupted[members], gmm=gmm, kernel=kernel, patch_matrix=W, sigma=sigma,
             patch_size=m, remove_dc=remove_dc,
             extra_noise_cov=boundary_term(args, arrays, kernel, W, m, sigma, params),
-            boundary=boundary, image_prior=image_prior, options=args, progress=progress)
+            boundary=boundary, image_prior=image_prior, options=args, progress=progress,
+            score_dtype=score_dtype)
         parts.append(spec.function(problem))
         done += len(members)
     restored = np.empty(corrupted.shape, dtype=np.result_type(*parts))

@@ -193,3 +193,40 @@ def test_corrupt_images_valid_boundary_is_a_cameras_blur(tmp_path, run_main):
                          "--valid-margin", 4)
     assert code != 0 and "--valid-margin 4: must be at least the kernel's size - 1 = 6" in log
     assert not (tmp_path / "x.h5").exists()
+
+
+def test_a_float32_prior_chooses_components_in_float32(tmp_path, run_main):
+    """train_gmm --dtype float32 -> restore_images scores in float32 (params score_dtype),
+    the same restoration as the library call with score_dtype float32; a float64 prior
+    keeps float64."""
+    rng = np.random.default_rng(4)
+    train = smooth_images(rng, 10, 12)
+    dataset = tmp_path / "dataset.h5"
+    datasets.write_dataset_file(dataset, {"train": train.astype(np.float32),
+                                          "validation": train[:2].astype(np.float32),
+                                          "test": train[2:5].astype(np.float32)},
+                                {"source": "test"})
+    patches, corrupted = tmp_path / "patches.h5", tmp_path / "corrupted.h5"
+    for script, args in (
+            ("extract_patches", ["--dataset", dataset, "--out", patches, "--patch-size", M]),
+            ("corrupt_images", ["--dataset", dataset, "--out", corrupted, "--blur-name", "g3",
+                                "--blur-type", "gaussian", "--blur-size", 3, "--blur-std", 1,
+                                "--sigma", 0.05])):
+        code, log = run_main(script, *args)
+        assert code == 0, log
+    arrays, attrs = read_h5(corrupted, "corrupted", ["corrupted", "kernel"])
+    for dtype in ("float32", "float64"):
+        gmm_file, out = tmp_path / f"gmm_{dtype}.h5", tmp_path / f"mapk_{dtype}.h5"
+        code, log = run_main("train_gmm", "--patches", patches, "--out", gmm_file, "-K", 3,
+                             "--max-iter", 5, "--dtype", dtype)
+        assert code == 0, log
+        code, log = run_main("restore_images", "--corrupted", corrupted, "--gmm", gmm_file,
+                             "--method", "mapk", "--out", out, "--boundary-model", "none",
+                             "--position-weight-power", 0)
+        assert code == 0, log
+        restored, rattrs = read_h5(out, "restored", ["restored"])
+        assert json.loads(rattrs["params"])["score_dtype"] == dtype
+        gmm, _ = G.load_gmm(gmm_file)
+        W = op.patch_blur_matrix(arrays["kernel"], M)
+        expected = map_k_restore(arrays["corrupted"], gmm, W, 0.05, score_dtype=dtype)
+        np.testing.assert_allclose(restored["restored"], np.clip(expected, 0, 1), atol=1e-12)

@@ -192,7 +192,7 @@ def epll_restore(y: np.ndarray, gmm: GaussianMixture, kernel: np.ndarray | None,
                  init: np.ndarray | None = None, image_prior: ImagePrior | None = None,
                  image_prior_weight: float = 16.0, boundary: str = "same", clip: bool = False,
                  cg_rtol: float = 1e-6, cg_maxiter: int = 200, images_per_chunk: int = 64,
-                 progress=None) -> np.ndarray:
+                 progress=None, score_dtype=np.float64) -> np.ndarray:
     """Restore images by EPLL with a GMM prior over m x m patches.
 
     y : (n, H, W) corrupted images;  gmm : the prior over m x m patches (m² features);
@@ -219,13 +219,15 @@ def epll_restore(y: np.ndarray, gmm: GaussianMixture, kernel: np.ndarray | None,
     default y extended by its edge values) and the returned images are x's centre, aligned
     with y (no ``image_prior`` then).  The image steps' conjugate gradients stop at
     ``cg_rtol`` or ``cg_maxiter``; images are restored ``images_per_chunk`` at a time and
-    ``progress(done, n)`` is called after each chunk.
+    ``progress(done, n)`` is called after each chunk.  ``score_dtype``: the precision of
+    the patch steps' component choice (:class:`~gmmrestore.restore.mapk.PatchPosterior`),
+    float32 for a prior trained in float32.
     """
     return _epll_restore(y, gmm, kernel, sigma, settings, remove_dc=remove_dc, init=init,
                          image_prior=image_prior, image_prior_weight=image_prior_weight,
                          boundary=boundary, clip=clip, cg_rtol=cg_rtol,
                          cg_maxiter=cg_maxiter, images_per_chunk=images_per_chunk,
-                         progress=progress)
+                         progress=progress, score_dtype=score_dtype)
 
 
 def _epll_restore(y: np.ndarray, gmm: GaussianMixture, kernel: np.ndarray | None,
@@ -234,7 +236,8 @@ def _epll_restore(y: np.ndarray, gmm: GaussianMixture, kernel: np.ndarray | None
                   init: np.ndarray | None = None, image_prior: ImagePrior | None = None,
                   image_prior_weight: float = 16.0, boundary: str = "same",
                   clip: bool = False, cg_rtol: float = 1e-6, cg_maxiter: int = 200,
-                  images_per_chunk: int = 64, progress=None) -> np.ndarray:
+                  images_per_chunk: int = 64, progress=None,
+                  score_dtype=np.float64) -> np.ndarray:
     """:func:`epll_restore`, with a diagnostic: given ``component_images`` (n, H, W), every
     patch step takes each patch's component from the same patch of these images instead of
     the current estimate (the clean images give the oracle choice; docs/results.md, MNIST).
@@ -250,7 +253,7 @@ def _epll_restore(y: np.ndarray, gmm: GaussianMixture, kernel: np.ndarray | None
     if valid:
         h, w = h + np.shape(kernel)[0] - 1, w + np.shape(kernel)[1] - 1  # the scene
     if init is None:
-        init = _start(corrupted, gmm, kernel, sigma, st.init, valid, remove_dc)
+        init = _start(corrupted, gmm, kernel, sigma, st.init, valid, remove_dc, score_dtype)
     for name, given, shape in (("init", init, (n, h, w)),
                                ("component_images", component_images, corrupted.shape)):
         if given is not None and np.shape(given) != shape:
@@ -258,7 +261,8 @@ def _epll_restore(y: np.ndarray, gmm: GaussianMixture, kernel: np.ndarray | None
     counts, patch_scale = _prior_weights((h, w), m, st.weighting, image_prior,
                                          image_prior_weight)
     posteriors = [PatchPosterior.build(gmm.weights, gmm.means, gmm.covariances, None,
-                                       1.0 / beta, remove_dc) for beta in betas]
+                                       1.0 / beta, remove_dc, score_dtype=score_dtype)
+                  for beta in betas]
     if kernel is not None:
         kernel = np.asarray(kernel, dtype=np.float64)
     out = np.empty_like(corrupted)
@@ -293,7 +297,7 @@ def _epll_restore(y: np.ndarray, gmm: GaussianMixture, kernel: np.ndarray | None
 
 
 def _start(y: np.ndarray, gmm: GaussianMixture, kernel, sigma: float, how: str, valid: bool,
-           remove_dc: bool) -> np.ndarray | None:
+           remove_dc: bool, score_dtype=np.float64) -> np.ndarray | None:
     """EPLL's start when none is given: None (the corrupted images y, edge-extended with
     ``valid``) for ``how`` "corrupted", or y's plain-mean MAP-k estimate for "mapk"."""
     if how not in EPLL_INITS:
@@ -304,7 +308,7 @@ def _start(y: np.ndarray, gmm: GaussianMixture, kernel, sigma: float, how: str, 
         raise ValueError("boundary='valid' with init 'mapk': give the start as init")
     W = None if kernel is None else patch_blur_matrix(np.asarray(kernel, dtype=np.float64),
                                                       patch_size_of(gmm))
-    return map_k_restore(y, gmm, W, sigma, remove_dc=remove_dc)
+    return map_k_restore(y, gmm, W, sigma, remove_dc=remove_dc, score_dtype=score_dtype)
 
 
 def _prior_weights(shape: tuple[int, int], m: int, weighting: str,

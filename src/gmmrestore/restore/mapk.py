@@ -455,7 +455,8 @@ def patch_size_of(gmm: GaussianMixture) -> int:
 def map_k_restore(y: np.ndarray, gmm: GaussianMixture, W: np.ndarray | None, sigma: float,
                   settings: MapkSettings | None = None, *, remove_dc: bool = False,
                   extra_noise_cov: np.ndarray | None = None, images_per_chunk: int = 64,
-                  n_threads: int | None = None, progress=None) -> np.ndarray:
+                  n_threads: int | None = None, progress=None,
+                  score_dtype=np.float64) -> np.ndarray:
     """Restore images by MAP-k on every stride-1 patch, averaging overlapping estimates.
 
     y : (n, H, W) corrupted images;  gmm : the prior over m x m patches (m² features);
@@ -468,12 +469,14 @@ def map_k_restore(y: np.ndarray, gmm: GaussianMixture, W: np.ndarray | None, sig
     Images are processed ``images_per_chunk`` at a time, so memory stays bounded; each
     chunk (patch extraction, MAP-k and averaging) is a task of a worker thread with a
     single-threaded BLAS (``n_threads``, default: the BLAS thread count; the result does
-    not depend on it).  ``progress(done, n)`` is called after each chunk.
+    not depend on it).  ``progress(done, n)`` is called after each chunk.  ``score_dtype``:
+    the precision of the component choice (:class:`PatchPosterior`), float32 for a prior
+    trained in float32.
     """
     settings = MapkSettings.published() if settings is None else settings
     m = patch_size_of(gmm)
     post = PatchPosterior.build(gmm.weights, gmm.means, gmm.covariances, W, sigma**2,
-                                remove_dc, extra_noise_cov)
+                                remove_dc, extra_noise_cov, score_dtype)
     power = settings.position_weight_power
     position_weights = None if power == 0 else post.position_weights(power)
     corrupted = np.asarray(y, dtype=np.float64)

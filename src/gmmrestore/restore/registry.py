@@ -50,7 +50,9 @@ class GmmProblem:
     ``images`` (n, H, W); ``kernel`` the image-level kernel (None if only the patch matrix
     is known); ``patch_matrix`` (m², m²); ``extra_noise_cov`` the boundary term of MAP-k
     (m², m²) or None; ``boundary`` 'same' or 'valid'; ``image_prior`` the whole-image prior
-    of a method that needs 'image_gmm'; ``options`` the parsed options of restore_images.py.
+    of a method that needs 'image_gmm'; ``options`` the parsed options of restore_images.py;
+    ``score_dtype`` the precision of MAP-k's component choice: the dtype the GMM was trained
+    in ("float32" or "float64", its file's ``dtype`` attribute).
     """
 
     images: np.ndarray
@@ -65,6 +67,7 @@ class GmmProblem:
     image_prior: ImagePrior | None
     options: argparse.Namespace
     progress: Callable[[int, int], None] | None = None
+    score_dtype: str = "float64"
 
 
 def _no_args(restore_config: Mapping[str, Any]) -> str:
@@ -173,7 +176,8 @@ def captions(config: Mapping[str, Any]) -> list[tuple[str, str]]:
 def _map_k(p: GmmProblem, settings: MapkSettings) -> np.ndarray:
     return map_k_restore(p.images, p.gmm, p.patch_matrix, p.sigma, settings,
                          remove_dc=p.remove_dc, extra_noise_cov=p.extra_noise_cov,
-                         images_per_chunk=p.options.images_per_chunk, progress=p.progress)
+                         images_per_chunk=p.options.images_per_chunk, progress=p.progress,
+                         score_dtype=p.score_dtype)
 
 
 def restore_mapk(p: GmmProblem) -> np.ndarray:
@@ -201,7 +205,7 @@ def restore_epll(p: GmmProblem) -> np.ndarray:
                         remove_dc=p.remove_dc, init=init, image_prior=p.image_prior,
                         image_prior_weight=o.image_prior_weight, boundary=p.boundary,
                         clip=o.clip, images_per_chunk=o.images_per_chunk,
-                        progress=p.progress)
+                        progress=p.progress, score_dtype=p.score_dtype)
 
 
 def _epll_cli(e: Mapping[str, Any]) -> str:
