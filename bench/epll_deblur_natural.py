@@ -54,8 +54,7 @@ def observe(scene: np.ndarray, kernel: np.ndarray, sigma: float, rng) -> tuple:
     """(y, reference): the valid blur of the scene plus noise, and the aligned centre."""
     y = op.blur_valid(scene, kernel) + sigma * rng.standard_normal(
         (scene.shape[0] - kernel.shape[0] + 1, scene.shape[1] - kernel.shape[1] + 1))
-    top, left = kernel.shape[0] // 2, kernel.shape[1] // 2
-    return y, scene[top:top + y.shape[0], left:left + y.shape[1]]
+    return y, op.frame_centre(scene, kernel.shape)
 
 
 def baseline(name: str, y: np.ndarray, kernel: np.ndarray, sigma: float, param) -> np.ndarray:

@@ -23,6 +23,7 @@ import numpy as np
 from scipy import signal
 
 from ..h5io import GmmRestoreError
+from ..operators import frame_centre
 
 #: Kernels with more taps than this are applied by FFT.
 FFT_MIN_TAPS = 16
@@ -65,9 +66,7 @@ def valid_conv_matrix(kernel: np.ndarray, x_shape: tuple[int, int]) -> np.ndarra
 def crop_centre(x: np.ndarray, kernel_size: int) -> np.ndarray:
     """The part of a scene (..., H+s-1, W+s-1) under the photograph, (..., H, W), for a
     kernel centred at its middle pixel."""
-    c = (kernel_size - 1) // 2
-    e = kernel_size - 1 - c
-    return x[..., c:x.shape[-2] - e, c:x.shape[-1] - e]
+    return frame_centre(x, (kernel_size, kernel_size))
 
 
 def _window_sums(img: np.ndarray, length: int, count: int, axis: int) -> np.ndarray:

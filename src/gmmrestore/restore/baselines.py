@@ -82,7 +82,7 @@ from scipy import ndimage
 
 from ..h5io import GmmRestoreError
 from ..metrics import psnr
-from ..operators import blur, blur_adjoint, validate_kernel
+from ..operators import blur, blur_adjoint, extend_frame, frame_centre, validate_kernel
 
 log = logging.getLogger("gmmrestore.baselines")
 
@@ -412,27 +412,8 @@ def _check_sigma(sigma: float) -> float:
 
 #: Observation boundaries a baseline accepts: "zero" (the images are 'same'-size blurs with
 #: zeros outside the frame, the baselines' own model) or "valid" (a camera's frame: the valid
-#: centre of a larger scene blurred; see :func:`extend_frame`).
+#: centre of a larger scene blurred, :func:`~gmmrestore.operators.blur_valid`).
 FRAME_BOUNDARIES = ("zero", "valid")
-
-
-def extend_frame(images: np.ndarray, kernel_shape: tuple[int, int]) -> np.ndarray:
-    """Extend (n, H, W) images by their edge values, half the kernel on each side, to
-    (n, H + kh - 1, W + kw - 1).
-
-    A valid frame is the blur of a scene larger than itself; the zero-boundary baselines see
-    the extension as that scene's blur, so the frame's border meets no false zero edge (its
-    ringing stays in the band :func:`crop_frame` removes)."""
-    top, left = kernel_shape[0] // 2, kernel_shape[1] // 2
-    return np.pad(images, ((0, 0), (top, top), (left, left)), mode="edge")
-
-
-def crop_frame(images: np.ndarray, kernel_shape: tuple[int, int]) -> np.ndarray:
-    """Inverse of :func:`extend_frame`'s size change: the centre (n, H, W) of (n, H + kh - 1,
-    W + kw - 1) images."""
-    top, left = kernel_shape[0] // 2, kernel_shape[1] // 2
-    h, w = images.shape[1] - 2 * top, images.shape[2] - 2 * left
-    return images[:, top:top + h, left:left + w]
 
 
 def restore_baseline(name: str, corrupted: np.ndarray, kernel: np.ndarray, sigma: float,
@@ -450,7 +431,9 @@ def restore_baseline(name: str, corrupted: np.ndarray, kernel: np.ndarray, sigma
     seed : seed of randomised baselines (``unsupervised_wiener``).
     clip : clip the output to [0, 1].
     boundary : one of :data:`FRAME_BOUNDARIES`; "valid" restores the images extended by
-        :func:`extend_frame` and returns the centre, aligned with ``corrupted``.
+        their edge values (:func:`~gmmrestore.operators.extend_frame`), so the zero-boundary
+        baselines see no false edge at the frame's border, and returns the centre
+        (:func:`~gmmrestore.operators.frame_centre`), aligned with ``corrupted``.
 
     Returns
     -------
@@ -471,7 +454,7 @@ def restore_baseline(name: str, corrupted: np.ndarray, kernel: np.ndarray, sigma
     out = np.asarray(spec.function(observed, kernel, sigma, param, int(seed)),
                      dtype=np.float64)
     if boundary == "valid":
-        out = crop_frame(out, kernel.shape)
+        out = frame_centre(out, kernel.shape)
     if not np.all(np.isfinite(out)):
         raise GmmRestoreError(f"{name} with {spec.param_name}={param}: non-finite output")
     return np.clip(out, 0.0, 1.0) if clip else out

@@ -40,7 +40,15 @@ import numpy as np
 from scipy import ndimage
 
 from ..gmm import GaussianMixture, remove_patch_dc, score_samples
-from ..operators import blur, blur_adjoint, blur_valid, blur_valid_adjoint, patch_blur_matrix
+from ..operators import (
+    blur,
+    blur_adjoint,
+    blur_valid,
+    blur_valid_adjoint,
+    extend_frame,
+    frame_centre,
+    patch_blur_matrix,
+)
 from ..patches import accumulate_patch_rows, extract_patch_rows, extract_patches, patch_counts
 from ..solvers import batched_cg
 from .mapk import PatchPosterior, _map_k_patch_rows, map_k_patch_rows, map_k_restore, patch_size_of
@@ -249,7 +257,6 @@ def _epll_restore(y: np.ndarray, gmm: GaussianMixture, kernel: np.ndarray | None
     lam, betas = epll_parameters(sigma, m * m, st.beta_factors, st.lam_factor)
     check_unsharp_parameters(st.init_sharpen, st.init_sharpen_std)
     valid = _check_boundary(boundary, kernel, component_images, image_prior)
-    top, left = (0, 0) if not valid else (np.shape(kernel)[0] // 2, np.shape(kernel)[1] // 2)
     if valid:
         h, w = h + np.shape(kernel)[0] - 1, w + np.shape(kernel)[1] - 1  # the scene
     if init is None:
@@ -269,8 +276,11 @@ def _epll_restore(y: np.ndarray, gmm: GaussianMixture, kernel: np.ndarray | None
     for start in range(0, n, images_per_chunk):
         stop = min(start + images_per_chunk, n)
         yc = corrupted[start:stop]
-        x = unsharp_mask(_extend(yc, (h, w), top, left) if init is None else init[start:stop],
-                         st.init_sharpen, st.init_sharpen_std)
+        if init is not None:
+            x = init[start:stop]
+        else:
+            x = extend_frame(yc, kernel.shape) if valid else yc
+        x = unsharp_mask(x, st.init_sharpen, st.init_sharpen_std)
         if clip:
             np.clip(x, 0.0, 1.0, out=x)
         for beta, post in zip(betas, posteriors, strict=True):
@@ -290,7 +300,7 @@ def _epll_restore(y: np.ndarray, gmm: GaussianMixture, kernel: np.ndarray | None
                                     cg_rtol=cg_rtol, cg_maxiter=cg_maxiter, valid=valid)
                 if clip:
                     np.clip(x, 0.0, 1.0, out=x)
-        out[start:stop] = x[:, top:top + out.shape[1], left:left + out.shape[2]]
+        out[start:stop] = frame_centre(x, kernel.shape) if valid else x
         if progress is not None:
             progress(stop, n)
     return out
@@ -346,10 +356,3 @@ def _check_boundary(boundary: str, kernel, component_images, image_prior) -> boo
     if valid and (component_images is not None or image_prior is not None):
         raise ValueError("boundary='valid' works without component_images and image_prior")
     return valid
-
-
-def _extend(y: np.ndarray, shape: tuple[int, int], top: int, left: int) -> np.ndarray:
-    """y (n, H, W) extended by its edge values to (n, *shape), y at offset (top, left)."""
-    h, w = shape
-    pad = ((0, 0), (top, h - y.shape[1] - top), (left, w - y.shape[2] - left))
-    return np.pad(y, pad, mode="edge")
