@@ -24,7 +24,7 @@ import importlib.util
 import os
 import sys
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -230,10 +230,8 @@ def _mapk_params(o: argparse.Namespace, boundary: str) -> dict:
 
 
 def _epll_params(o: argparse.Namespace, boundary: str) -> dict:
-    return {"beta_factors": list(o.beta_factors), "lam_factor": o.lam_factor,
-            "n_inner": o.n_inner, "init": o.epll_init, "weighting": o.weighting,
-            "boundary": boundary, "init_sharpen": o.init_sharpen,
-            "init_sharpen_std": o.init_sharpen_std}
+    params = asdict(epll_settings(o))
+    return {**params, "beta_factors": list(params["beta_factors"]), "boundary": boundary}
 
 
 register(MethodSpec(
