@@ -139,13 +139,13 @@ def whole_image_prior(train: np.ndarray, image_settings: dict, seed: int) -> Ima
                        reg_covar=image_settings["reg_covar"], seed=seed)
     print(f"trained the whole-digit GMM in {time.perf_counter() - start:.0f} s; "
           f"epll_image_prior settings {image_settings}", flush=True)
-    return ImagePrior(whole.weights, whole.means, whole.covariances)
+    return ImagePrior(whole)
 
 
-def init_study(name, result, corrupted, scored, gmm, kernel, sigma, m, epll, x_mapk_plain,
+def init_study(name, result, corrupted, scored, gmm, kernel, sigma, epll, x_mapk_plain,
                x_epll, mean_psnr) -> None:
     """EPLL from other starts (diagnostic): PSNR and mean EPLL cost of each into result."""
-    weights, means, covs = gmm
+    mixture = GaussianMixture(*gmm)
     plain = dict(epll, init_sharpen=0.0)  # the other starts are not sharpened
     starts = {"mapk": (x_mapk_plain, epll), "corrupted": (corrupted, plain),
               "clean (oracle)": (scored, plain),
@@ -156,10 +156,10 @@ def init_study(name, result, corrupted, scored, gmm, kernel, sigma, m, epll, x_m
     for start, (init, schedule) in starts.items():
         fields = {k: v for k, v in schedule.items() if k != "component_images"}
         x = x_epll if start == "mapk" else _epll_restore(
-            corrupted, GaussianMixture(weights, means, covs), kernel, sigma,
+            corrupted, mixture, kernel, sigma,
             EpllSettings(**fields), component_images=schedule.get("component_images"),
             init=init, clip=True)
-        cost = epll_energy(x, corrupted, weights, means, covs, kernel, sigma, m,
+        cost = epll_energy(x, corrupted, mixture, kernel, sigma,
                            lam_factor=epll["lam_factor"])
         value = mean_psnr(x)
         result[f"{name}_epll_from_{start}"] = [round(value, 3), round(cost.mean(), 1)]
@@ -205,7 +205,7 @@ def restore_blur(args, name, kernel, scored, boundary_images, gmm, settings, ima
         print(f"{name} m={m} K={K} {method}: {value:.3f} dB ({len(scored)} validation "
               f"digits, {args.scored})", flush=True)
     if args.init_study:
-        init_study(name, result, corrupted, scored, gmm, kernel, sigma, m, epll,
+        init_study(name, result, corrupted, scored, gmm, kernel, sigma, epll,
                    x_mapk_plain, x_epll, mean_psnr)
     if args.baselines:
         for baseline in ("wiener", "richardson_lucy", "tv_deconv", "bm3d"):

@@ -25,6 +25,7 @@ from gmmrestore import cli
 from gmmrestore.datasets import load_dataset_file
 from gmmrestore.h5io import GmmRestoreError, write_h5
 from gmmrestore.operators import (
+    BOUNDARIES,
     KERNEL_TYPES,
     blur,
     blur_valid,
@@ -37,6 +38,7 @@ from gmmrestore.operators import (
 
 log = logging.getLogger("gmmrestore.corrupt_images")
 STAGE_SEED = 2
+# the forward model recorded for each of operators.BOUNDARIES
 FORWARD_MODELS = {
     "zero": "y = k * x + sigma * n; '*' is 'same'-size 2-D convolution with zero boundary, "
             "n ~ N(0, I)",
@@ -94,7 +96,7 @@ def build_parser():
     parser.add_argument("--blur-angle", type=float, default=0.0, help="motion angle, degrees")
     parser.add_argument("--blur-seed", type=int, default=0,
                         help="camera_shake: seed of the random trajectory")
-    parser.add_argument("--boundary", choices=tuple(FORWARD_MODELS), default="zero",
+    parser.add_argument("--boundary", choices=BOUNDARIES, default=BOUNDARIES[0],
                         help="zero: 'same' convolution, zero outside the image; valid: a "
                              "camera's blur (full convolution's valid centre)")
     parser.add_argument("--valid-margin", type=int, default=None,

@@ -47,7 +47,7 @@ def main(argv=None) -> None:
     kernel = validate_kernel(kernel)
     sigma = float(attrs["noise_sigma"])
     # a camera's frame (corrupt stage --boundary valid): no zero border around it
-    boundary = "valid" if attrs.get("boundary") == "valid" else "zero"
+    boundary = attrs.get("boundary", "zero")
     started = time.perf_counter()
     param, table = None, {}
     grid = BASELINES[args.method].default_grid(kernel, sigma)

@@ -127,7 +127,7 @@ def load_image_prior(args, image_shape: tuple[int, int]) -> ImagePrior | None:
             f"images, the corrupted images are {image_shape[0]} x {image_shape[1]}")
     log.info("whole-image prior: K=%d over %d x %d pixels, weight %g", gmm.n_components,
              *image_shape, args.image_prior_weight)
-    return ImagePrior(gmm.weights, gmm.means, gmm.covariances)
+    return ImagePrior(gmm)
 
 
 def plugin_args(argv) -> list[str]:
@@ -299,7 +299,7 @@ def main(argv=None) -> None:
     n = len(corrupted)
     groups = kernel_groups(args, arrays, m)
     # a camera's blur (corrupt stage --boundary valid): EPLL restores the larger scene
-    boundary = "valid" if attrs.get("boundary") == "valid" else "same"
+    boundary = attrs.get("boundary", "zero")
     label = args.method_label or args.method + ("-blind" if args.kernel_file else "")
     started = time.perf_counter()
     done = 0

@@ -2,7 +2,7 @@
 
 Files come from the project's read-only copy of the two sets (``../shared/data/natural``
 beside the checkout, or $GMMRESTORE_NATURAL_DATA), served by a loopback HTTP server started
-here (tests/test_datasets.py's Server) or named as a folder mirror; nothing touches the
+here (tests/loopback.py's Server) or named as a folder mirror; nothing touches the
 internet.  Without that copy the tests are skipped.
 """
 
@@ -18,11 +18,13 @@ import numpy as np
 import pytest
 import skimage.io
 from conftest import ROOT
-from test_datasets import FAST, SCRIPT, Server, leftovers
+from loopback import FAST, Server, leftovers
 
 from gmmrestore import datasets
 from gmmrestore.datasets import bsd
 from gmmrestore.h5io import GmmRestoreError
+
+SCRIPT = Path(ROOT) / "scripts" / "download_dataset.py"
 
 NATURAL = Path(os.environ.get("GMMRESTORE_NATURAL_DATA",
                               Path(ROOT).parent / "shared" / "data" / "natural"))

@@ -108,3 +108,18 @@ def test_estimate_kernel_options_are_gaussian_blind_settings_defaults():
     args = estimate_kernel.build_parser().parse_args(
         ["--corrupted", "c.h5", "--out", "k.h5", "--kernel-size", "5"])
     assert estimate_kernel.gaussian_settings(args) == GaussianBlindSettings()
+
+
+def test_one_boundary_vocabulary():
+    """The corrupted file's ``boundary`` words: the schema, corrupt_images.py and the
+    restorations (EPLL, the baselines) all take operators.BOUNDARIES."""
+    import corrupt_images
+
+    from gmmrestore.operators import BOUNDARIES
+
+    boundary = SCHEMA["properties"]["corruption"]["properties"]["boundary"]
+    assert tuple(boundary["enum"]) == BOUNDARIES and boundary["default"] == BOUNDARIES[0]
+    assert tuple(corrupt_images.FORWARD_MODELS) == BOUNDARIES
+    action = next(a for a in corrupt_images.build_parser()._actions
+                  if "--boundary" in a.option_strings)
+    assert tuple(action.choices) == BOUNDARIES and action.default == BOUNDARIES[0]

@@ -184,6 +184,6 @@ def test_valid_boundary_needs_a_kernel(rng):
     with pytest.raises(ValueError, match="boundary='valid' needs a blur kernel"):
         epll_restore(rng.random((1, 5, 5)), GaussianMixture(weights, means, covs), None, 0.1,
                      boundary="valid")
-    with pytest.raises(ValueError, match="boundary must be one of same, valid"):
+    with pytest.raises(ValueError, match="boundary must be one of zero, valid"):
         epll_restore(rng.random((1, 5, 5)), GaussianMixture(weights, means, covs), None, 0.1,
                      boundary="wrap")

@@ -70,7 +70,7 @@ def test_image_prior_through_the_scripts(tmp_path, run_main):
     start = map_k_restore(corrupted, gmm, W, sigma, MapkSettings.published(),
                           extra_noise_cov=boundary_noise_covariance(
                               images["validation"], kernel, W, m))
-    prior = ImagePrior(mixture.weights, mixture.means, mixture.covariances)
+    prior = ImagePrior(mixture)
     expected = epll_restore(corrupted, gmm, kernel, sigma, schedule, init=start, clip=True,
                             image_prior=prior, image_prior_weight=5.0)
     np.testing.assert_allclose(restored["restored"], np.clip(expected, 0, 1), atol=1e-12)

@@ -407,7 +407,7 @@ def test_image_prior_map_estimate_equals_formula(rng):
     weights, means, covs = random_gmm(rng, K, d, scale=0.5)
     covs[1] = covs[1] - 0.0099 * np.eye(d)  # one nearly singular component
     X = rng.normal(size=(9, d)) * 0.5
-    prior = ImagePrior(weights, means, covs)
+    prior = ImagePrior(GaussianMixture(weights, means, covs))
     Z = prior.map_estimate(X, s2)
     chosen = set()
     for x, z in zip(X, Z, strict=True):
@@ -425,7 +425,7 @@ def test_epll_with_image_prior_equals_explicit_step(rng):
     d = m * m
     weights, means, covs = random_gmm(rng, K, d, scale=0.5)
     image_weights, image_means, image_covs = random_gmm(rng, 3, h * w, scale=0.5)
-    prior = ImagePrior(image_weights, image_means, image_covs)
+    prior = ImagePrior(GaussianMixture(image_weights, image_means, image_covs))
     sigma, lam_factor, beta_factor, strength = 0.1, 0.5, 4.0, 7.0
     lam, beta = lam_factor * d / sigma**2, beta_factor / sigma**2
     y = rng.random((2, h, w))
@@ -463,8 +463,8 @@ def test_epll_energy_equals_explicit_sum(rng, blurred, remove_dc):
     x = rng.random((2, h, w))
     y = rng.random((2, h, w))
     sigma, lam_factor = 0.2, 0.5
-    energy = epll_energy(x, y, weights, means, covs, k, sigma, m, lam_factor=lam_factor,
-                         remove_dc=remove_dc)
+    energy = epll_energy(x, y, GaussianMixture(weights, means, covs), k, sigma,
+                         lam_factor=lam_factor, remove_dc=remove_dc)
     A = op.blur_dense_matrix(k, (h, w)) if blurred else np.eye(h * w)
     lam = lam_factor * d / sigma**2
     for n in range(2):

@@ -121,7 +121,7 @@ def test_sweep_plans_one_restore_job_per_setting(tmp_path):
 ])
 def test_bad_config_stops_before_any_job(tmp_path, override, message):
     """What a user sees: one line naming the key and what is allowed, not the schema (every
-    case of the README's table is in tests/test_bad_inputs.py)."""
+    case of the README's table is in tests/test_bad_config.py and tests/test_bad_files.py)."""
     result = snakemake(tmp_path, "-n", *with_override(tmp_path, override + "\n"), check=False)
     output = result.stdout + result.stderr
     assert result.returncode != 0

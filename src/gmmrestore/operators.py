@@ -32,6 +32,12 @@ from scipy import ndimage, signal
 
 from .h5io import GmmRestoreError
 
+#: Observation boundaries, the corrupted file's ``boundary`` attribute: "zero" (y = k * x,
+#: 'same'-size convolution with zeros outside the frame, x and y of one size) or "valid" (a
+#: camera's frame: y is the valid centre of the scene x blurred, x larger by the kernel size
+#: minus one, nothing outside the frame assumed).
+BOUNDARIES = ("zero", "valid")
+
 KERNEL_TYPES = ("identity", "gaussian", "box", "motion", "disk", "camera_shake")
 # camera_shake: smallest ratio of a path's extent to its length that is kept (about one
 # draw in four of Boracchi & Foi's model passes)

@@ -82,7 +82,14 @@ from scipy import ndimage
 
 from ..h5io import GmmRestoreError
 from ..metrics import psnr
-from ..operators import blur, blur_adjoint, extend_frame, frame_centre, validate_kernel
+from ..operators import (
+    BOUNDARIES,
+    blur,
+    blur_adjoint,
+    extend_frame,
+    frame_centre,
+    validate_kernel,
+)
 
 log = logging.getLogger("gmmrestore.baselines")
 
@@ -410,12 +417,6 @@ def _check_sigma(sigma: float) -> float:
     return sigma
 
 
-#: Observation boundaries a baseline accepts: "zero" (the images are 'same'-size blurs with
-#: zeros outside the frame, the baselines' own model) or "valid" (a camera's frame: the valid
-#: centre of a larger scene blurred, :func:`~gmmrestore.operators.blur_valid`).
-FRAME_BOUNDARIES = ("zero", "valid")
-
-
 def restore_baseline(name: str, corrupted: np.ndarray, kernel: np.ndarray, sigma: float,
                      param: Any = None, seed: int = 0, clip: bool = True,
                      boundary: str = "zero") -> np.ndarray:
@@ -430,7 +431,8 @@ def restore_baseline(name: str, corrupted: np.ndarray, kernel: np.ndarray, sigma
     param : the baseline's free parameter; None uses ``BASELINES[name].default(kernel, sigma)``.
     seed : seed of randomised baselines (``unsupervised_wiener``).
     clip : clip the output to [0, 1].
-    boundary : one of :data:`FRAME_BOUNDARIES`; "valid" restores the images extended by
+    boundary : one of :data:`~gmmrestore.operators.BOUNDARIES` ("zero" is
+        the baselines' own model); "valid" restores the images extended by
         their edge values (:func:`~gmmrestore.operators.extend_frame`), so the zero-boundary
         baselines see no false edge at the frame's border, and returns the centre
         (:func:`~gmmrestore.operators.frame_centre`), aligned with ``corrupted``.
@@ -440,9 +442,9 @@ def restore_baseline(name: str, corrupted: np.ndarray, kernel: np.ndarray, sigma
     (n, H, W) float64.
     """
     spec = get_baseline(name)
-    if boundary not in FRAME_BOUNDARIES:
+    if boundary not in BOUNDARIES:
         raise GmmRestoreError(f"{name}: boundary {boundary!r} is not one of "
-                              f"{FRAME_BOUNDARIES}")
+                              f"{BOUNDARIES}")
     corrupted = _check_images(corrupted, f"{name}: corrupted")
     kernel = validate_kernel(kernel)
     sigma = _check_sigma(sigma)

@@ -41,6 +41,7 @@ from scipy import ndimage
 
 from ..gmm import GaussianMixture, remove_patch_dc, score_samples
 from ..operators import (
+    BOUNDARIES,
     blur,
     blur_adjoint,
     blur_valid,
@@ -58,10 +59,6 @@ log = logging.getLogger("gmmrestore.epll")
 
 #: Image-step weightings of the patch estimates (module docstring).
 WEIGHTINGS = ("average", "exact")
-#: Image boundaries: "same" (A blurs with zeros outside the frame, x and y of one size) or
-#: "valid" (a camera's blur: y is the valid centre of the scene x blurred, x is larger by the
-#: kernel size minus one and nothing outside y's frame is assumed).
-BOUNDARIES = ("same", "valid")
 # sigma = 0 (pure deblurring) has no finite lam; this floor keeps the problem well posed.
 MIN_SIGMA = 1e-3
 
@@ -107,11 +104,10 @@ class ImagePrior:
     quadratic-feature route (:class:`~gmmrestore.restore.mapk.PatchPosterior`) would need a
     ``(K, d(d+1)/2)`` score matrix per noise level, too large at image size.
 
-    weights (K,), means (K, d), covariances (K, d, d).
+    gmm : the mixture over whole images, d = H * W features.
     """
 
-    def __init__(self, weights: np.ndarray, means: np.ndarray, covariances: np.ndarray):
-        gmm = GaussianMixture(weights, means, covariances)  # checks the shapes
+    def __init__(self, gmm: GaussianMixture):
         self.log_weights = np.log(np.asarray(gmm.weights, dtype=np.float64))
         self.means = np.asarray(gmm.means, dtype=np.float64)
         eigenvalues, self.bases = np.linalg.eigh(np.asarray(gmm.covariances, dtype=np.float64))
@@ -173,32 +169,32 @@ def epll_image_step(y: np.ndarray, patch_sum: np.ndarray, counts: np.ndarray,
     return x
 
 
-def epll_energy(images: np.ndarray, corrupted: np.ndarray, weights: np.ndarray,
-                means: np.ndarray, covariances: np.ndarray, kernel: np.ndarray | None,
-                sigma: float, m: int, *, lam_factor: float = 1.0,
+def epll_energy(images: np.ndarray, corrupted: np.ndarray, gmm: GaussianMixture,
+                kernel: np.ndarray | None, sigma: float, *, lam_factor: float = 1.0,
                 remove_dc: bool = False) -> np.ndarray:
     """The cost EPLL minimises, per image: ``lam/2 |A x - y|^2 - sum_i log p(P_i x)``.
 
-    images (the candidate x), corrupted (y) : (n, H, W);  kernel : the blur A (None:
-    identity);  ``lam`` as in :func:`epll_parameters`.  Returns (n,).  For comparing
-    restorations of the same images (e.g. from different starting points): lower is what
-    EPLL prefers, whatever the PSNR.
+    images (the candidate x), corrupted (y) : (n, H, W);  gmm : the prior over m x m
+    patches;  kernel : the blur A (None: identity);  ``lam`` as in
+    :func:`epll_parameters`.  Returns (n,).  For comparing restorations of the same images
+    (e.g. from different starting points): lower is what EPLL prefers, whatever the PSNR.
     """
     images = np.asarray(images, dtype=np.float64)
     n = len(images)
+    m = patch_size_of(gmm)
     lam, _ = epll_parameters(sigma, m * m, (1.0,), lam_factor)
     residual = (images if kernel is None else blur(images, kernel)) - corrupted
     patches = extract_patches(images, m).reshape(-1, m * m)
     if remove_dc:
         patches = remove_patch_dc(patches)
-    log_prior = score_samples(patches, GaussianMixture(weights, means, covariances))
+    log_prior = score_samples(patches, gmm)
     return 0.5 * lam * np.sum(residual**2, axis=(1, 2)) - log_prior.reshape(n, -1).sum(axis=1)
 
 
 def epll_restore(y: np.ndarray, gmm: GaussianMixture, kernel: np.ndarray | None, sigma: float,
                  settings: EpllSettings | None = None, *, remove_dc: bool = False,
                  init: np.ndarray | None = None, image_prior: ImagePrior | None = None,
-                 image_prior_weight: float = 16.0, boundary: str = "same", clip: bool = False,
+                 image_prior_weight: float = 16.0, boundary: str = "zero", clip: bool = False,
                  cg_rtol: float = 1e-6, cg_maxiter: int = 200, images_per_chunk: int = 64,
                  progress=None, score_dtype=np.float64) -> np.ndarray:
     """Restore images by EPLL with a GMM prior over m x m patches.
@@ -242,7 +238,7 @@ def _epll_restore(y: np.ndarray, gmm: GaussianMixture, kernel: np.ndarray | None
                   sigma: float, settings: EpllSettings | None = None, *,
                   component_images: np.ndarray | None = None, remove_dc: bool = False,
                   init: np.ndarray | None = None, image_prior: ImagePrior | None = None,
-                  image_prior_weight: float = 16.0, boundary: str = "same",
+                  image_prior_weight: float = 16.0, boundary: str = "zero",
                   clip: bool = False, cg_rtol: float = 1e-6, cg_maxiter: int = 200,
                   images_per_chunk: int = 64, progress=None,
                   score_dtype=np.float64) -> np.ndarray:

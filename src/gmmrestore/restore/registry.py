@@ -49,7 +49,7 @@ class GmmProblem:
 
     ``images`` (n, H, W); ``kernel`` the image-level kernel (None if only the patch matrix
     is known); ``patch_matrix`` (m², m²); ``extra_noise_cov`` the boundary term of MAP-k
-    (m², m²) or None; ``boundary`` 'same' or 'valid'; ``image_prior`` the whole-image prior
+    (m², m²) or None; ``boundary`` 'zero' or 'valid'; ``image_prior`` the whole-image prior
     of a method that needs 'image_gmm'; ``options`` the parsed options of restore_images.py;
     ``score_dtype`` the precision of MAP-k's component choice: the dtype the GMM was trained
     in ("float32" or "float64", its file's ``dtype`` attribute).
