@@ -74,6 +74,32 @@ def test_schema_defaults_are_the_settings_defaults(settings):
     assert set(schema) - set(defaults) == workflow_only
 
 
+# config.yaml keys of a settings section set to something other than the library default on
+# purpose; each carries a comment there saying so
+CONFIG_YAML_CHOICES = {("gmm", "max_iter")}
+
+
+@pytest.mark.parametrize("settings", [c for c, s in SCHEMA_SECTIONS.items() if s],
+                         ids=lambda c: c.__name__)
+def test_config_yaml_repeats_the_settings_defaults(settings):
+    """The default config's settings are the library's defaults, except the listed choices,
+    each commented in config.yaml as differing from the library."""
+    with open(os.path.join(ROOT, "config.yaml"), encoding="utf-8") as fh:
+        text = fh.read()
+    config = yaml.safe_load(text)
+    section = SCHEMA_SECTIONS[settings]
+    for key in section:
+        config = config[key]
+    for field in dataclasses.fields(settings):
+        if field.name not in config:
+            continue
+        if section + (field.name,) in CONFIG_YAML_CHOICES:
+            line = next(x for x in text.splitlines() if x.strip().startswith(field.name + ":"))
+            assert settings.__name__ in line and str(field.default) in line, line
+        else:
+            assert config[field.name] == _plain(field.default), (section, field.name)
+
+
 def test_every_registered_settings_class_is_checked():
     used = {c for name in registry.method_names("gmm") for c in registry.METHODS[name].settings}
     assert used == {MapkSettings, EpllSettings, ImagePriorSettings}
