@@ -12,6 +12,10 @@ def batched_cg(apply_A: Callable[[np.ndarray], np.ndarray], b: np.ndarray,
                ) -> tuple[np.ndarray, np.ndarray]:
     """Conjugate gradients for a batch of independent SPD systems ``A x_i = b_i``.
 
+    Why not ``scipy.sparse.linalg.cg``: it solves one system; the images stacked as one
+    block-diagonal system would share step sizes and one stopping test, so an easy image
+    would wait for the hardest and none would follow its own CG path.
+
     Parameters
     ----------
     apply_A : callable
