@@ -16,7 +16,13 @@ os.environ.update(
         [os.path.dirname(sys.executable), os.environ.get("PATH", os.defpath)]
     )
 )
-from gmmrestore.configcheck import check_settings, schema_error_message, training_source
+from gmmrestore.configcheck import (
+    PAIRED_BLUR,
+    check_paired_config,
+    check_settings,
+    schema_error_message,
+    training_source,
+)
 from gmmrestore.deconv import PHOTOGRAPH_PRIORS
 from gmmrestore.depends import library_sources
 from gmmrestore.h5io import GmmRestoreError
@@ -24,8 +30,6 @@ from gmmrestore import runlock, runstatus
 from gmmrestore.restore import registry
 from gmmrestore.runwarnings import report_warnings
 from gmmrestore.workflow import (
-    PAIRED_BLUR,
-    check_paired_config,
     names_regex,
     paired_key,
     sweep_settings,

@@ -36,6 +36,8 @@ MAX_IMAGE_PRIOR_PIXELS = 4096
 #: The built-in methods that need the whole-image mixture (registry: needs 'image_gmm'; the
 #: workflow passes the registry's list, plugins included; a test checks they agree).
 IMAGE_PRIOR_METHODS = ("epll_image_prior",)
+# blur name of a paired set's given corruption (reserved)
+PAIRED_BLUR = "paired"
 
 
 def epll_image_prior_settings(epll: Mapping[str, Any],
@@ -149,6 +151,28 @@ def n_training_patches(config: Mapping[str, Any], m: int) -> int:
     side = image_side(config["dataset"])
     available = int(config["dataset"]["n_train"]) * max(side - m + 1, 0) ** 2
     return min(available, int(config.get("patches", {}).get("max_patches", available)))
+
+
+def check_paired_config(config: Mapping[str, Any]) -> None:
+    """The reserved blur name; for source 'paired', the keys the schema cannot require."""
+    ds = config["dataset"]
+    if PAIRED_BLUR in config["blurs"]:
+        raise ConfigError(f"config: blurs.{PAIRED_BLUR}: the name '{PAIRED_BLUR}' is reserved "
+                          "for the given blur of source 'paired'; rename it")
+    if ds["source"] != "paired":
+        return
+    if "paired" not in ds:
+        raise ConfigError("config: dataset.source is 'paired' but dataset.paired is not set "
+                          "(expected folder: a folder with original/, corrupted/ and W.npy)")
+    estimated = [f"{key}: estimate" for key in ("intensity", "noise_sigma")
+                 if ds["paired"][key] == "estimate"]
+    if estimated and config["gmm"]["remove_dc"]:
+        raise ConfigError(
+            f"config: dataset.paired.{' and '.join(estimated)} needs a GMM of whole patches, "
+            "but gmm.remove_dc is true (set it false, or give intensity and noise_sigma)")
+    if ds["paired"]["training_source"] == "folder" and not ds.get("folder"):
+        raise ConfigError("config: dataset.paired.training_source is 'folder' but "
+                          "dataset.folder is not set")
 
 
 def check_settings(config: Mapping[str, Any], settings: Sequence[Any], where: str,

@@ -1,5 +1,5 @@
 """The pure-Python part of the workflow's planning (``rules/common.smk``): the settings of a
-sweep (the config's lists, or a table), the names in result paths, the paired-set checks.
+sweep (the config's lists, or a table) and the names in result paths.
 
 Every function takes the config (a mapping as validated by the schema) and returns plain
 values; errors are :class:`~gmmrestore.configcheck.ConfigError` naming the config key.
@@ -15,11 +15,10 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from .configcheck import ConfigError
+from .configcheck import PAIRED_BLUR, ConfigError
 
 Setting = collections.namedtuple("Setting", "patch_size n_components blur noise_sigma")
 SWEEP_COLUMNS = Setting._fields
-PAIRED_BLUR = "paired"  # blur name of a paired set's given corruption (reserved)
 
 
 def fmt_sigma(value: Any) -> str:
@@ -112,25 +111,3 @@ def sweep_settings(config: Mapping[str, Any]) -> list[Setting]:
         return settings
     key = paired_key(config)
     return unique(s._replace(blur=PAIRED_BLUR, noise_sigma=key) for s in settings)
-
-
-def check_paired_config(config: Mapping[str, Any]) -> None:
-    """The reserved blur name; for source 'paired', the keys the schema cannot require."""
-    ds = config["dataset"]
-    if PAIRED_BLUR in config["blurs"]:
-        raise ConfigError(f"config: blurs.{PAIRED_BLUR}: the name '{PAIRED_BLUR}' is reserved "
-                          "for the given blur of source 'paired'; rename it")
-    if not is_paired(config):
-        return
-    if "paired" not in ds:
-        raise ConfigError("config: dataset.source is 'paired' but dataset.paired is not set "
-                          "(expected folder: a folder with original/, corrupted/ and W.npy)")
-    estimated = [f"{key}: estimate" for key in ("intensity", "noise_sigma")
-                 if ds["paired"][key] == "estimate"]
-    if estimated and config["gmm"]["remove_dc"]:
-        raise ConfigError(
-            f"config: dataset.paired.{' and '.join(estimated)} needs a GMM of whole patches, "
-            "but gmm.remove_dc is true (set it false, or give intensity and noise_sigma)")
-    if ds["paired"]["training_source"] == "folder" and not ds.get("folder"):
-        raise ConfigError("config: dataset.paired.training_source is 'folder' but "
-                          "dataset.folder is not set")
