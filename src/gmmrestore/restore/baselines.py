@@ -19,8 +19,7 @@ Baselines (:data:`BASELINES`)
     vectorised over images); free parameter ``num_iter`` (early stopping is its only
     regularisation).  It is :func:`skimage.restoration.richardson_lucy` (tested equal) plus
     the division by ``A^T 1`` that skimage omits: without it the zero boundary darkens the
-    borders of images whose border is not black (measured on smooth 28x28 images, 10
-    iterations: 34.8 dB with, <= 25 dB without, whatever the padding).  RL assumes
+    borders of images whose border is not black (docs/model.md, "Baselines").  RL assumes
     non-negative data: negative values of the noisy input are clipped to 0 first.  No
     padding: the iteration uses the zero-boundary model itself.
 ``tv``
@@ -33,10 +32,8 @@ Baselines (:data:`BASELINES`)
     differences of ``denoise_tv_chambolle``), solved by the Chambolle-Pock primal-dual method,
     vectorised over images.  Free parameter ``weight``.  With the identity kernel it solves
     the same problem as ``tv`` (tested).  A fixed :data:`TV_DECONV_ITERATIONS` iterations
-    from ``x = y``: enough at the tuned weights of MNIST with sigma = 0.1 (setting 5x5
-    std 1: within 0.05 dB of 1000 iterations), but at the small weights a strong blur
-    prefers (7x7 std 2: 0.002-0.004) the iteration is not converged and stopping early
-    acts as extra regularisation (up to 0.4 dB above the converged minimiser).
+    from ``x = y``; at the small weights of a strong blur the iteration is not converged and
+    stopping early acts as extra regularisation (docs/model.md, "Baselines").
 ``bm3d``
     Wiener step then BM3D denoising with the residual noise's exact PSD (package ``bm3d``).
     The Wiener step is ``skimage.restoration.wiener`` with balance ``b`` (the free
@@ -44,16 +41,11 @@ Baselines (:data:`BASELINES`)
     with PSD ``sigma^2 N |G|^2`` (N pixels, unnormalised DFT, the PSD convention of
     ``bm3d.bm3d``), which is passed to :func:`bm3d.bm3d`.  For the identity kernel the default
     grid is ``b = 0``: the Wiener step is then the identity and this is plain
-    ``bm3d.bm3d(y, sigma_psd=sigma)``.  ``bm3d.bm3d_deblurring`` was NOT used: in bm3d 4.0.3
-    it fails on 2-D inputs with "Estimate passed in stage_arg must be equal size to z!" (a
-    shape bug; a (H, W, 1) input avoids it) and, where it ran, it scored about 1.5 dB below
-    the Wiener step + BM3D path on MNIST.  A coloured PSD makes bm4d call ``np.trapz``
-    (removed in NumPy 2): :func:`numpy_trapz_alias` provides it only around that call.
-    Measured alternative (24 MNIST validation digits, sigma = 0.1): white noise of the
-    residual's RMS std ``sigma sqrt(mean |G|^2)`` instead of the exact PSD scored +0.25 dB
-    with the 5x5 std-1 blur and -0.2 dB with the 7x7 std-2 blur: no clear winner, the exact
-    PSD is kept.  BM3D is slow: about 0.7-1.5 s per 28x28 digit here (one thread, shared
-    machine), almost all in bm4d's hard-thresholding stage.
+    ``bm3d.bm3d(y, sigma_psd=sigma)``.  ``bm3d.bm3d_deblurring`` is not used: in bm3d 4.0.3
+    it fails on 2-D inputs (a shape bug) and scored below this path where it ran
+    (docs/model.md, "Baselines", with the white-noise alternative that was measured).  A
+    coloured PSD makes bm4d call ``np.trapz`` (removed in NumPy 2):
+    :func:`numpy_trapz_alias` provides it only around that call.
 
 Boundary handling
 -----------------
@@ -63,6 +55,9 @@ plus :data:`BM3D_EXTRA_PAD`) before, and cropped after: under zero padding by at
 radius, the circular convolution of the padded image equals the zero-boundary model inside
 the image, and the unobserved ring is filled with zeros instead of wrapped-around pixels.
 Richardson-Lucy and ``tv_deconv`` use the zero-boundary operator itself and need no padding.
+A camera's frame (``boundary="valid"``, :data:`~gmmrestore.operators.BOUNDARIES`) is first
+extended by its edge values (:func:`~gmmrestore.operators.extend_frame`) and the restoration
+cropped back, so that no baseline sees a false black border.
 
 sigma = 0 (pure deblurring) is allowed: baselines that use sigma (``bm3d``) floor it at
 :data:`SIGMA_FLOOR`.  The identity kernel ``[[1.]]`` (pure denoising) is allowed everywhere.
@@ -190,8 +185,8 @@ def richardson_lucy_deconvolve(corrupted: np.ndarray, kernel: np.ndarray, num_it
     :func:`gmmrestore.operators.blur`.  ``normalize=False`` drops the division by ``A^T 1``
     and is then exactly :func:`skimage.restoration.richardson_lucy` (same start, same
     ``1e-12`` guard), which assumes ``A^T 1 = 1``.  With a zero boundary ``A^T 1 < 1`` near
-    the borders and the unnormalised update drives border pixels to 0 (on images whose
-    border is not black: about 10 dB lost after 10 iterations; MNIST is unaffected).
+    the borders and the unnormalised update drives border pixels to 0 on images whose
+    border is not black (MNIST's is).
     corrupted : (n, H, W), non-negative.  Returns (n, H, W).
     """
     y = np.asarray(corrupted, dtype=np.float64)
