@@ -20,6 +20,7 @@ from gmmrestore.configcheck import (
     PAIRED_BLUR,
     check_paired_config,
     check_settings,
+    is_paired,
     schema_error_message,
     training_source,
 )
@@ -71,7 +72,7 @@ RUN_STARTED = time.time()  # the job logs written since then are this run's (war
 DATASET = config["dataset"]["name"]
 SCRIPTS = os.path.join(workflow.basedir, "scripts")
 GMM_METHODS = registry.method_names("gmm")  # the others are baselines
-PAIRED = config["dataset"]["source"] == "paired"
+PAIRED = is_paired(config)
 
 
 def script_path(name):

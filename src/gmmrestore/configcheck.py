@@ -153,13 +153,18 @@ def n_training_patches(config: Mapping[str, Any], m: int) -> int:
     return min(available, int(config.get("patches", {}).get("max_patches", available)))
 
 
+def is_paired(config: Mapping[str, Any]) -> bool:
+    """Whether the corruption is given (source 'paired'), not simulated."""
+    return config["dataset"]["source"] == "paired"
+
+
 def check_paired_config(config: Mapping[str, Any]) -> None:
     """The reserved blur name; for source 'paired', the keys the schema cannot require."""
     ds = config["dataset"]
     if PAIRED_BLUR in config["blurs"]:
         raise ConfigError(f"config: blurs.{PAIRED_BLUR}: the name '{PAIRED_BLUR}' is reserved "
                           "for the given blur of source 'paired'; rename it")
-    if ds["source"] != "paired":
+    if not is_paired(config):
         return
     if "paired" not in ds:
         raise ConfigError("config: dataset.source is 'paired' but dataset.paired is not set "

@@ -251,10 +251,16 @@ def blur_valid(images: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     return signal.fftconvolve(images, weights, mode="valid", axes=(-2, -1))
 
 
+def _frame_margins(kernel_shape: tuple[int, int]) -> list[tuple[int, int]]:
+    """The scene's rows above and below, columns left and right of a valid frame:
+    ``[(top, bottom), (left, right)]`` for a kernel centred at its middle tap."""
+    return [((k - 1) // 2, k - 1 - (k - 1) // 2) for k in kernel_shape]
+
+
 def frame_centre(scenes: np.ndarray, kernel_shape: tuple[int, int]) -> np.ndarray:
     """The part (..., H, W) of scenes (..., H + kh - 1, W + kw - 1) under the frame that
     :func:`blur_valid` makes of them, for a kernel centred at its middle tap."""
-    (top, bottom), (left, right) = (((k - 1) // 2, k - 1 - (k - 1) // 2) for k in kernel_shape)
+    (top, bottom), (left, right) = _frame_margins(kernel_shape)
     return scenes[..., top:scenes.shape[-2] - bottom, left:scenes.shape[-1] - right]
 
 
@@ -262,8 +268,8 @@ def extend_frame(images: np.ndarray, kernel_shape: tuple[int, int]) -> np.ndarra
     """Frames (n, H, W) extended by their edge values to a scene's size (n, H + kh - 1,
     W + kw - 1), each frame at the place :func:`frame_centre` takes back out: the plain
     guess of what lies outside a camera's frame (no false zero edge at its border)."""
-    pads = [((k - 1) // 2, k - 1 - (k - 1) // 2) for k in kernel_shape]
-    return np.pad(images, [(0, 0)] * (np.ndim(images) - 2) + pads, mode="edge")
+    pads = [(0, 0)] * (np.ndim(images) - 2) + _frame_margins(kernel_shape)
+    return np.pad(images, pads, mode="edge")
 
 
 def blur_valid_adjoint(images: np.ndarray, kernel: np.ndarray) -> np.ndarray:

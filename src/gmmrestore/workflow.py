@@ -15,7 +15,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from .configcheck import PAIRED_BLUR, ConfigError
+from .configcheck import PAIRED_BLUR, ConfigError, is_paired
 
 Setting = collections.namedtuple("Setting", "patch_size n_components blur noise_sigma")
 SWEEP_COLUMNS = Setting._fields
@@ -78,10 +78,6 @@ def read_sweep_table(path: str) -> list[Setting]:
     if not settings:
         raise ConfigError(f"config: sweep_table '{path}' lists no settings")
     return settings
-
-
-def is_paired(config: Mapping[str, Any]) -> bool:
-    return config["dataset"]["source"] == "paired"
 
 
 def paired_key(config: Mapping[str, Any]) -> str:
