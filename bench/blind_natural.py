@@ -20,7 +20,9 @@ Methods, side by side on the same cases (the estimator knows the kernel SIZE onl
   prior, alternating MAP);
 * ``gaussian``: the seed's :func:`gmmrestore.deconv.estimate_kernel` (Gaussian gradient
   prior, std 0.07, zero-boundary model);
-* ``blob``: no estimation, an isotropic Gaussian of std (s - 1) / 4 (the floor).
+* ``blob``: no estimation, an isotropic Gaussian of std (s - 1) / 4 (the floor);
+* ``true_blurred``: no estimation, the true kernel blurred by a Gaussian of std 1 px (a
+  fixed small kernel error): how sensitive each case's error ratio is to the kernel.
 
 Every restoration, including the one with the true kernel, is the same hyper-Laplacian
 deconvolution (:func:`gmmrestore.deconv.deconvolve_sparse`); the error ratio is computed
@@ -40,6 +42,7 @@ import sys
 import time
 
 import numpy as np
+from scipy import signal
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "src"))
 
@@ -105,7 +108,8 @@ def make_cases(args) -> list[dict]:
     return cases
 
 
-def estimate(method: str, y: np.ndarray, s: int, settings) -> np.ndarray:
+def estimate(method: str, y: np.ndarray, s: int, settings,
+             true_kernel: np.ndarray | None = None) -> np.ndarray:
     if method == "sparse":
         return sparse_pyramid.estimate_kernel_sparse(y, s, settings["sparse"])[0]
     if method == "l0":
@@ -114,6 +118,9 @@ def estimate(method: str, y: np.ndarray, s: int, settings) -> np.ndarray:
         return deconv.estimate_kernel(y, s, deconv.GaussianBlindSettings(prior_std=0.07))[0]
     if method == "blob":
         return gaussian_kernel(s, (s - 1) / 4)
+    if method == "true_blurred":
+        k = signal.convolve2d(true_kernel, gaussian_kernel(7, 1.0), mode="same")
+        return k / k.sum()
     raise SystemExit(f"unknown method {method}")
 
 
@@ -126,7 +133,7 @@ def run(args) -> dict:
         x_true = nonblind.deconvolve_sparse(case["y"], case["kernel"])
         for method in methods:
             t0 = time.perf_counter()
-            k_est = estimate(method, case["y"], case["size"], settings)
+            k_est = estimate(method, case["y"], case["size"], settings, case["kernel"])
             seconds = time.perf_counter() - t0
             x_est = nonblind.deconvolve_sparse(case["y"], k_est)
             row = {"image": case["image"], "size": case["size"], "method": method,
