@@ -79,6 +79,16 @@ def test_schema_defaults_are_the_settings_defaults(settings):
 CONFIG_YAML_CHOICES = {("gmm", "max_iter")}
 
 
+def _yaml_line(text: str, path: tuple[str, ...]) -> str:
+    """The line of key ``path[-1]`` found by walking to each key of ``path`` in turn (so a
+    same-named key of another section is not taken)."""
+    lines = text.splitlines()
+    i = -1
+    for key in path:
+        i = next(j for j in range(i + 1, len(lines)) if lines[j].strip().startswith(key + ":"))
+    return lines[i]
+
+
 @pytest.mark.parametrize("settings", [c for c, s in SCHEMA_SECTIONS.items() if s],
                          ids=lambda c: c.__name__)
 def test_config_yaml_repeats_the_settings_defaults(settings):
@@ -94,7 +104,7 @@ def test_config_yaml_repeats_the_settings_defaults(settings):
         if field.name not in config:
             continue
         if section + (field.name,) in CONFIG_YAML_CHOICES:
-            line = next(x for x in text.splitlines() if x.strip().startswith(field.name + ":"))
+            line = _yaml_line(text, section + (field.name,))
             assert settings.__name__ in line and str(field.default) in line, line
         else:
             assert config[field.name] == _plain(field.default), (section, field.name)
