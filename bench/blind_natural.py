@@ -18,6 +18,8 @@ Methods, side by side on the same cases (the estimator knows the kernel SIZE onl
   gradient prior, variational EM);
 * ``l0``: :func:`gmmrestore.deconv.l0map.estimate_kernel_l0` (valid model, L0 gradient
   prior, alternating MAP);
+* ``tv``: :func:`gmmrestore.deconv.tvmap.estimate_kernel_tv` (valid model, TV alternating
+  descent, then L0 alternations on the photograph; ``'{"refine_iter": 0}'`` for TV alone);
 * ``gaussian``: the seed's :func:`gmmrestore.deconv.estimate_kernel` (Gaussian gradient
   prior, std 0.07, zero-boundary model);
 * ``blob``: no estimation, an isotropic Gaussian of std (s - 1) / 4 (the floor);
@@ -48,7 +50,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.p
 
 from gmmrestore import deconv  # noqa: E402
 from gmmrestore.datasets import read_image  # noqa: E402
-from gmmrestore.deconv import l0map, nonblind, sparse, sparse_pyramid  # noqa: E402
+from gmmrestore.deconv import l0map, nonblind, sparse, sparse_pyramid, tvmap  # noqa: E402
 from gmmrestore.deconv.scores import shifted_error_ratio, success_rates  # noqa: E402
 from gmmrestore.deconv.valid import crop_centre  # noqa: E402
 from gmmrestore.operators import (  # noqa: E402
@@ -114,6 +116,8 @@ def estimate(method: str, y: np.ndarray, s: int, settings,
         return sparse_pyramid.estimate_kernel_sparse(y, s, settings["sparse"])[0]
     if method == "l0":
         return l0map.estimate_kernel_l0(y, s, settings["l0"])[0]
+    if method == "tv":
+        return tvmap.estimate_kernel_tv(y, s, settings["tv"])[0]
     if method == "gaussian":
         return deconv.estimate_kernel(y, s, deconv.GaussianBlindSettings(prior_std=0.07))[0]
     if method == "blob":
@@ -126,7 +130,8 @@ def estimate(method: str, y: np.ndarray, s: int, settings,
 
 def run(args) -> dict:
     settings = {"sparse": sparse_pyramid.SparseSettings(**json.loads(args.sparse)),
-                "l0": l0map.L0Settings(**json.loads(args.l0))}
+                "l0": l0map.L0Settings(**json.loads(args.l0)),
+                "tv": tvmap.TVSettings(**json.loads(args.tv))}
     methods = args.methods.split(",")
     rows = []
     for case in make_cases(args)[:args.max_cases]:
@@ -192,6 +197,8 @@ def main() -> None:
                     '(e.g. \'{"eta_factors": [4, 2, 1]}\')')
     ap.add_argument("--l0", default="{}", help="L0Settings fields as JSON "
                     '(e.g. \'{"lam_min": 2e-3}\')')
+    ap.add_argument("--tv", default="{}", help="TVSettings fields as JSON "
+                    '(e.g. \'{"refine_iter": 0}\')')
     ap.add_argument("--save-kernels", default=None, help="folder for true/estimated kernels")
     ap.add_argument("--fit-prior", action="store_true")
     args = ap.parse_args()

@@ -24,7 +24,7 @@ from gmmrestore.configcheck import (
     schema_error_message,
     training_source,
 )
-from gmmrestore.deconv import PHOTOGRAPH_PRIORS
+from gmmrestore.deconv import DEFAULT_PHOTOGRAPH_PRIOR, PHOTOGRAPH_PRIORS
 from gmmrestore.depends import library_sources
 from gmmrestore.h5io import GmmRestoreError
 from gmmrestore import runlock, runstatus
@@ -153,10 +153,11 @@ def is_blind(blur):
 
 
 def kernel_prior(blur):
-    """Image prior of a blind kernel estimate: the blur's 'prior', by default 'l0' for
-    photographs (corruption.boundary valid) and 'gaussian' (the seed's EM) otherwise."""
+    """Image prior of a blind kernel estimate: the blur's 'prior', by default
+    DEFAULT_PHOTOGRAPH_PRIOR for photographs (corruption.boundary valid) and 'gaussian'
+    (the seed's EM) otherwise."""
     boundary = config.get("corruption", {}).get("boundary", "zero")
-    default = "l0" if boundary == "valid" else "gaussian"
+    default = DEFAULT_PHOTOGRAPH_PRIOR if boundary == "valid" else "gaussian"
     return config["blurs"].get(blur, {}).get("prior", default)
 
 

@@ -37,6 +37,7 @@ from gmmrestore.deconv import (
     estimate_kernel,
     estimate_kernel_l0,
     estimate_kernel_sparse,
+    estimate_kernel_tv,
     recenter_kernel,
 )
 from gmmrestore.h5io import GmmRestoreError, open_h5, read_dataset, write_h5
@@ -51,6 +52,8 @@ ESTIMATOR_DESCRIPTIONS = {
               "(gmmrestore.deconv.estimate_kernel_sparse)",
     "l0": "alternating MAP, L0 gradient prior, valid boundary "
           "(gmmrestore.deconv.estimate_kernel_l0)",
+    "tv": "TV alternating descent refined by L0 alternations, valid boundary "
+          "(gmmrestore.deconv.estimate_kernel_tv)",
 }
 
 
@@ -124,8 +127,9 @@ def gaussian_settings(args) -> GaussianBlindSettings:
 
 def estimate_batch(images: np.ndarray, s: int, args, prior_images) -> tuple[np.ndarray, dict]:
     """One batch's kernel: the Gaussian-prior EM (zero boundary, pooled batch) or, with
-    ``--prior sparse`` / ``l0``, the estimate of one photograph (valid model): the
-    sparse-prior variational EM or the L0-prior alternating MAP.
+    ``--prior sparse`` / ``l0`` / ``tv``, the estimate of one photograph (valid model): the
+    sparse-prior variational EM, the L0-prior alternating MAP or the TV descent refined by
+    L0.
     Returns the kernel and ``{"seconds", "noise_floor", "history"}`` (history records with
     level, eta and objective; NaN where the estimator has none)."""
     if args.prior == "sparse":
@@ -134,8 +138,9 @@ def estimate_batch(images: np.ndarray, s: int, args, prior_images) -> tuple[np.n
                    for r in info["history"]]
         return kernel, {"seconds": info["seconds"], "noise_floor": info["noise_sigma"][-1],
                         "history": history}
-    if args.prior == "l0":
-        kernel, info = estimate_kernel_l0(images[0], s)
+    if args.prior in ("l0", "tv"):
+        estimator = estimate_kernel_l0 if args.prior == "l0" else estimate_kernel_tv
+        kernel, info = estimator(images[0], s)
         history = [{"level": li, "eta": np.nan, "objective": np.nan}
                    for li in range(len(info["levels"]))]
         return kernel, {"seconds": info["seconds"], "noise_floor": np.nan, "history": history}
@@ -298,7 +303,9 @@ def build_parser():
                         help="gaussian: the seed's EM (zero boundary, batches of images); "
                              "for photographs (valid boundary, one kernel per image: "
                              "--batch-size 1): sparse, the gradient-mixture variational EM, "
-                             "or l0, the L0 gradient prior's alternating MAP")
+                             "l0, the L0 gradient prior's alternating MAP, or tv, TV "
+                             "alternating descent refined by L0 alternations (the workflow's "
+                             "default for photographs)")
     parser.add_argument("--batch-size", type=int, default=100,
                         help="images per EM batch (one kernel per batch)")
     parser.add_argument("--batch-order", choices=BATCH_ORDERS, default="shuffled",

@@ -239,7 +239,7 @@ def test_success_rates():
 
 # ---------------------------------------------------------------- the estimate_kernel script
 
-@pytest.mark.parametrize("prior", ["sparse", "l0"])
+@pytest.mark.parametrize("prior", D.PHOTOGRAPH_PRIORS)
 def test_estimate_kernel_script_with_a_photograph_prior(tmp_path, rng, prior):
     import os
     import subprocess
@@ -279,7 +279,7 @@ def test_sparse_estimation_rejects_bad_input(rng):
         sparse_pyramid.SparseSettings(level_noise="median")
 
 
-def test_blind_natural_config_estimates_with_the_l0_prior_one_photograph_at_a_time(
+def test_blind_natural_config_estimates_with_the_default_prior_one_photograph_at_a_time(
         tmp_path):
     import os
     import subprocess
@@ -296,4 +296,5 @@ def test_blind_natural_config_estimates_with_the_l0_prior_one_photograph_at_a_ti
     commands = [line for line in result.stdout.splitlines()
                 if "estimate_kernel.py" in line and "--kernel-size" in line]
     assert len(commands) == 8
-    assert all("--batch-size 1" in c and "--prior l0" in c for c in commands)
+    prior = f"--prior {D.DEFAULT_PHOTOGRAPH_PRIOR}"
+    assert all("--batch-size 1" in c and prior in c for c in commands)

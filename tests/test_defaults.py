@@ -12,7 +12,7 @@ import yaml
 from conftest import ROOT
 
 from gmmrestore.configcheck import schema_defaults
-from gmmrestore.deconv import GaussianBlindSettings, L0Settings, SparseSettings
+from gmmrestore.deconv import GaussianBlindSettings, L0Settings, SparseSettings, TVSettings
 from gmmrestore.gmm import EMSettings
 from gmmrestore.restore import registry
 from gmmrestore.restore.settings import EpllSettings, ImagePriorSettings, MapkSettings
@@ -54,6 +54,7 @@ SCHEMA_SECTIONS = {
     GaussianBlindSettings: None,
     SparseSettings: None,
     L0Settings: None,
+    TVSettings: None,
 }
 
 
@@ -159,3 +160,21 @@ def test_one_boundary_vocabulary():
     action = next(a for a in corrupt_images.build_parser()._actions
                   if "--boundary" in a.option_strings)
     assert tuple(action.choices) == BOUNDARIES and action.default == BOUNDARIES[0]
+
+
+def test_one_blind_prior_vocabulary():
+    """The blind priors: the schema's enum, estimate_kernel.py's --prior choices and
+    descriptions, and the workflow's default for photographs all come from gmmrestore.deconv."""
+    import estimate_kernel
+
+    from gmmrestore.deconv import BLIND_PRIORS, DEFAULT_PHOTOGRAPH_PRIOR, PHOTOGRAPH_PRIORS
+
+    prior = SCHEMA["properties"]["blurs"]["additionalProperties"]["properties"]["prior"]
+    assert tuple(prior["enum"]) == BLIND_PRIORS
+    assert f"Default: {DEFAULT_PHOTOGRAPH_PRIOR} when corruption.boundary is valid" \
+        in " ".join(prior["description"].split())
+    assert set(estimate_kernel.ESTIMATOR_DESCRIPTIONS) == set(BLIND_PRIORS)
+    action = next(a for a in estimate_kernel.build_parser()._actions
+                  if "--prior" in a.option_strings)
+    assert tuple(action.choices) == BLIND_PRIORS
+    assert DEFAULT_PHOTOGRAPH_PRIOR in PHOTOGRAPH_PRIORS

@@ -73,7 +73,10 @@ Package layout
 ``model`` (convolution helpers, batches, noise level), ``priors`` (Gaussian gradient and
 spectral priors), ``reference`` (dense test oracle), ``gaussian`` (scalable E-step and
 evidence bound of the Gaussian-prior EM), ``mstep`` (the kernel quadratic and its QP),
-``pyramid`` (coarse-to-fine driver), ``scores`` (kernel error, error ratio).
+``pyramid`` (coarse-to-fine driver), ``scores`` (kernel error, error ratio).  Photographs
+(valid model): ``valid`` (operators, exact M-step quadratic), ``sparse`` / ``sparse_pyramid``
+(gradient-mixture variational EM), ``l0map`` (L0 alternating MAP), ``tvmap`` (TV
+alternating descent refined by L0, the default), ``nonblind`` (hyper-Laplacian restoration).
 """
 
 from .gaussian import (
@@ -125,18 +128,24 @@ from .scores import (
 )
 from .sparse import DEFAULT_MIXTURE, ScaleMixture, fit_scale_mixture
 from .sparse_pyramid import SparseSettings, estimate_kernel_sparse, estimate_noise_8bit
+from .tvmap import TVSettings, estimate_kernel_tv
 
 #: Image priors of a blind kernel estimate (config ``blurs.*.prior``, ``--prior``): the
-#: seed's Gaussian EM on batches, and the two for photographs, which estimate one kernel per
-#: photograph with the valid model (:data:`PHOTOGRAPH_PRIORS`).
-BLIND_PRIORS = ("gaussian", "sparse", "l0")
-PHOTOGRAPH_PRIORS = ("sparse", "l0")
+#: seed's Gaussian EM on batches, and those for photographs, which estimate one kernel per
+#: photograph with the valid model (:data:`PHOTOGRAPH_PRIORS`; the default for the valid
+#: boundary is :data:`DEFAULT_PHOTOGRAPH_PRIOR`).
+BLIND_PRIORS = ("gaussian", "sparse", "l0", "tv")
+PHOTOGRAPH_PRIORS = ("sparse", "l0", "tv")
+DEFAULT_PHOTOGRAPH_PRIOR = "tv"
 
 __all__ = [
     "BLIND_PRIORS",
     "PHOTOGRAPH_PRIORS",
+    "DEFAULT_PHOTOGRAPH_PRIOR",
     "L0Settings",
     "estimate_kernel_l0",
+    "TVSettings",
+    "estimate_kernel_tv",
     "GaussianBlindSettings",
     "COVARIANCES", "DEFAULT_NOISE_SCHEDULE", "FFT_MIN_TAPS", "LOG_2PI", "GradientPrior",
     "Prior", "SpectralPrior", "blind_scores", "deconvolve_gaussian", "em_objective",

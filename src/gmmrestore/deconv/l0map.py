@@ -186,6 +186,24 @@ def scene_from_periodic(x_periodic: np.ndarray, image_shape: tuple[int, int],
     return np.roll(x_periodic, (c, c), axis=(0, 1))[:h + s - 1, :w + s - 1]
 
 
+def l0_alternations(y: np.ndarray, kernel: np.ndarray, lam: float, n_iter: int,
+                    settings: L0Settings) -> tuple[np.ndarray, float]:
+    """``n_iter`` (x-step, k-step) alternations on one photograph, the weight divided by
+    ``lam_decay`` after each, down to ``lam_min``.
+
+    y : (H, W) photograph;  kernel : (s, s) start.  Returns the kernel and the weight.
+    """
+    st = settings
+    s = kernel.shape[0]
+    yp = periodic_extend(y, periodic_band(y.shape, s))
+    for _ in range(n_iter):
+        x = l0_deconvolve(yp, kernel, lam, st.kappa, st.beta_max)
+        kernel = kernel_from_latent(y, scene_from_periodic(x, y.shape, s), s,
+                                    st.kernel_ridge, st.kernel_threshold)
+        lam = max(lam / st.lam_decay, st.lam_min)
+    return kernel, lam
+
+
 def estimate_kernel_l0(y: np.ndarray, kernel_size: int, settings: L0Settings | None = None
                        ) -> tuple[np.ndarray, dict]:
     """Estimate the blur kernel of one photograph (L0 gradient prior, alternating MAP).
@@ -202,14 +220,8 @@ def estimate_kernel_l0(y: np.ndarray, kernel_size: int, settings: L0Settings | N
     kernel = gaussian_kernel(levels[0][0], st.init_std)
     lam = st.lam
     for li, (ks, shape) in enumerate(levels):
-        yl = resize_photo(y, shape)
-        kernel = _resize_kernel(kernel, ks)
-        yp = periodic_extend(yl, periodic_band(shape, ks))
-        for _ in range(st.n_iter):
-            x = l0_deconvolve(yp, kernel, lam, st.kappa, st.beta_max)
-            kernel = kernel_from_latent(yl, scene_from_periodic(x, shape, ks), ks,
-                                        st.kernel_ridge, st.kernel_threshold)
-            lam = max(lam / st.lam_decay, st.lam_min)
+        kernel, lam = l0_alternations(resize_photo(y, shape), _resize_kernel(kernel, ks),
+                                      lam, st.n_iter, st)
         log.info("L0 level %d/%d: kernel %dx%d on %dx%d, %.1f s", li + 1, len(levels), ks, ks,
                  shape[0], shape[1], time.perf_counter() - t0)
     info = {"levels": [(ks, sh[0], sh[1]) for ks, sh in levels], "lam": lam,

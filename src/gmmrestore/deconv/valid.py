@@ -147,17 +147,36 @@ class ValidConvolution:
                      sfft.next_fast_len(self.x_shape[1], real=True))
         self.K = sfft.rfft2(kernel, s=self.grid)
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
+    def set_kernel(self, kernel: np.ndarray) -> None:
+        """Replace the kernel (same size), keeping the grid."""
+        self.K = self._fft.rfft2(np.asarray(kernel, dtype=np.float64), s=self.grid)
+
+    def spectrum(self, x: np.ndarray) -> np.ndarray:
+        """The scene's transform on the grid, to share between :meth:`forward` and
+        :meth:`kernel_gradient`."""
+        return self._fft.rfft2(x, s=self.grid)
+
+    def forward(self, x: np.ndarray, x_spectrum: np.ndarray | None = None) -> np.ndarray:
         f = self._fft
-        full = f.irfft2(f.rfft2(x, s=self.grid) * self.K, s=self.grid)
+        X = self.spectrum(x) if x_spectrum is None else x_spectrum
+        full = f.irfft2(X * self.K, s=self.grid)
         return full[..., self.s - 1:self.x_shape[0], self.s - 1:self.x_shape[1]]
 
-    def adjoint(self, y: np.ndarray) -> np.ndarray:
-        f = self._fft
+    def _embedded_spectrum(self, y: np.ndarray) -> np.ndarray:
         emb = np.zeros(y.shape[:-2] + self.grid)
         emb[..., self.s - 1:self.x_shape[0], self.s - 1:self.x_shape[1]] = y
-        full = f.irfft2(f.rfft2(emb) * np.conj(self.K), s=self.grid)
+        return self._fft.rfft2(emb)
+
+    def adjoint(self, y: np.ndarray) -> np.ndarray:
+        full = self._fft.irfft2(self._embedded_spectrum(y) * np.conj(self.K), s=self.grid)
         return full[..., :self.x_shape[0], :self.x_shape[1]]
+
+    def kernel_gradient(self, x_spectrum: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """``d <T_k x, y> / dk`` (s, s) for one scene x (its :meth:`spectrum`) and one
+        image y (H, W): ``sum_p y[p] x[p + s - 1 - a]`` at tap a (no wrap-around reaches
+        these taps on the grid)."""
+        full = self._fft.irfft2(self._embedded_spectrum(y) * np.conj(x_spectrum), s=self.grid)
+        return full[:self.s, :self.s]
 
     def normal(self, x: np.ndarray) -> np.ndarray:
         """``T_k^T T_k x``."""
