@@ -8,7 +8,7 @@ from scipy import ndimage
 from test_deconv_sparse import blocky_image, curved_kernel
 
 from gmmrestore import deconv as D
-from gmmrestore.deconv import l0map
+from gmmrestore.deconv import l0map, tvmap
 from gmmrestore.h5io import GmmRestoreError
 from gmmrestore.operators import blur_valid, quantize
 
@@ -113,17 +113,20 @@ def test_scene_from_periodic_places_the_photograph_in_the_valid_scene(rng):
     np.testing.assert_array_equal(scene[0, 0], x_periodic[-2, -2])
 
 
-def test_l0_estimate_recovers_a_curved_kernel_where_the_gaussian_prior_does_not(rng):
+@pytest.mark.parametrize("estimator", [l0map.estimate_kernel_l0, tvmap.estimate_kernel_tv],
+                         ids=["l0", "tv"])
+def test_photograph_estimate_recovers_a_curved_kernel_where_the_gaussian_prior_does_not(
+        rng, estimator):
     k_true = curved_kernel(9)
     x = blocky_image(rng, (88, 88), n_rect=60)
     y = quantize(blur_valid(x, k_true) + 0.005 * rng.standard_normal((80, 80)), 8)
-    k_l0, info = l0map.estimate_kernel_l0(y, 9)
+    k_est, info = estimator(y, 9)
     k_gauss, _ = D.estimate_kernel(y, 9, D.GaussianBlindSettings(prior_std=0.1, n_iter=3))
-    err_l0 = D.kernel_error(k_l0, k_true)
-    assert err_l0 < 0.4
-    assert D.kernel_error(k_gauss, k_true) > err_l0 + 0.25
-    assert k_l0.shape == (9, 9) and abs(k_l0.sum() - 1) < 1e-12 and k_l0.min() >= 0
-    assert info["levels"][-1] == (9, 80, 80)
+    err = D.kernel_error(k_est, k_true)
+    assert err < 0.4
+    assert D.kernel_error(k_gauss, k_true) > err + 0.25
+    assert k_est.shape == (9, 9) and abs(k_est.sum() - 1) < 1e-12 and k_est.min() >= 0
+    assert info["levels"][-1][:3] == (9, 80, 80)
 
 
 def test_l0_rejects_bad_input(rng):

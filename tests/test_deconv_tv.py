@@ -3,12 +3,10 @@ the pieces against brute-force references, and recovery of a curved kernel."""
 
 import numpy as np
 import pytest
-from test_deconv_sparse import blocky_image, curved_kernel
 
-from gmmrestore import deconv as D
 from gmmrestore.deconv import tvmap, valid
 from gmmrestore.h5io import GmmRestoreError
-from gmmrestore.operators import blur_valid, quantize
+from gmmrestore.operators import blur_valid
 
 
 @pytest.fixture
@@ -67,19 +65,6 @@ def test_project_kernel(rng):
     np.testing.assert_allclose(p, np.maximum(k, 0) / np.maximum(k, 0).sum())
     delta = tvmap.project_kernel(-np.ones((3, 3)))
     assert delta[1, 1] == 1.0 and delta.sum() == 1.0
-
-
-def test_tv_estimate_recovers_a_curved_kernel_where_the_gaussian_prior_does_not(rng):
-    k_true = curved_kernel(9)
-    x = blocky_image(rng, (88, 88), n_rect=60)
-    y = quantize(blur_valid(x, k_true) + 0.005 * rng.standard_normal((80, 80)), 8)
-    k_tv, info = tvmap.estimate_kernel_tv(y, 9)
-    k_gauss, _ = D.estimate_kernel(y, 9, D.GaussianBlindSettings(prior_std=0.1, n_iter=3))
-    err_tv = D.kernel_error(k_tv, k_true)
-    assert err_tv < 0.4
-    assert D.kernel_error(k_gauss, k_true) > err_tv + 0.25
-    assert k_tv.shape == (9, 9) and abs(k_tv.sum() - 1) < 1e-12 and k_tv.min() >= 0
-    assert info["levels"][-1][:3] == (9, 80, 80)
 
 
 def test_tv_rejects_bad_input(rng):
