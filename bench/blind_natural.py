@@ -10,7 +10,9 @@ odd sizes spread over 13..27, seeded).  As a camera makes them: a scene crop of
 clean reference is the scene under the photograph.  ``--set train-wide`` (development):
 every fifth of the first 380 Train400 images (76 scenes), each whole with one kernel, sizes
 cycling through 13, 15, ..., 27 (``--images``, ``--kernels``, ``--crop`` and ``--seed`` do
-not apply).
+not apply).  ``--set test-wide`` (evaluation only, run after every choice is made): all 68
+BSD68 photographs, a centre crop of ``--crop`` (255) each with one kernel, sizes cycling the
+same way; a larger sample of photographs than ``--set test``'s four.
 
 Methods, side by side on the same cases (the estimator knows the kernel SIZE only):
 
@@ -72,13 +74,22 @@ def observe(scene: np.ndarray, kernel: np.ndarray, seed: int) -> np.ndarray:
 
 
 def make_wide_cases(args) -> list[dict]:
-    """``--set train-wide`` (module docstring)."""
-    files = sorted(glob.glob(os.path.join(args.data, "Train400", "*.png")))[:380:5]
+    """``--set train-wide`` and ``--set test-wide`` (module docstring)."""
+    if args.set == "train-wide":
+        files = sorted(glob.glob(os.path.join(args.data, "Train400", "*.png")))[:380:5]
+        first_seed = 7000
+    else:
+        files = sorted(glob.glob(os.path.join(args.data, "BSD68", "*.png")))
+        first_seed = 8000
     sizes = range(13, 28, 2)
     cases = []
     for ii, path in enumerate(files):
+        s, kseed = sizes[ii % len(sizes)], first_seed + ii
         scene = read_image(path)
-        s, kseed = sizes[ii % len(sizes)], 7000 + ii
+        if args.set == "test-wide":
+            n = args.crop + s - 1
+            r0, c0 = (scene.shape[0] - n) // 2, (scene.shape[1] - n) // 2
+            scene = scene[r0:r0 + n, c0:c0 + n]
         k = camera_shake_kernel(s, seed=kseed)
         cases.append({"image": os.path.basename(path), "size": s, "kernel_seed": kseed,
                       "y": observe(scene, k, kseed), "clean": crop_centre(scene, s),
@@ -87,7 +98,7 @@ def make_wide_cases(args) -> list[dict]:
 
 
 def make_cases(args) -> list[dict]:
-    if args.set == "train-wide":
+    if args.set in ("train-wide", "test-wide"):
         return make_wide_cases(args)
     folder = {"train": "Train400", "test": "BSD68"}[args.set]
     files = sorted(glob.glob(os.path.join(args.data, folder, "*.png")))
@@ -184,7 +195,7 @@ def fit_prior(args) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--set", choices=("train", "train-wide", "test"), default="train")
+    ap.add_argument("--set", choices=("train", "train-wide", "test", "test-wide"), default="train")
     ap.add_argument("--images", type=int, default=4)
     ap.add_argument("--kernels", type=int, default=8)
     ap.add_argument("--crop", type=int, default=255)

@@ -10,6 +10,7 @@ from conftest import random_kernel
 from scipy import linalg, optimize
 
 from gmmrestore import deconv as D
+from gmmrestore.deconv import mstep
 from gmmrestore.h5io import GmmRestoreError
 from gmmrestore.operators import blur, blur_dense_matrix, gaussian_kernel, motion_kernel
 
@@ -215,6 +216,15 @@ def test_fast_matches_reference_with_spectral_prior(rng, digits):
     A_k, b_k = D.mstep_system(y, mu, var, 3)
     np.testing.assert_allclose(A_k, A_ref, atol=1e-8 * np.abs(A_ref).max(), rtol=0)
     np.testing.assert_allclose(b_k, b_ref, atol=1e-8 * np.abs(b_ref).max(), rtol=0)
+
+
+def test_project_kernel_clips_and_normalises(rng):
+    k = rng.standard_normal((5, 5))
+    np.testing.assert_allclose(mstep.project_kernel(k), np.maximum(k, 0) / np.maximum(k, 0).sum())
+    delta = mstep.project_kernel(-np.ones((3, 3)))
+    assert delta[1, 1] == 1.0 and delta.sum() == 1.0
+    flat = mstep.project_kernel(-np.ones(9))
+    assert flat[4] == 1.0 and flat.sum() == 1.0
 
 
 # ------------------------------------------------------------------------ M-step QP

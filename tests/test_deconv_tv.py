@@ -59,14 +59,6 @@ def test_levels_grow_the_weight_and_shrink_the_kernel():
     assert [ks for ks, _, _ in tvmap.tv_levels(5, (40, 40), st)] == [3, 5]
 
 
-def test_project_kernel(rng):
-    k = rng.standard_normal((5, 5))
-    p = tvmap.project_kernel(k)
-    np.testing.assert_allclose(p, np.maximum(k, 0) / np.maximum(k, 0).sum())
-    delta = tvmap.project_kernel(-np.ones((3, 3)))
-    assert delta[1, 1] == 1.0 and delta.sum() == 1.0
-
-
 def test_tv_rejects_bad_input(rng):
     with pytest.raises(GmmRestoreError, match="too small for a 9x9 kernel"):
         tvmap.estimate_kernel_tv(rng.random((15, 40)), 9)

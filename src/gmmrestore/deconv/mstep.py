@@ -14,6 +14,18 @@ from .model import _as_batch, _check_kernel_size, _windows
 
 log = logging.getLogger("gmmrestore.deconv")
 
+
+def project_kernel(kernel: np.ndarray) -> np.ndarray:
+    """Non-negative part of ``kernel``, normalised to sum 1; a centred delta if nothing
+    positive is left.  kernel : (s, s) or (t,); returns the same shape."""
+    k = np.maximum(kernel, 0.0)
+    total = k.sum()
+    if not total > 0:
+        k = np.zeros_like(k)
+        k[tuple(n // 2 for n in k.shape)] = 1.0
+        return k
+    return k / total
+
 def _overlap_counts(s: int, n: int) -> np.ndarray:
     """(s, s) counts: for taps a, a2, the output rows i in [0, n) for which both
     ``i - a + c`` and ``i - a2 + c`` fall inside [0, n)."""
@@ -134,8 +146,7 @@ def solve_kernel_qp(A: np.ndarray, b: np.ndarray, constraint: str = "simplex") -
     polished = _kkt_polish(A, b, k)
     if polished is not None:
         return polished
-    k = np.maximum(k, 0.0)
-    return k / k.sum()
+    return project_kernel(k)
 
 
 def _kkt_polish(A: np.ndarray, b: np.ndarray, k: np.ndarray) -> np.ndarray | None:

@@ -13,7 +13,7 @@ from ..h5io import GmmRestoreError
 from ..operators import gaussian_kernel
 from .gaussian import em_objective, estep_mean, estep_variance, stationary_covariance
 from .model import _as_batch, _check_kernel_size, estimate_noise_sigma
-from .mstep import mstep_system, solve_kernel_qp
+from .mstep import mstep_system, project_kernel, solve_kernel_qp
 from .priors import GradientPrior, SpectralPrior
 from .scores import kernel_error, recenter_kernel
 
@@ -74,8 +74,7 @@ def _resize_kernel(kernel: np.ndarray, size: int) -> np.ndarray:
     if kernel.shape == (size, size):
         return kernel
     k = resize(kernel, (size, size), order=1, mode="constant", cval=0.0, anti_aliasing=False)
-    k = np.maximum(k, 0.0)
-    return k / k.sum()
+    return project_kernel(k)
 
 
 def gradient_sparsity(x: np.ndarray) -> float:

@@ -33,6 +33,7 @@ import numpy as np
 
 from ..h5io import GmmRestoreError
 from .l0map import L0Settings, l0_alternations
+from .mstep import project_kernel
 from .pyramid import _resize_kernel
 from .sparse_pyramid import check_photograph, resize_photo
 from .valid import ValidConvolution
@@ -123,17 +124,6 @@ def total_variation_gradient(x: np.ndarray, eps: float) -> np.ndarray:
     out[:, 1:] += gh[:, :-1]
     out[1:] += gv[:-1]
     return out
-
-
-def project_kernel(kernel: np.ndarray) -> np.ndarray:
-    """Non-negative part of ``kernel``, normalised to sum 1 (a delta if nothing is left)."""
-    k = np.maximum(kernel, 0.0)
-    total = k.sum()
-    if total <= 0:
-        k = np.zeros_like(kernel)
-        k[kernel.shape[0] // 2, kernel.shape[1] // 2] = 1.0
-        return k
-    return k / total
 
 
 def _normalised_step(values: np.ndarray, gradient: np.ndarray, size: float) -> np.ndarray:
