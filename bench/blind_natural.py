@@ -52,6 +52,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.p
 
 from gmmrestore import deconv  # noqa: E402
 from gmmrestore.datasets import read_image  # noqa: E402
+from gmmrestore.datasets.bsd import centre_crop  # noqa: E402
 from gmmrestore.deconv import l0map, nonblind, sparse, sparse_pyramid, tvmap  # noqa: E402
 from gmmrestore.deconv.scores import shifted_error_ratio, success_rates  # noqa: E402
 from gmmrestore.deconv.valid import crop_centre  # noqa: E402
@@ -87,9 +88,7 @@ def make_wide_cases(args) -> list[dict]:
         s, kseed = sizes[ii % len(sizes)], first_seed + ii
         scene = read_image(path)
         if args.set == "test-wide":
-            n = args.crop + s - 1
-            r0, c0 = (scene.shape[0] - n) // 2, (scene.shape[1] - n) // 2
-            scene = scene[r0:r0 + n, c0:c0 + n]
+            scene = centre_crop(scene, args.crop + s - 1, os.path.basename(path))
         k = camera_shake_kernel(s, seed=kseed)
         cases.append({"image": os.path.basename(path), "size": s, "kernel_seed": kseed,
                       "y": observe(scene, k, kseed), "clean": crop_centre(scene, s),

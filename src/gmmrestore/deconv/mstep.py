@@ -26,6 +26,7 @@ def project_kernel(kernel: np.ndarray) -> np.ndarray:
         return k
     return k / total
 
+
 def _overlap_counts(s: int, n: int) -> np.ndarray:
     """(s, s) counts: for taps a, a2, the output rows i in [0, n) for which both
     ``i - a + c`` and ``i - a2 + c`` fall inside [0, n)."""
