@@ -342,6 +342,56 @@ def test_recenter_kernel_moves_centre_of_mass_to_the_middle(rng):
     assert D.kernel_error(out, k) == pytest.approx(0.0, abs=1e-7)
 
 
+def brute_force_recentring(k, max_lost):
+    """Try every placement (dr, dc) on the support, the full shift towards centring the
+    centre of mass first; keep the largest shift per axis that loses at most max_lost of
+    the mass along that axis."""
+    k = k / k.sum()
+    n0, n1 = k.shape
+    best = []
+    for axis, n in ((1, n0), (0, n1)):
+        mass = k.sum(axis=axis)
+        want = int(np.round(n // 2 - np.arange(n) @ mass))
+        chosen = 0
+        for d in range(1, abs(want) + 1):
+            shifted = np.zeros(3 * n)
+            shifted[n + np.sign(want) * d:2 * n + np.sign(want) * d] = mass
+            if mass.sum() - shifted[n:2 * n].sum() > max_lost + 1e-12:
+                break
+            chosen = int(np.sign(want)) * d
+        best.append(chosen)
+    canvas = np.zeros((3 * n0, 3 * n1))
+    canvas[n0 + best[0]:2 * n0 + best[0], n1 + best[1]:2 * n1 + best[1]] = k
+    out = canvas[n0:2 * n0, n1:2 * n1]
+    return out / out.sum()
+
+
+@pytest.mark.parametrize("max_lost", [0.0, 0.02, 0.1, 1.0])
+def test_recenter_kernel_limited_loss_matches_brute_force(rng, max_lost):
+    for _ in range(30):
+        n = int(rng.integers(3, 10))
+        m = int(rng.integers(1, n + 1))
+        r, c = rng.integers(0, n - m + 1, 2)
+        k = np.zeros((n, n))
+        k[r:r + m, c:c + m] = rng.random((m, m)) * (rng.random((m, m)) < 0.7) + 1e-3
+        np.testing.assert_allclose(D.recenter_kernel(k, max_lost),
+                                   brute_force_recentring(k, max_lost), atol=1e-12)
+
+
+def test_recenter_kernel_keeps_a_kernel_that_fills_its_support():
+    # a hook: its centre of mass is off the middle although it spans the whole 9 x 9
+    hook = np.zeros((9, 9))
+    hook[0, :] = 1.0
+    hook[:, 0] = 1.0
+    hook[0:3, 0:3] += 2.0
+    hook /= hook.sum()
+    np.testing.assert_allclose(D.recenter_kernel(hook, max_lost=0.0), hook, atol=1e-15)
+    cut = D.recenter_kernel(hook)           # the full shift drops the hook's far ends
+    assert cut[0, :].sum() < hook[0, :].sum() and D.kernel_error(cut, hook) > 0.1
+    with pytest.raises(GmmRestoreError, match="max_lost"):
+        D.recenter_kernel(hook, max_lost=1.5)
+
+
 def brute_force_kernel_error(k_est, k_true):
     """min over every overlapping integer placement of |a - b| / |b|, both summing to 1,
     each placement drawn explicitly on a zero canvas."""

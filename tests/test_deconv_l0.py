@@ -134,5 +134,7 @@ def test_l0_rejects_bad_input(rng):
         l0map.estimate_kernel_l0(rng.random((15, 40)), 9)
     with pytest.raises(GmmRestoreError, match="out of range"):
         l0map.L0Settings(lam=0.0)
+    with pytest.raises(GmmRestoreError, match="out of range"):
+        l0map.L0Settings(recenter_max_lost=-0.1)
     with pytest.raises(GmmRestoreError, match="finite"):
         l0map.estimate_kernel_l0(np.full((40, 40), np.nan), 9)

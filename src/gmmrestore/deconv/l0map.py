@@ -13,7 +13,10 @@ to fine (docs/model.md, "Blind deblurring of photographs"):
 * **k-step**: ``min_k sum_f |f * y - k * (f * x)|^2 + ridge |k|^2`` over the simplex
   (``k >= 0, sum k = 1``), with the exact valid model of :mod:`.valid` (nothing outside
   the photograph's frame assumed), then taps under ``kernel_threshold`` of the largest are
-  removed and the kernel is re-centred.
+  removed and the kernel is re-centred, only as far as at most ``recenter_max_lost`` of
+  its mass leaves the support (1, the default: the full shift; the TV estimator's
+  refinement uses 0.02, because a camera-shake path can fill the support with its centre
+  of mass off the middle, and the full shift cuts its end off at every step).
 
 The Fourier x-step needs a periodic image: the photograph is extended by a smooth
 blend of its reflections across the wrap (:func:`periodic_extend`), a band wide enough
@@ -53,6 +56,8 @@ class L0Settings:
         over the image, not averaged).
     kernel_threshold : taps below this fraction of the largest are set to 0 after every
         k-step.
+    recenter_max_lost : the re-centring after every k-step stops before more than this
+        fraction of the kernel's mass leaves the support (:func:`.scores.recenter_kernel`).
     init_std : std (pixels) of the Gaussian kernel at the coarsest level.
     n_levels : pyramid levels (default: down to a 3 x 3 kernel).
     """
@@ -65,6 +70,7 @@ class L0Settings:
     beta_max: float = 1e5
     kernel_ridge: float = 2.0
     kernel_threshold: float = 0.05
+    recenter_max_lost: float = 1.0
     init_std: float = 0.7
     n_levels: int | None = None
 
@@ -72,7 +78,7 @@ class L0Settings:
         if not (self.lam > 0 and 0 < self.lam_min <= self.lam and self.lam_decay >= 1
                 and self.n_iter >= 1 and self.kappa > 1 and self.beta_max > 2 * self.lam
                 and self.kernel_ridge >= 0 and 0 <= self.kernel_threshold < 1
-                and self.init_std > 0):
+                and 0 <= self.recenter_max_lost <= 1 and self.init_std > 0):
             raise GmmRestoreError(f"L0 settings out of range: {self}")
 
 
@@ -160,10 +166,11 @@ def hqs_image_step(data_num, data_den, grad_den, gh, gv, beta) -> np.ndarray:
 
 
 def kernel_from_latent(y: np.ndarray, latent: np.ndarray, kernel_size: int,
-                       ridge: float, threshold: float,
+                       ridge: float, threshold: float, max_lost: float = 1.0,
                        k0: np.ndarray | None = None) -> np.ndarray:
     """The k-step: kernel on the simplex fitting the derivatives of ``y`` from those of
-    the latent image (valid model), then thresholded and re-centred.
+    the latent image (valid model), then thresholded and re-centred (losing at most
+    ``max_lost`` of its mass, :func:`.scores.recenter_kernel`).
 
     y : (H, W) photograph;  latent : (H + s - 1, W + s - 1) scene under it (valid model);
     returns (s, s).
@@ -173,7 +180,7 @@ def kernel_from_latent(y: np.ndarray, latent: np.ndarray, kernel_size: int,
     A[np.diag_indices_from(A)] += ridge
     start = np.full(s * s, 1.0 / (s * s)) if k0 is None else k0.ravel()
     k = solve_kernel_simplex_pg(A, b, start, 300).reshape(s, s)
-    return recenter_kernel(clean_kernel(k, threshold))
+    return recenter_kernel(clean_kernel(k, threshold), max_lost)
 
 
 def scene_from_periodic(x_periodic: np.ndarray, image_shape: tuple[int, int],
@@ -199,7 +206,8 @@ def l0_alternations(y: np.ndarray, kernel: np.ndarray, lam: float, n_iter: int,
     for _ in range(n_iter):
         x = l0_deconvolve(yp, kernel, lam, st.kappa, st.beta_max)
         kernel = kernel_from_latent(y, scene_from_periodic(x, y.shape, s), s,
-                                    st.kernel_ridge, st.kernel_threshold)
+                                    st.kernel_ridge, st.kernel_threshold,
+                                    st.recenter_max_lost)
         lam = max(lam / st.lam_decay, st.lam_min)
     return kernel, lam
 

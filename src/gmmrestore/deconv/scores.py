@@ -15,20 +15,36 @@ log = logging.getLogger("gmmrestore.deconv")
 # Kernel utilities and evaluation
 # --------------------------------------------------------------------------------------
 
-def recenter_kernel(kernel: np.ndarray) -> np.ndarray:
+def _recentring_shift(mass: np.ndarray, max_lost: float) -> int:
+    """Whole-pixel shift along one axis towards putting the centre of ``mass`` (n,) (sums
+    to 1) on the middle index, stopped before more than ``max_lost`` of it leaves."""
+    n = mass.size
+    want = int(np.round(n // 2 - np.arange(n) @ mass))
+    if want == 0:
+        return 0
+    # mass lost by a shift of d = 1, 2, ..., |want| pixels: the first (last) d entries
+    leaving = np.cumsum(mass if want < 0 else mass[::-1])[:abs(want)]
+    steps = int(np.count_nonzero(leaving <= max_lost + 1e-12))
+    return steps if want > 0 else -steps
+
+
+def recenter_kernel(kernel: np.ndarray, max_lost: float = 1.0) -> np.ndarray:
     """Shift ``kernel`` by whole pixels so its centre of mass is nearest the middle pixel.
 
-    Mass shifted out of the support is dropped; the result is non-negative and sums to 1.
+    Mass shifted out of the support is dropped; along each axis the shift stops before
+    more than ``max_lost`` of the mass would leave (1: never stops; 0: no tap is lost, so a
+    kernel that fills its support, such as a curved camera-shake path whose centre of mass
+    is off the middle, is never cut).  The result is non-negative and sums to 1.
     """
     k = np.maximum(np.asarray(kernel, dtype=np.float64), 0.0)
     total = k.sum()
     if not total > 0:
         raise GmmRestoreError("cannot re-center a kernel with no positive mass")
+    if not 0 <= max_lost <= 1:
+        raise GmmRestoreError(f"max_lost must be in [0, 1], got {max_lost}")
     s0, s1 = k.shape
-    r = np.arange(s0) @ k.sum(axis=1) / total
-    c = np.arange(s1) @ k.sum(axis=0) / total
-    dr = int(np.round(s0 // 2 - r))
-    dc = int(np.round(s1 // 2 - c))
+    dr = _recentring_shift(k.sum(axis=1) / total, max_lost)
+    dc = _recentring_shift(k.sum(axis=0) / total, max_lost)
     out = np.zeros_like(k)
     src_r = slice(max(0, -dr), min(s0, s0 - dr))
     dst_r = slice(max(0, dr), min(s0, s0 + dr))

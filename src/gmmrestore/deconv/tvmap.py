@@ -49,8 +49,9 @@ class TVSettings:
     lam_max : no level with a larger weight;  size_factor : kernel size ratio between
     levels;  n_iter : (x, k) gradient steps per level;  image_step, kernel_step : the
     normalised step sizes;  tv_eps : floor of the gradient magnitude in TV;
-    refine : the L0 estimator's settings for the refinement;  refine_iter : its
-    alternations on the photograph (0: none).
+    refine : the L0 estimator's settings for the refinement (re-centring that loses at
+    most 2% of the kernel's mass, see :mod:`.l0map`);  refine_iter : its alternations on
+    the photograph (0: none).
     """
 
     lam: float = 6e-4
@@ -61,7 +62,7 @@ class TVSettings:
     image_step: float = 5e-3
     kernel_step: float = 1e-3
     tv_eps: float = 1e-3
-    refine: L0Settings = L0Settings()
+    refine: L0Settings = L0Settings(recenter_max_lost=0.02)
     refine_iter: int = 5
 
     def __post_init__(self):
