@@ -33,7 +33,12 @@ from gmmrestore.operators import kernel_from_patch_matrix, patch_blur_matrix, va
 from gmmrestore.restore import registry
 from gmmrestore.restore.epll import WEIGHTINGS, ImagePrior, check_unsharp_parameters
 from gmmrestore.restore.mapk import boundary_noise_covariance, check_position_weight_power
-from gmmrestore.restore.settings import EpllSettings, ImagePriorSettings, MapkSettings
+from gmmrestore.restore.settings import (
+    EPLL_INITS,
+    EpllSettings,
+    ImagePriorSettings,
+    MapkSettings,
+)
 
 log = logging.getLogger("gmmrestore.restore_images")
 
@@ -151,7 +156,7 @@ SETTING_OPTIONS = {
         type=float, help="EPLL: data weight lam = factor * d / sigma^2")),
     "--n-inner": (EpllSettings, "n_inner", dict(type=int, help="EPLL: iterations per beta")),
     "--epll-init": (EpllSettings, "init", dict(
-        choices=("mapk", "corrupted"),
+        choices=EPLL_INITS,
         help="EPLL: starting image ('mapk': MAP-k with the plain mean, a better start for "
              "EPLL on validation digits than the weighted one)")),
     "--init-sharpen": (EpllSettings, "init_sharpen", dict(

@@ -178,3 +178,19 @@ def test_one_blind_prior_vocabulary():
                   if "--prior" in a.option_strings)
     assert tuple(action.choices) == BLIND_PRIORS
     assert DEFAULT_PHOTOGRAPH_PRIOR in PHOTOGRAPH_PRIORS
+
+
+@pytest.mark.parametrize("field,flag,words", [
+    ("init", "--epll-init", "EPLL_INITS"), ("weighting", "--weighting", "WEIGHTINGS")])
+def test_one_epll_vocabulary(field, flag, words):
+    """EPLL's start and image-step words: the schema's enum and restore_images.py's choices
+    are the library's tuple (restore.settings / restore.epll)."""
+    import restore_images
+
+    from gmmrestore.restore import epll, settings
+
+    vocabulary = getattr(settings, words, None) or getattr(epll, words)
+    enum = SCHEMA["properties"]["restore"]["properties"]["epll"]["properties"][field]["enum"]
+    assert tuple(enum) == tuple(vocabulary)
+    action = next(a for a in restore_images.build_parser()._actions if flag in a.option_strings)
+    assert tuple(action.choices) == tuple(vocabulary)
