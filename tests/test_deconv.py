@@ -265,6 +265,17 @@ def test_nnls_constraint_is_normalised_nnls(rng):
         D.solve_kernel_qp(M.T @ M, M.T @ z, constraint="bogus")
 
 
+def test_nnls_constraint_without_a_positive_solution_is_the_delta_of_project_kernel(rng):
+    """No positive correlation with the data (b < 0, so k = 0 satisfies the KKT conditions
+    of the convex problem): the kernel is the same centred delta as the projection's
+    fallback."""
+    M = rng.standard_normal((20, 9))
+    A = M.T @ M + np.eye(9)
+    k = D.solve_kernel_qp(A, -np.abs(rng.random(9)) - 0.1, constraint="nnls")
+    np.testing.assert_array_equal(k, np.eye(9)[4])
+    np.testing.assert_array_equal(k, mstep.project_kernel(np.zeros(9)))
+
+
 # -------------------------------------------------------------------- monotone EM
 
 def test_reference_em_increases_the_marginal_likelihood(rng):

@@ -109,7 +109,8 @@ def solve_kernel_qp(A: np.ndarray, b: np.ndarray, constraint: str = "simplex") -
         least-squares problem (``|L^T k - L^{-1}(b + lam 1)|^2`` with ``A = L L^T``) whose
         solution's sum grows monotonically with ``lam``; ``lam`` is found by root finding,
         then the KKT system on the support is solved exactly and checked.
-        ``"nnls"``: Levin's rule, ``k >= 0`` by NNLS, then scaled to sum 1.
+        ``"nnls"``: Levin's rule, ``k >= 0`` by NNLS, then scaled to sum 1 (a centred
+        delta when NNLS returns 0, as :func:`project_kernel`).
 
     Returns
     -------
@@ -126,11 +127,7 @@ def solve_kernel_qp(A: np.ndarray, b: np.ndarray, constraint: str = "simplex") -
         return optimize.nnls(L.T, rhs, maxiter=50 * t)[0]
 
     if constraint == "nnls":
-        k = nnls_for(0.0)
-        total = k.sum()
-        if not total > 0:
-            return np.full(t, 1.0 / t)
-        return k / total
+        return project_kernel(nnls_for(0.0))
     if constraint != "simplex":
         raise GmmRestoreError(f"unknown kernel constraint '{constraint}'; expected 'simplex' "
                               "or 'nnls'")
