@@ -219,6 +219,27 @@ def test_decode_checks_gray_8bit_and_size(tmp_path):
     text.write_text("not a png")
     with pytest.raises(GmmRestoreError, match="cannot decode as PNG"):
         bsd.decode_png(text, entry)
+    from PIL import Image
+
+    gray16 = tmp_path / "gray16.png"
+    Image.fromarray(np.zeros((180, 180), np.uint16)).save(gray16)
+    palette = tmp_path / "palette.png"
+    Image.fromarray(np.zeros((180, 180), np.uint8)).convert("P").save(palette)
+    for path in (gray16, palette):
+        with pytest.raises(GmmRestoreError, match=r"mode (I;16|I|P) .*expected 8-bit grayscale"):
+            bsd.decode_png(path, entry)
+    jpeg = tmp_path / "jpeg.png"  # another format under a PNG name
+    Image.fromarray(np.zeros((180, 180), np.uint8)).save(jpeg, format="JPEG")
+    truncated = tmp_path / "truncated.png"
+    good = tmp_path / "good.png"
+    Image.fromarray(np.arange(180 * 180, dtype=np.uint32).reshape(180, 180).astype(np.uint8)
+                    ).save(good)
+    truncated.write_bytes(good.read_bytes()[:-200])
+    for path in (jpeg, truncated):
+        with pytest.raises(GmmRestoreError, match="cannot decode as PNG"):
+            bsd.decode_png(path, entry)
+    image = bsd.decode_png(good, entry)
+    assert image.dtype == np.uint8 and image.shape == (180, 180)
 
 
 def test_orient_landscape_against_loops():

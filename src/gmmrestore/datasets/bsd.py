@@ -167,16 +167,19 @@ def decode_png(path: str | os.PathLike, entry: ManifestEntry) -> np.ndarray:
 
     Raises :class:`GmmRestoreError` naming the file otherwise.
     """
-    import skimage.io
+    from PIL import Image
 
     try:
-        image = skimage.io.imread(os.fspath(path))
-    except Exception as err:  # decoders raise many types  # noqa: BLE001
+        # PNG only: a generic reader would try every other decoder on a damaged file
+        with Image.open(os.fspath(path), formats=("PNG",)) as im:
+            im.load()
+            mode, image = im.mode, np.asarray(im)
+    except (OSError, SyntaxError, ValueError, EOFError) as err:  # UnidentifiedImageError too
         raise GmmRestoreError(
             f"{entry.file}: cannot decode as PNG ({type(err).__name__}: {err})") from None
-    if image.ndim != 2 or image.dtype != np.uint8:
-        raise GmmRestoreError(f"{entry.file}: {image.dtype} image of shape {image.shape}; "
-                              "expected 8-bit grayscale")
+    if mode != "L":
+        raise GmmRestoreError(f"{entry.file}: PNG of mode {mode} ({image.dtype}, shape "
+                              f"{image.shape}); expected 8-bit grayscale (mode L)")
     allowed = SET_SHAPES.get(entry.set)
     if allowed is not None and image.shape not in allowed:
         raise GmmRestoreError(
