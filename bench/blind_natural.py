@@ -15,7 +15,7 @@ BSD68 photographs, a centre crop of ``--crop`` (255) each with one kernel, sizes
 same way; a larger sample of photographs than ``--set test``'s four.  ``--set train-hard``
 (development): the six Train400 scenes of ``HARD_TRAIN_IMAGES`` (the wide set's cases above
 ratio 3 with the default estimator), each whole with all 8 sizes 13..27 (kernel seeds
-9000 + 10 i + j): as hard as the acceptance set, made of development images only.
+9000 + 10 i + j): harder than ``train-wide``, made of development images only.
 
 Methods, side by side on the same cases (the estimator knows the kernel SIZE only):
 

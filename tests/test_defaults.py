@@ -15,7 +15,8 @@ from gmmrestore.configcheck import schema_defaults
 from gmmrestore.deconv import GaussianBlindSettings, L0Settings, SparseSettings, TVSettings
 from gmmrestore.gmm import EMSettings
 from gmmrestore.restore import registry
-from gmmrestore.restore.settings import EpllSettings, ImagePriorSettings, MapkSettings
+from gmmrestore.restore.epll import WEIGHTINGS
+from gmmrestore.restore.settings import EPLL_INITS, EpllSettings, ImagePriorSettings, MapkSettings
 
 sys.path.insert(0, os.path.join(ROOT, "scripts"))
 
@@ -180,16 +181,13 @@ def test_one_blind_prior_vocabulary():
     assert DEFAULT_PHOTOGRAPH_PRIOR in PHOTOGRAPH_PRIORS
 
 
-@pytest.mark.parametrize("field,flag,words", [
-    ("init", "--epll-init", "EPLL_INITS"), ("weighting", "--weighting", "WEIGHTINGS")])
-def test_one_epll_vocabulary(field, flag, words):
+@pytest.mark.parametrize("field,flag,vocabulary", [
+    ("init", "--epll-init", EPLL_INITS), ("weighting", "--weighting", WEIGHTINGS)])
+def test_one_epll_vocabulary(field, flag, vocabulary):
     """EPLL's start and image-step words: the schema's enum and restore_images.py's choices
     are the library's tuple (restore.settings / restore.epll)."""
     import restore_images
 
-    from gmmrestore.restore import epll, settings
-
-    vocabulary = getattr(settings, words, None) or getattr(epll, words)
     enum = SCHEMA["properties"]["restore"]["properties"]["epll"]["properties"][field]["enum"]
     assert tuple(enum) == tuple(vocabulary)
     action = next(a for a in restore_images.build_parser()._actions if flag in a.option_strings)
