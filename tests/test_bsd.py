@@ -235,9 +235,12 @@ def test_decode_checks_gray_8bit_and_size(tmp_path):
     Image.fromarray(np.arange(180 * 180, dtype=np.uint32).reshape(180, 180).astype(np.uint8)
                     ).save(good)
     truncated.write_bytes(good.read_bytes()[:-200])
-    for path in (jpeg, truncated):
-        with pytest.raises(GmmRestoreError, match="cannot decode as PNG"):
+    for path in (jpeg, truncated, text):
+        with pytest.raises(GmmRestoreError) as info:
             bsd.decode_png(path, entry)
+        # one line, led by the set's file name rather than the temporary download path
+        assert str(info.value).startswith(f"{entry.file}: cannot decode as PNG (")
+        assert "\n" not in str(info.value)
     image = bsd.decode_png(good, entry)
     assert image.dtype == np.uint8 and image.shape == (180, 180)
 

@@ -15,7 +15,7 @@ from PIL import Image
 
 from gmmrestore import datasets
 from gmmrestore.h5io import GmmRestoreError
-from gmmrestore.imageio import RGB_WEIGHTS, pil_to_gray, read_image
+from gmmrestore.imageio import RGB_WEIGHTS, open_image, pil_to_gray, read_image
 
 H, W = 24, 32
 
@@ -184,3 +184,26 @@ def test_unreadable_files_give_one_line_naming_the_file(tmp_path):
     with pytest.raises(GmmRestoreError, match=r"loop_[ab].png: cannot be read \(Too many levels "
                                               r"of symbolic links; a symlink loop\?\)"):
         datasets.list_image_files(folder)
+
+
+def test_open_image_names_the_label_and_lets_the_callers_errors_through(tmp_path):
+    good = tmp_path / "good.png"
+    Image.fromarray(_u8(source_gray())).save(good)
+    cut = tmp_path / "cut.png"
+    cut.write_bytes(good.read_bytes()[:200])
+    with pytest.raises(GmmRestoreError, match=r"^label.png: cannot decode \(") as info:
+        with open_image(cut, failure="cannot decode", name="label.png"):
+            pass
+    assert "\n" not in str(info.value)
+    with pytest.raises(GmmRestoreError, match="^the caller's check$"):
+        with open_image(good) as im:
+            assert im.size == (source_gray().shape[1], source_gray().shape[0])
+            raise GmmRestoreError("the caller's check")
+    jpeg = tmp_path / "jpeg.png"
+    Image.fromarray(_u8(source_gray())).save(jpeg, format="JPEG")
+    with open_image(jpeg) as im:  # any format by default
+        assert im.format == "JPEG"
+    with pytest.raises(GmmRestoreError, match=r"jpeg.png: cannot read as an image "
+                                              r"\(UnidentifiedImageError: "):
+        with open_image(jpeg, formats=("PNG",)):
+            pass

@@ -25,8 +25,10 @@ Unreadable files, unknown modes and OS errors (permissions, symlink loops) raise
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -136,6 +138,34 @@ def pil_to_gray(im, name: str) -> np.ndarray:
                           "RGB, RGBA, CMYK, YCbCr, LAB, HSV, I, I;16, F and their alpha forms)")
 
 
+@contextlib.contextmanager
+def open_image(path: str | os.PathLike, formats: tuple[str, ...] | None = None,
+               failure: str = "cannot read as an image", name: str | None = None) -> Iterator:
+    """Open ``path`` with Pillow (only ``formats`` when given) and load its pixels.
+
+    Yields the loaded ``PIL.Image.Image``.  Decoding and OS errors (permissions, symlink
+    loop, truncated or unidentified file) raise :class:`GmmRestoreError` of one line,
+    ``"<name or path>: <failure> (<reason>)"``; a :class:`GmmRestoreError` raised by the caller's
+    block passes through.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    path = os.fspath(path)
+    name = path if name is None else name
+    try:
+        with Image.open(path, formats=formats) as im:
+            im.load()
+            yield im
+    except GmmRestoreError:
+        raise
+    except (UnidentifiedImageError, SyntaxError, ValueError, EOFError) as err:
+        raise GmmRestoreError(f"{name}: {failure} ({type(err).__name__}: "
+                              f"{_one_line(err)})") from None
+    except OSError as err:
+        raise GmmRestoreError(
+            f"{name}: {failure} ({err.strerror or _one_line(err)})") from None
+
+
 def read_image(path: str | os.PathLike) -> np.ndarray:
     """Read a PNG / JPEG / TIFF file as (H, W) float64 gray in [0, 1] (:func:`pil_to_gray`).
 
@@ -143,24 +173,12 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     extension, cannot be opened (permissions, symlink loop) or decoded, or holds several
     pages.
     """
-    from PIL import Image, UnidentifiedImageError
-
     path = os.fspath(path)
     if not path.lower().endswith(IMAGE_EXTENSIONS):
         raise GmmRestoreError(
             f"{path}: not an image file (supported: {', '.join(IMAGE_EXTENSIONS)})")
-    try:
-        with Image.open(path) as im:
-            if getattr(im, "n_frames", 1) > 1:
-                raise GmmRestoreError(f"{path}: {im.n_frames} pages or frames; give one image "
-                                      "per file (multi-page files are not supported)")
-            im.load()
-            return pil_to_gray(im, path)
-    except GmmRestoreError:
-        raise
-    except (UnidentifiedImageError, SyntaxError, ValueError, EOFError) as err:
-        raise GmmRestoreError(f"{path}: cannot read as an image ({type(err).__name__}: "
-                              f"{_one_line(err)})") from None
-    except OSError as err:
-        reason = err.strerror or _one_line(err)
-        raise GmmRestoreError(f"{path}: cannot read as an image ({reason})") from None
+    with open_image(path) as im:
+        if getattr(im, "n_frames", 1) > 1:
+            raise GmmRestoreError(f"{path}: {im.n_frames} pages or frames; give one image "
+                                  "per file (multi-page files are not supported)")
+        return pil_to_gray(im, path)

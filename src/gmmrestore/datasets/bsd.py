@@ -48,6 +48,7 @@ from typing import Any
 import numpy as np
 
 from ..h5io import GmmRestoreError
+from ..imageio import open_image
 from .download import FileDigest, fetch_file
 from .pools import Pools
 
@@ -167,16 +168,10 @@ def decode_png(path: str | os.PathLike, entry: ManifestEntry) -> np.ndarray:
 
     Raises :class:`GmmRestoreError` naming the file otherwise.
     """
-    from PIL import Image
-
-    try:
-        # PNG only: a generic reader would try every other decoder on a damaged file
-        with Image.open(os.fspath(path), formats=("PNG",)) as im:
-            im.load()
-            mode, image = im.mode, np.asarray(im)
-    except (OSError, SyntaxError, ValueError, EOFError) as err:  # UnidentifiedImageError too
-        raise GmmRestoreError(
-            f"{entry.file}: cannot decode as PNG ({type(err).__name__}: {err})") from None
+    # PNG only: a generic reader would try every other decoder on a damaged file
+    with open_image(path, formats=("PNG",), failure="cannot decode as PNG",
+                    name=entry.file) as im:
+        mode, image = im.mode, np.asarray(im)
     if mode != "L":
         raise GmmRestoreError(f"{entry.file}: PNG of mode {mode} ({image.dtype}, shape "
                               f"{image.shape}); expected 8-bit grayscale (mode L)")
