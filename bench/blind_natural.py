@@ -15,7 +15,9 @@ BSD68 photographs, a centre crop of ``--crop`` (255) each with one kernel, sizes
 same way; a larger sample of photographs than ``--set test``'s four.  ``--set train-hard``
 (development): the six Train400 scenes of ``HARD_TRAIN_IMAGES`` (the wide set's cases above
 ratio 3 with the default estimator), each whole with all 8 sizes 13..27 (kernel seeds
-9000 + 10 i + j): harder than ``train-wide``, made of development images only.
+9000 + 10 i + j): harder than ``train-wide``, made of development images only;
+``--scenes`` puts other Train400 scenes in their place (e.g. a set chosen by an image
+statistic).
 
 Methods, side by side on the same cases (the estimator knows the kernel SIZE only):
 
@@ -113,7 +115,7 @@ def make_wide_cases(args) -> list[dict]:
 def make_hard_cases(args) -> list[dict]:
     """``--set train-hard`` (module docstring)."""
     cases = []
-    for ii, name in enumerate(HARD_TRAIN_IMAGES):
+    for ii, name in enumerate(args.scenes.split(",")):
         scene = read_image(os.path.join(args.data, "Train400", name))
         cases += [make_case(name, scene, s, 9000 + 10 * ii + kj) for kj, s in enumerate(SIZES)]
     return cases
@@ -226,6 +228,9 @@ def main() -> None:
     ap.add_argument("--methods", default="sparse,gaussian,blob")
     ap.add_argument("--max-cases", type=int, default=None,
                     help="only the first N cases of the set (the same cases as the full run)")
+    ap.add_argument("--scenes", default=",".join(HARD_TRAIN_IMAGES),
+                    help="--set train-hard's Train400 file names, comma-separated "
+                    "(default: the six of HARD_TRAIN_IMAGES)")
     ap.add_argument("--data", default=DATA)
     ap.add_argument("--sparse", default="{}", help="SparseSettings fields as JSON "
                     '(e.g. \'{"eta_factors": [4, 2, 1]}\')')
