@@ -10,9 +10,11 @@ odd sizes spread over 13..27, seeded).  As a camera makes them: a scene crop of
 clean reference is the scene under the photograph.  ``--set train-wide`` (development):
 every fifth of the first 380 Train400 images (76 scenes), each whole with one kernel, sizes
 cycling through 13, 15, ..., 27 (``--images``, ``--kernels``, ``--crop`` and ``--seed`` do
-not apply).  ``--set test-wide`` (evaluation only, run after every choice is made): all 68
-BSD68 photographs, a centre crop of ``--crop`` (255) each with one kernel, sizes cycling the
-same way; a larger sample of photographs than ``--set test``'s four.  ``--set train-hard``
+not apply); ``--offset`` 1-4 takes the 76 scenes ``offset`` places later instead (kernel
+seeds 7100 * offset + i), more development cases on other scenes.  ``--set test-wide``
+(evaluation only, run after every choice is made): all 68 BSD68 photographs, a centre crop
+of ``--crop`` (255) each with one kernel, sizes cycling the same way; a larger sample of
+photographs than ``--set test``'s four.  ``--set train-hard``
 (development): the six Train400 scenes of ``HARD_TRAIN_IMAGES`` (the wide set's cases above
 ratio 3 with the default estimator), each whole with all 8 sizes 13..27 (kernel seeds
 9000 + 10 i + j): harder than ``train-wide``, made of development images only;
@@ -97,8 +99,9 @@ def make_case(name: str, scene: np.ndarray, s: int, kseed: int) -> dict:
 def make_wide_cases(args) -> list[dict]:
     """``--set train-wide`` and ``--set test-wide`` (module docstring)."""
     if args.set == "train-wide":
-        files = sorted(glob.glob(os.path.join(args.data, "Train400", "*.png")))[:380:5]
-        first_seed = 7000
+        files = sorted(glob.glob(os.path.join(args.data, "Train400", "*.png")))
+        files = files[args.offset:380:5]
+        first_seed = 7100 * args.offset if args.offset else 7000
     else:
         files = sorted(glob.glob(os.path.join(args.data, "BSD68", "*.png")))
         first_seed = 8000
@@ -228,6 +231,8 @@ def main() -> None:
     ap.add_argument("--methods", default="sparse,gaussian,blob")
     ap.add_argument("--max-cases", type=int, default=None,
                     help="only the first N cases of the set (the same cases as the full run)")
+    ap.add_argument("--offset", type=int, default=0, choices=range(5),
+                    help="--set train-wide's scenes: Train400 files [offset:380:5]")
     ap.add_argument("--scenes", default=",".join(HARD_TRAIN_IMAGES),
                     help="--set train-hard's Train400 file names, comma-separated "
                     "(default: the six of HARD_TRAIN_IMAGES)")
