@@ -118,7 +118,7 @@ def make_wide_cases(args) -> list[dict]:
 def make_hard_cases(args) -> list[dict]:
     """``--set train-hard`` (module docstring)."""
     cases = []
-    for ii, name in enumerate(args.scenes.split(",")):
+    for ii, name in enumerate((args.scenes or ",".join(HARD_TRAIN_IMAGES)).split(",")):
         scene = read_image(os.path.join(args.data, "Train400", name))
         cases += [make_case(name, scene, s, 9000 + 10 * ii + kj) for kj, s in enumerate(SIZES)]
     return cases
@@ -220,6 +220,15 @@ def fit_prior(args) -> dict:
             "mean_log_likelihood": float(np.mean(mix.log_pdf(d)))}
 
 
+def check_set_options(ap: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Exit with a usage error when ``--offset`` or ``--scenes`` is given for a set that
+    would ignore it."""
+    if args.offset and args.set != "train-wide":
+        ap.error(f"--offset {args.offset} applies to --set train-wide only, not {args.set}")
+    if args.scenes is not None and args.set != "train-hard":
+        ap.error(f"--scenes applies to --set train-hard only, not {args.set}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--set", choices=("train", "train-wide", "train-hard", "test", "test-wide"),
@@ -233,7 +242,7 @@ def main() -> None:
                     help="only the first N cases of the set (the same cases as the full run)")
     ap.add_argument("--offset", type=int, default=0, choices=range(5),
                     help="--set train-wide's scenes: Train400 files [offset:380:5]")
-    ap.add_argument("--scenes", default=",".join(HARD_TRAIN_IMAGES),
+    ap.add_argument("--scenes", default=None,
                     help="--set train-hard's Train400 file names, comma-separated "
                     "(default: the six of HARD_TRAIN_IMAGES)")
     ap.add_argument("--data", default=DATA)
@@ -246,6 +255,7 @@ def main() -> None:
     ap.add_argument("--save-kernels", default=None, help="folder for true/estimated kernels")
     ap.add_argument("--fit-prior", action="store_true")
     args = ap.parse_args()
+    check_set_options(ap, args)
     result = fit_prior(args) if args.fit_prior else run(args)
     print(json.dumps(result))
 
