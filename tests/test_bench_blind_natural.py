@@ -1,5 +1,6 @@
 """The blind photograph bench's command line: options a set would ignore are errors."""
 
+import argparse
 import os
 import subprocess
 import sys
@@ -32,8 +33,6 @@ def test_the_options_of_their_own_sets_pass_the_check():
         import blind_natural
     finally:
         sys.path.remove(os.path.join(ROOT, "bench"))
-    import argparse
-
     ap = argparse.ArgumentParser()
     for set_name, offset, scenes in (("train-wide", 3, None), ("train-hard", 0, "a.png"),
                                      ("test", 0, None)):
