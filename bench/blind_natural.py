@@ -117,8 +117,9 @@ def make_wide_cases(args) -> list[dict]:
 
 def make_hard_cases(args) -> list[dict]:
     """``--set train-hard`` (module docstring)."""
+    scenes = ",".join(HARD_TRAIN_IMAGES) if args.scenes is None else args.scenes
     cases = []
-    for ii, name in enumerate((args.scenes or ",".join(HARD_TRAIN_IMAGES)).split(",")):
+    for ii, name in enumerate(scenes.split(",")):
         scene = read_image(os.path.join(args.data, "Train400", name))
         cases += [make_case(name, scene, s, 9000 + 10 * ii + kj) for kj, s in enumerate(SIZES)]
     return cases
