@@ -29,6 +29,10 @@ Methods, side by side on the same cases (the estimator knows the kernel SIZE onl
   prior, alternating MAP);
 * ``tv``: :func:`gmmrestore.deconv.tvmap.estimate_kernel_tv` (valid model, TV alternating
   descent, then L0 alternations on the photograph; ``'{"refine_iter": 0}'`` for TV alone);
+* ``tv_judged``: :func:`gmmrestore.deconv.judge.estimate_kernel_tv_judged` (the TV estimator
+  once per weight growth of ``--judge``'s ``lam_factors``, two at a time, the candidate kept
+  by the natural-patch GMM of ``--judge-gmm``, e.g. the workflow's
+  ``results/blind_natural/bsd_blind/gmm/m8_K50.h5``);
 * ``gaussian``: the seed's :func:`gmmrestore.deconv.estimate_kernel` (Gaussian gradient
   prior, std 0.07, zero-boundary model);
 * ``blob``: no estimation, an isotropic Gaussian of std (s - 1) / 4 (the floor);
@@ -60,9 +64,10 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.p
 from gmmrestore import deconv  # noqa: E402
 from gmmrestore.datasets import read_image  # noqa: E402
 from gmmrestore.datasets.bsd import centre_crop  # noqa: E402
-from gmmrestore.deconv import l0map, nonblind, sparse, sparse_pyramid, tvmap  # noqa: E402
+from gmmrestore.deconv import judge, l0map, nonblind, sparse, sparse_pyramid, tvmap  # noqa: E402
 from gmmrestore.deconv.scores import shifted_error_ratio, success_rates  # noqa: E402
 from gmmrestore.deconv.valid import crop_centre  # noqa: E402
+from gmmrestore.gmm.io import load_gmm  # noqa: E402
 from gmmrestore.operators import (  # noqa: E402
     blur_valid,
     camera_shake_kernel,
@@ -157,6 +162,10 @@ def estimate(method: str, y: np.ndarray, s: int, settings,
         return l0map.estimate_kernel_l0(y, s, settings["l0"])[0]
     if method == "tv":
         return tvmap.estimate_kernel_tv(y, s, settings["tv"])[0]
+    if method == "tv_judged":
+        gmm, remove_dc = settings["judge_gmm"]
+        return judge.estimate_kernel_tv_judged(y, s, gmm, settings["tv"], settings["judge"],
+                                               remove_dc)[0]
     if method == "gaussian":
         return deconv.estimate_kernel(y, s, deconv.GaussianBlindSettings(prior_std=0.07))[0]
     if method == "blob":
@@ -170,8 +179,12 @@ def estimate(method: str, y: np.ndarray, s: int, settings,
 def run(args) -> dict:
     settings = {"sparse": sparse_pyramid.SparseSettings(**json.loads(args.sparse)),
                 "l0": l0map.L0Settings(**json.loads(args.l0)),
-                "tv": tvmap.TVSettings(**json.loads(args.tv))}
+                "tv": tvmap.TVSettings(**json.loads(args.tv)),
+                "judge": judge.JudgeSettings(**{"n_workers": 2, **json.loads(args.judge)})}
     methods = args.methods.split(",")
+    if "tv_judged" in methods:
+        gmm, info = load_gmm(args.judge_gmm)
+        settings["judge_gmm"] = (gmm, bool(info.get("remove_dc", False)))
     rows = []
     for case in make_cases(args)[:args.max_cases]:
         x_true = nonblind.deconvolve_sparse(case["y"], case["kernel"])
@@ -228,6 +241,8 @@ def check_set_options(ap: argparse.ArgumentParser, args: argparse.Namespace) -> 
         ap.error(f"--offset {args.offset} applies to --set train-wide only, not {args.set}")
     if args.scenes is not None and args.set != "train-hard":
         ap.error(f"--scenes applies to --set train-hard only, not {args.set}")
+    if "tv_judged" in args.methods.split(",") and not args.judge_gmm:
+        ap.error("method tv_judged needs --judge-gmm (a natural-patch GMM file)")
 
 
 def main() -> None:
@@ -253,6 +268,10 @@ def main() -> None:
                     '(e.g. \'{"lam_min": 2e-3}\')')
     ap.add_argument("--tv", default="{}", help="TVSettings fields as JSON "
                     '(e.g. \'{"refine_iter": 0}\')')
+    ap.add_argument("--judge", default="{}", help="JudgeSettings fields as JSON "
+                    '(e.g. \'{"lam_factors": [1.9, 1.2]}\'; n_workers 2 by default)')
+    ap.add_argument("--judge-gmm", default=None,
+                    help="natural-patch GMM file (gmm HDF5) of method tv_judged")
     ap.add_argument("--save-kernels", default=None, help="folder for true/estimated kernels")
     ap.add_argument("--fit-prior", action="store_true")
     args = ap.parse_args()

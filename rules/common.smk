@@ -24,7 +24,7 @@ from gmmrestore.configcheck import (
     schema_error_message,
     training_source,
 )
-from gmmrestore.deconv import DEFAULT_PHOTOGRAPH_PRIOR, PHOTOGRAPH_PRIORS
+from gmmrestore.deconv import DEFAULT_PHOTOGRAPH_PRIOR, JUDGED_PRIORS, PHOTOGRAPH_PRIORS
 from gmmrestore.depends import library_sources
 from gmmrestore.h5io import GmmRestoreError
 from gmmrestore import runlock, runstatus
@@ -159,6 +159,19 @@ def kernel_prior(blur):
     boundary = config.get("corruption", {}).get("boundary", "zero")
     default = DEFAULT_PHOTOGRAPH_PRIOR if boundary == "valid" else "gaussian"
     return config["blurs"].get(blur, {}).get("prior", default)
+
+
+def judge_gmm(wildcards):
+    """A judged photograph prior (tv_judged): the patch GMM of the first sweep setting,
+    which chooses among the candidate kernels; nothing for the other priors."""
+    if kernel_prior(wildcards.blur) not in JUDGED_PRIORS:
+        return []
+    first = SETTINGS[0]
+    return f"{RESULTS}/{wildcards.dataset}/gmm/m{first.patch_size}_K{first.n_components}.h5"
+
+
+def judge_gmm_arg(wildcards, input):
+    return f"--judge-gmm {shlex.quote(str(input.judge_gmm))}" if input.judge_gmm else ""
 
 
 def setting_dir(blur, sigma):

@@ -40,6 +40,8 @@ rule estimate_kernel:
         data=f"{RESULTS}/{{dataset}}/{{blur}}_s{{sigma}}/corrupted.h5",
         # sharp training images: the learned spectral prior of the kernel EM
         prior=f"{RESULTS}/data/{{dataset}}.h5",
+        # tv_judged: the natural-patch GMM that chooses among the candidate kernels
+        judge_gmm=judge_gmm,
     output:
         f"{RESULTS}/{{dataset}}/{{blur}}_s{{sigma}}/kernel_estimate.h5",
     log:
@@ -62,12 +64,13 @@ rule estimate_kernel:
             else config["blurs"][wc.blur]["batch_size"]
         ),
         kernel_prior=lambda wc: kernel_prior(wc.blur),
+        judge=judge_gmm_arg,
         seed=config["seed"],
     shell:
         "OMP_NUM_THREADS={threads} OPENBLAS_NUM_THREADS={threads}"
         " python {input.script:q} --corrupted {input.data:q} --prior-dataset {input.prior:q}"
         " --out {output:q} --kernel-size {params.size} --batch-size {params.batch}"
-        " --prior {params.kernel_prior} --seed {params.seed} > {log:q} 2>&1"
+        " --prior {params.kernel_prior} {params.judge} --seed {params.seed} > {log:q} 2>&1"
 
 
 rule restore_baseline:

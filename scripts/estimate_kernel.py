@@ -31,16 +31,21 @@ from gmmrestore import cli
 from gmmrestore.deconv import (
     BLIND_PRIORS,
     COVARIANCES,
+    JUDGED_PRIORS,
     PHOTOGRAPH_PRIORS,
     GaussianBlindSettings,
+    JudgeSettings,
     SparseSettings,
     estimate_kernel,
     estimate_kernel_l0,
     estimate_kernel_sparse,
     estimate_kernel_tv,
+    estimate_kernel_tv_judged,
     recenter_kernel,
 )
+from gmmrestore.gmm.io import load_gmm
 from gmmrestore.h5io import GmmRestoreError, open_h5, read_dataset, write_h5
+from gmmrestore.threads import default_threads
 
 log = logging.getLogger("gmmrestore.estimate_kernel")
 STAGE_SEED = 7  # independent random streams (choice of the prior images, batches)
@@ -54,6 +59,9 @@ ESTIMATOR_DESCRIPTIONS = {
           "(gmmrestore.deconv.estimate_kernel_l0)",
     "tv": "TV alternating descent refined by L0 alternations, valid boundary "
           "(gmmrestore.deconv.estimate_kernel_tv)",
+    "tv_judged": "TV alternating descent refined by L0 at several weight growths, the kernel "
+                 "kept by a natural-patch GMM, valid boundary "
+                 "(gmmrestore.deconv.estimate_kernel_tv_judged)",
 }
 
 
@@ -125,13 +133,24 @@ def gaussian_settings(args) -> GaussianBlindSettings:
     return GaussianBlindSettings(**{name: getattr(args, name) for name in GAUSSIAN_OPTIONS})
 
 
-def estimate_batch(images: np.ndarray, s: int, args, prior_images) -> tuple[np.ndarray, dict]:
+def estimate_batch(images: np.ndarray, s: int, args, prior_images, judge_gmm=None
+                   ) -> tuple[np.ndarray, dict]:
     """One batch's kernel: the Gaussian-prior EM (zero boundary, pooled batch) or, with
-    ``--prior sparse`` / ``l0`` / ``tv``, the estimate of one photograph (valid model): the
-    sparse-prior variational EM, the L0-prior alternating MAP or the TV descent refined by
-    L0.
+    ``--prior sparse`` / ``l0`` / ``tv`` / ``tv_judged``, the estimate of one photograph
+    (valid model): the sparse-prior variational EM, the L0-prior alternating MAP, the TV
+    descent refined by L0, or that at several weight growths judged by ``judge_gmm``
+    ((GaussianMixture, remove_dc)).
     Returns the kernel and ``{"seconds", "noise_floor", "history"}`` (history records with
-    level, eta and objective; NaN where the estimator has none)."""
+    level, eta and objective; NaN where the estimator has none; with tv_judged also
+    ``judge``: the candidates, their scores and the chosen index)."""
+    if args.prior == "tv_judged":
+        gmm, remove_dc = judge_gmm
+        kernel, info = estimate_kernel_tv_judged(
+            images[0], s, gmm, settings=JudgeSettings(n_workers=default_threads()),
+            remove_dc=remove_dc)
+        return kernel, {"seconds": info["seconds"], "noise_floor": np.nan,
+                        "history": [{"level": 0, "eta": np.nan, "objective": np.nan}],
+                        "judge": info}
     if args.prior == "sparse":
         kernel, info = estimate_kernel_sparse(images[0], s, SparseSettings())
         history = [{"level": r["level"], "eta": r["eta"], "objective": np.nan}
@@ -200,16 +219,31 @@ def read_prior_images(args, images: np.ndarray) -> np.ndarray | None:
     return prior_images
 
 
-def estimate_batches(images: np.ndarray, args, prior_images) -> dict:
+def read_judge_gmm(args):
+    """(GaussianMixture, remove_dc) of --judge-gmm for a judged prior, else None."""
+    if args.prior not in JUDGED_PRIORS:
+        return None
+    if not args.judge_gmm:
+        raise GmmRestoreError(f"--prior {args.prior} needs --judge-gmm (a natural-patch GMM "
+                              "file of kind 'gmm')")
+    gmm, attrs = load_gmm(args.judge_gmm)
+    log.info("kernel judge: %d-component GMM over %d features from %s", gmm.n_components,
+             gmm.n_features, args.judge_gmm)
+    return gmm, bool(attrs.get("remove_dc", False))
+
+
+def estimate_batches(images: np.ndarray, args, prior_images, judge_gmm=None) -> dict:
     """One kernel per batch of images: the batch kernels, the summary kernel, every image's
-    batch and the per-batch seconds, noise floors and histories."""
+    batch and the per-batch seconds, noise floors, histories (and judge records)."""
     n, s = len(images), args.kernel_size
     batches = batch_members(n, args.batch_size, args.batch_order, args.seed)
     t0 = time.perf_counter()
-    kernels, seconds, floors, histories = [], [], [], []
+    kernels, seconds, floors, histories, judged = [], [], [], [], []
     batch_index = np.zeros(n, dtype=np.int64)
     for bi, members in enumerate(batches):
-        kernel, info = estimate_batch(images[members], s, args, prior_images)
+        kernel, info = estimate_batch(images[members], s, args, prior_images, judge_gmm)
+        if "judge" in info:
+            judged.append(info["judge"])
         kernels.append(kernel)
         seconds.append(info["seconds"])
         floors.append(info["noise_floor"])
@@ -227,7 +261,7 @@ def estimate_batches(images: np.ndarray, args, prior_images) -> dict:
 
     return {"final": final, "batch_kernels": batch_kernels, "batch_index": batch_index,
             "seconds": seconds, "floors": floors, "histories": histories,
-            "n_batches": len(batches), "t0": t0}
+            "n_batches": len(batches), "t0": t0, "judged": judged}
 
 
 def write_estimate(args, est: dict, prior_images, n: int, blur_name: str) -> None:
@@ -241,14 +275,21 @@ def write_estimate(args, est: dict, prior_images, n: int, blur_name: str) -> Non
     for i, h in enumerate(histories):
         objective[i, :len(h)] = [r["objective"] for r in h]
     first = histories[int(np.argmax([len(h) for h in histories]))]
+    judged = est["judged"]
+    judge_arrays = {} if not judged else {
+        "judge_candidates": np.stack([r["candidates"] for r in judged]),
+        "judge_scores": np.asarray([r["scores"] for r in judged]),
+        "judge_chosen": np.asarray([r["chosen"] for r in judged], dtype=np.int64)}
     write_h5(
         args.out, "kernel",
         {"kernel": final, "batch_kernels": batch_kernels, "batch_index": batch_index,
          "batch_seconds": np.asarray(seconds), "batch_noise_floor": np.asarray(floors),
          "objective": objective,
          "objective_level": np.asarray([r["level"] for r in first], dtype=np.int64),
-         "objective_eta": np.asarray([r["eta"] for r in first])},
-        attrs={"kernel_size": s, "noise_schedule": list(args.noise_schedule),
+         "objective_eta": np.asarray([r["eta"] for r in first]), **judge_arrays},
+        attrs={**({} if not judged else {"judge_gmm": args.judge_gmm,
+                                          "judge_lam_factors": judged[0]["lam_factors"]}),
+               "kernel_size": s, "noise_schedule": list(args.noise_schedule),
                "noise_floor": "auto" if args.noise_floor == "auto" else
                ("none" if args.noise_floor is None else args.noise_floor),
                "prior": args.prior if args.prior in PHOTOGRAPH_PRIORS else
@@ -275,6 +316,13 @@ def write_estimate(args, est: dict, prior_images, n: int, blur_name: str) -> Non
             "batch_index": {"description": "batch (row of batch_kernels) of every image (n,)"},
             "objective": {"description": "EM objective (evidence lower bound per pixel) after "
                                          "every E-step, one row per batch, NaN padded"},
+            **({} if not judged else {
+                "judge_candidates": {"description": "tv_judged: the candidate kernels of "
+                                     "every batch (n_batches, len(judge_lam_factors), s, s)"},
+                "judge_scores": {"description": "tv_judged: every candidate's score (mean "
+                                 "patch log-likelihood of its restoration minus that after "
+                                 "a Gaussian blur of std 0.5 px); the highest is kept"},
+                "judge_chosen": {"description": "tv_judged: the kept candidate per batch"}}),
         },
     )
     log.info("kernel %dx%d from %d images in %d batch(es), %.1f s -> %s", s, s, n,
@@ -303,9 +351,14 @@ def build_parser():
                         help="gaussian: the seed's EM (zero boundary, batches of images); "
                              "for photographs (valid boundary, one kernel per image: "
                              "--batch-size 1): sparse, the gradient-mixture variational EM, "
-                             "l0, the L0 gradient prior's alternating MAP, or tv, TV "
-                             "alternating descent refined by L0 alternations (the workflow's "
-                             "default for photographs)")
+                             "l0, the L0 gradient prior's alternating MAP, tv, TV "
+                             "alternating descent refined by L0 alternations, or tv_judged, "
+                             "tv at two weight growths with the kernel kept by --judge-gmm "
+                             "(the workflow's default for photographs)")
+    parser.add_argument("--judge-gmm", default=None,
+                        help="tv_judged: natural-patch GMM file (kind 'gmm', e.g. the "
+                             "workflow's results/<name>/<dataset>/gmm/m8_K50.h5) that "
+                             "judges the candidate kernels")
     parser.add_argument("--batch-size", type=int, default=100,
                         help="images per EM batch (one kernel per batch)")
     parser.add_argument("--batch-order", choices=BATCH_ORDERS, default="shuffled",
@@ -325,7 +378,7 @@ def main(argv=None) -> None:
         raise GmmRestoreError(f"--prior {args.prior} estimates one kernel per photograph: use "
                               f"--batch-size 1, got {args.batch_size}")
     prior_images = read_prior_images(args, images)
-    estimate = estimate_batches(images, args, prior_images)
+    estimate = estimate_batches(images, args, prior_images, read_judge_gmm(args))
     write_estimate(args, estimate, prior_images, len(images), blur_name)
 
 

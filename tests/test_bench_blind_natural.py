@@ -1,4 +1,5 @@
-"""The blind photograph bench's command line: options a set would ignore are errors."""
+"""The blind photograph bench's command line: options a set would ignore, and a method
+without the file it needs, are usage errors."""
 
 import argparse
 import os
@@ -18,6 +19,8 @@ BENCH = os.path.join(ROOT, "bench", "blind_natural.py")
      "--scenes applies to --set train-hard only, not train-wide"),
     (["--set", "test", "--scenes", "test_001.png"],
      "--scenes applies to --set train-hard only, not test"),
+    (["--set", "test", "--methods", "tv,tv_judged"],
+     "method tv_judged needs --judge-gmm"),
 ])
 def test_an_option_the_set_ignores_is_a_usage_error(argv, message):
     result = subprocess.run([sys.executable, BENCH, *argv], capture_output=True, text=True,
@@ -34,7 +37,9 @@ def test_the_options_of_their_own_sets_pass_the_check():
     finally:
         sys.path.remove(os.path.join(ROOT, "bench"))
     ap = argparse.ArgumentParser()
-    for set_name, offset, scenes in (("train-wide", 3, None), ("train-hard", 0, "a.png"),
-                                     ("test", 0, None)):
-        args = argparse.Namespace(set=set_name, offset=offset, scenes=scenes)
+    for set_name, offset, scenes, methods, gmm in (
+            ("train-wide", 3, None, "tv", None), ("train-hard", 0, "a.png", "tv,l0", None),
+            ("test", 0, None, "tv_judged", "gmm.h5")):
+        args = argparse.Namespace(set=set_name, offset=offset, scenes=scenes, methods=methods,
+                                  judge_gmm=gmm)
         blind_natural.check_set_options(ap, args)  # raises SystemExit on an error

@@ -260,14 +260,46 @@ def test_estimate_kernel_script_with_a_photograph_prior(tmp_path, rng, prior):
             "--kernel-size", "7", "--prior", prior]
     bad = subprocess.run(base, capture_output=True, text=True, timeout=120, env=python_env())
     assert bad.returncode != 0 and "--batch-size 1" in bad.stderr and not out.exists()
-    good = subprocess.run(base + ["--batch-size", "1"], capture_output=True, text=True,
-                          timeout=300, env=python_env())
+    base += ["--batch-size", "1"]
+    if prior in D.JUDGED_PRIORS:
+        missing = subprocess.run(base, capture_output=True, text=True, timeout=120,
+                                 env=python_env())
+        assert missing.returncode != 0 and "needs --judge-gmm" in missing.stderr
+        assert not out.exists()
+        base += ["--judge-gmm", str(judge_gmm_file(tmp_path, rng))]
+    good = subprocess.run(base, capture_output=True, text=True, timeout=300,
+                          env=python_env())
     assert good.returncode == 0, good.stderr
     arrays, attrs = read_h5(out, "kernel", ["kernel", "batch_kernels"])
     assert attrs["prior"] == prior and attrs["n_batches"] == 2
     assert arrays["batch_kernels"].shape == (2, 7, 7)
     np.testing.assert_allclose(arrays["batch_kernels"].sum(axis=(1, 2)), 1.0)
     assert np.all(arrays["batch_kernels"] >= 0)
+    if prior in D.JUDGED_PRIORS:
+        judged, attrs = read_h5(out, "kernel", ["judge_candidates", "judge_scores",
+                                                "judge_chosen"])
+        n_candidates = len(D.JudgeSettings().lam_factors)
+        assert judged["judge_candidates"].shape == (2, n_candidates, 7, 7)
+        assert judged["judge_scores"].shape == (2, n_candidates)
+        for b in range(2):
+            chosen = judged["judge_chosen"][b]
+            assert chosen == np.argmax(judged["judge_scores"][b])
+            np.testing.assert_array_equal(arrays["batch_kernels"][b],
+                                          judged["judge_candidates"][b, chosen])
+        assert list(attrs["judge_lam_factors"]) == list(D.JudgeSettings().lam_factors)
+
+
+def judge_gmm_file(tmp_path, rng):
+    """A small zero-mean 4x4 patch GMM file (kind 'gmm') for the kernel judge."""
+    from gmmrestore.gmm import GaussianMixture
+    from gmmrestore.gmm.io import save_gmm
+
+    A = rng.standard_normal((2, 16, 16))
+    cov = A @ A.transpose(0, 2, 1) / 16 * 1e-2 + 1e-4 * np.eye(16)
+    path = tmp_path / "judge_gmm.h5"
+    save_gmm(path, GaussianMixture(np.array([0.4, 0.6]), np.zeros((2, 16)), cov), None,
+             {"remove_dc": True})
+    return path
 
 
 def test_sparse_estimation_rejects_bad_input(rng):
@@ -298,3 +330,6 @@ def test_blind_natural_config_estimates_with_the_default_prior_one_photograph_at
     assert len(commands) == 8
     prior = f"--prior {D.DEFAULT_PHOTOGRAPH_PRIOR}"
     assert all("--batch-size 1" in c and prior in c for c in commands)
+    # the judge is the restoration prior of the first sweep setting (m 8, K 50)
+    assert all("--judge-gmm results/blind_natural/bsd_blind/gmm/m8_K50.h5" in c
+               for c in commands)

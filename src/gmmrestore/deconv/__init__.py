@@ -76,7 +76,8 @@ evidence bound of the Gaussian-prior EM), ``mstep`` (the kernel quadratic and it
 ``pyramid`` (coarse-to-fine driver), ``scores`` (kernel error, error ratio).  Photographs
 (valid model): ``valid`` (operators, exact M-step quadratic), ``sparse`` / ``sparse_pyramid``
 (gradient-mixture variational EM), ``l0map`` (L0 alternating MAP), ``tvmap`` (TV
-alternating descent refined by L0, the default), ``nonblind`` (hyper-Laplacian restoration).
+alternating descent refined by L0), ``judge`` (the TV estimate at several weight growths, one
+kept by a natural-patch GMM: the default), ``nonblind`` (hyper-Laplacian restoration).
 """
 
 from .gaussian import (
@@ -86,6 +87,7 @@ from .gaussian import (
     estep_variance,
     stationary_covariance,
 )
+from .judge import JudgeSettings, estimate_kernel_tv_judged
 from .l0map import L0Settings, estimate_kernel_l0
 from .model import (
     FFT_MIN_TAPS,
@@ -134,14 +136,19 @@ from .tvmap import TVSettings, estimate_kernel_tv
 #: seed's Gaussian EM on batches, and those for photographs, which estimate one kernel per
 #: photograph with the valid model (:data:`PHOTOGRAPH_PRIORS`; the default for the valid
 #: boundary is :data:`DEFAULT_PHOTOGRAPH_PRIOR`).
-BLIND_PRIORS = ("gaussian", "sparse", "l0", "tv")
-PHOTOGRAPH_PRIORS = ("sparse", "l0", "tv")
-DEFAULT_PHOTOGRAPH_PRIOR = "tv"
+BLIND_PRIORS = ("gaussian", "sparse", "l0", "tv", "tv_judged")
+PHOTOGRAPH_PRIORS = ("sparse", "l0", "tv", "tv_judged")
+#: Photograph priors whose estimate needs a natural-patch GMM (the kernel judge).
+JUDGED_PRIORS = ("tv_judged",)
+DEFAULT_PHOTOGRAPH_PRIOR = "tv_judged"
 
 __all__ = [
     "BLIND_PRIORS",
     "PHOTOGRAPH_PRIORS",
     "DEFAULT_PHOTOGRAPH_PRIOR",
+    "JUDGED_PRIORS",
+    "JudgeSettings",
+    "estimate_kernel_tv_judged",
     "L0Settings",
     "estimate_kernel_l0",
     "TVSettings",

@@ -1,0 +1,127 @@
+"""Choosing a photograph's kernel among candidates with a natural-patch prior.
+
+The TV estimator's basin depends on its schedule: on development photographs the weight's
+growth per level 1.9 (the default) and 1.05 each recover kernels the other misses
+(docs/results.md).  Energies of the blind model do not tell which candidate is right, and
+neither does the plain likelihood of a restoration under a natural-patch GMM: it prefers the
+smooth restorations of kernels that are too compact.  What separates them is how that
+likelihood changes when the restoration is blurred a little (docs/model.md, "Choosing
+between kernels"):
+
+    score(k) = mean_p log p(P_p x_k) - mean_p log p(P_p (g * x_k)),
+
+``x_k`` the hyper-Laplacian restoration of the photograph with kernel ``k``
+(:func:`.nonblind.deconvolve_sparse`), ``g`` a Gaussian of std ``blur_std`` pixels, ``P_p``
+the m x m patches at stride ``stride`` (their mean removed when the GMM is zero-mean), and
+``p`` the GMM.  A restoration whose ringing a small blur removes gains much likelihood from
+the blur (a low score); the candidate of the highest score is kept.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, replace
+
+import numpy as np
+from scipy.ndimage import gaussian_filter
+
+from ..gmm import GaussianMixture, remove_patch_dc, score_samples
+from ..h5io import GmmRestoreError
+from ..patches import check_patch_size
+from .nonblind import deconvolve_sparse
+from .tvmap import TVSettings, estimate_kernel_tv
+
+log = logging.getLogger("gmmrestore.deconv")
+
+
+@dataclass(frozen=True)
+class JudgeSettings:
+    """Settings of :func:`estimate_kernel_tv_judged`.
+
+    lam_factors : the TV estimator's weight growths per level, one candidate kernel each;
+    blur_std : std (pixels) of the Gaussian blur in the score;  stride : between the scored
+    patches;  n_workers : candidates estimated at once (separate processes).
+    """
+
+    lam_factors: tuple[float, ...] = (1.9, 1.05)
+    blur_std: float = 0.5
+    stride: int = 2
+    n_workers: int = 1
+
+    def __post_init__(self):
+        object.__setattr__(self, "lam_factors", tuple(float(f) for f in self.lam_factors))
+        if not (len(self.lam_factors) >= 1 and all(f > 1 for f in self.lam_factors)
+                and self.blur_std > 0 and self.stride >= 1 and self.n_workers >= 1):
+            raise GmmRestoreError(f"kernel judge settings out of range: {self}")
+
+
+def patch_log_likelihood(x: np.ndarray, gmm: GaussianMixture, stride: int,
+                         remove_dc: bool) -> float:
+    """Mean log-density under ``gmm`` of the m x m patches of x at ``stride``.
+
+    x : (H, W);  gmm over m * m features.
+    """
+    m = int(round(np.sqrt(gmm.n_features)))
+    if m * m != gmm.n_features:
+        raise GmmRestoreError(f"the judge's GMM has {gmm.n_features} features, not an "
+                              "m x m patch")
+    check_patch_size(m, x.shape)
+    windows = np.lib.stride_tricks.sliding_window_view(x, (m, m))[::stride, ::stride]
+    patches = windows.reshape(-1, m * m)
+    if remove_dc:
+        patches = remove_patch_dc(patches)
+    return float(np.mean(score_samples(patches, gmm, n_threads=1)))
+
+
+def sharpness_score(x: np.ndarray, gmm: GaussianMixture, settings: JudgeSettings,
+                    remove_dc: bool = True) -> float:
+    """``patch_log_likelihood(x) - patch_log_likelihood(g * x)`` (module docstring);
+    x : (H, W)."""
+    blurred = gaussian_filter(x, settings.blur_std)
+    return (patch_log_likelihood(x, gmm, settings.stride, remove_dc)
+            - patch_log_likelihood(blurred, gmm, settings.stride, remove_dc))
+
+
+def choose_kernel(y: np.ndarray, kernels: list[np.ndarray], gmm: GaussianMixture,
+                  settings: JudgeSettings | None = None, remove_dc: bool = True
+                  ) -> tuple[int, list[float]]:
+    """Index of the candidate kernel of highest :func:`sharpness_score`, and every score.
+
+    y : (H, W) photograph;  kernels : candidates (s, s).  Ties go to the first.
+    """
+    st = settings or JudgeSettings()
+    scores = [sharpness_score(deconvolve_sparse(y, k), gmm, st, remove_dc) for k in kernels]
+    return int(np.argmax(scores)), scores
+
+
+def estimate_kernel_tv_judged(y: np.ndarray, kernel_size: int, gmm: GaussianMixture,
+                              tv: TVSettings | None = None,
+                              settings: JudgeSettings | None = None, remove_dc: bool = True
+                              ) -> tuple[np.ndarray, dict]:
+    """The TV estimator run once per weight growth of ``settings.lam_factors``, the
+    candidate of highest :func:`sharpness_score` kept.
+
+    y : (H, W) photograph in [0, 1];  kernel_size : odd s;  gmm : natural-patch prior
+    (zero-mean patches when ``remove_dc``).  Returns the kernel (s, s) and an info dict
+    (``candidates`` (n, s, s), ``lam_factors``, ``scores``, ``chosen``, ``seconds``).
+    """
+    t0 = time.perf_counter()
+    st = settings or JudgeSettings()
+    tv = tv or TVSettings()
+    runs = [replace(tv, lam_factor=f) for f in st.lam_factors]
+    if st.n_workers > 1 and len(runs) > 1:
+        with ProcessPoolExecutor(min(st.n_workers, len(runs))) as pool:
+            results = list(pool.map(estimate_kernel_tv, [y] * len(runs),
+                                    [kernel_size] * len(runs), runs))
+    else:
+        results = [estimate_kernel_tv(y, kernel_size, r) for r in runs]
+    kernels = [k for k, _ in results]
+    chosen, scores = choose_kernel(y, kernels, gmm, st, remove_dc)
+    log.info("kernel judge: scores %s for lam_factor %s, kept %s, %.1f s",
+             ", ".join(f"{v:.3f}" for v in scores), ", ".join(map(str, st.lam_factors)),
+             st.lam_factors[chosen], time.perf_counter() - t0)
+    info = {"candidates": np.stack(kernels), "lam_factors": list(st.lam_factors),
+            "scores": scores, "chosen": chosen, "seconds": time.perf_counter() - t0}
+    return kernels[chosen], info
