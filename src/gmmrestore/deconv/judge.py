@@ -30,6 +30,7 @@ from scipy.ndimage import gaussian_filter
 from ..gmm import GaussianMixture, remove_patch_dc, score_samples
 from ..h5io import GmmRestoreError
 from ..patches import check_patch_size
+from ..restore.mapk import patch_size_of
 from .nonblind import deconvolve_sparse
 from .tvmap import TVSettings, estimate_kernel_tv
 
@@ -63,10 +64,10 @@ def patch_log_likelihood(x: np.ndarray, gmm: GaussianMixture, stride: int,
 
     x : (H, W);  gmm over m * m features.
     """
-    m = int(round(np.sqrt(gmm.n_features)))
-    if m * m != gmm.n_features:
-        raise GmmRestoreError(f"the judge's GMM has {gmm.n_features} features, not an "
-                              "m x m patch")
+    try:
+        m = patch_size_of(gmm)
+    except ValueError as err:
+        raise GmmRestoreError(f"the kernel judge's GMM: {err}") from None
     check_patch_size(m, x.shape)
     windows = np.lib.stride_tricks.sliding_window_view(x, (m, m))[::stride, ::stride]
     patches = windows.reshape(-1, m * m)
