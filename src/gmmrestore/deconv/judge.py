@@ -93,8 +93,21 @@ def choose_kernel(y: np.ndarray, kernels: list[np.ndarray], gmm: GaussianMixture
     y : (H, W) photograph;  kernels : candidates (s, s).  Ties go to the first.
     """
     st = settings or JudgeSettings()
-    scores = [sharpness_score(deconvolve_sparse(y, k), gmm, st, remove_dc) for k in kernels]
+    scores = [kernel_score(y, k, gmm, st, remove_dc) for k in kernels]
     return int(np.argmax(scores)), scores
+
+
+def kernel_score(y: np.ndarray, kernel: np.ndarray, gmm: GaussianMixture,
+                 settings: JudgeSettings, remove_dc: bool = True) -> float:
+    """:func:`sharpness_score` of the photograph y (H, W) restored with ``kernel`` (s, s)."""
+    return sharpness_score(deconvolve_sparse(y, kernel), gmm, settings, remove_dc)
+
+
+def _estimate_and_score(y: np.ndarray, kernel_size: int, tv: TVSettings, gmm: GaussianMixture,
+                        settings: JudgeSettings, remove_dc: bool) -> tuple[np.ndarray, float]:
+    """One candidate: the TV kernel with settings ``tv`` and its :func:`kernel_score`."""
+    kernel, _ = estimate_kernel_tv(y, kernel_size, tv)
+    return kernel, kernel_score(y, kernel, gmm, settings, remove_dc)
 
 
 def estimate_kernel_tv_judged(y: np.ndarray, kernel_size: int, gmm: GaussianMixture,
@@ -112,14 +125,17 @@ def estimate_kernel_tv_judged(y: np.ndarray, kernel_size: int, gmm: GaussianMixt
     st = settings or JudgeSettings()
     tv = tv or TVSettings()
     runs = [replace(tv, lam_factor=f) for f in st.lam_factors]
-    if st.n_workers > 1 and len(runs) > 1:
-        with ProcessPoolExecutor(min(st.n_workers, len(runs))) as pool:
-            results = list(pool.map(estimate_kernel_tv, [y] * len(runs),
-                                    [kernel_size] * len(runs), runs))
+    n = len(runs)
+    # each worker also restores and scores its kernel: the judge costs one restoration
+    args = ([y] * n, [kernel_size] * n, runs, [gmm] * n, [st] * n, [remove_dc] * n)
+    if st.n_workers > 1 and n > 1:
+        with ProcessPoolExecutor(min(st.n_workers, n)) as pool:
+            results = list(pool.map(_estimate_and_score, *args))
     else:
-        results = [estimate_kernel_tv(y, kernel_size, r) for r in runs]
+        results = list(map(_estimate_and_score, *args))
     kernels = [k for k, _ in results]
-    chosen, scores = choose_kernel(y, kernels, gmm, st, remove_dc)
+    scores = [v for _, v in results]
+    chosen = int(np.argmax(scores))
     log.info("kernel judge: scores %s for lam_factor %s, kept %s, %.1f s",
              ", ".join(f"{v:.3f}" for v in scores), ", ".join(map(str, st.lam_factors)),
              st.lam_factors[chosen], time.perf_counter() - t0)
