@@ -288,7 +288,9 @@ def write_estimate(args, est: dict, prior_images, n: int, blur_name: str) -> Non
          "objective_level": np.asarray([r["level"] for r in first], dtype=np.int64),
          "objective_eta": np.asarray([r["eta"] for r in first]), **judge_arrays},
         attrs={**({} if not judged else {"judge_gmm": args.judge_gmm,
-                                          "judge_lam_factors": judged[0]["lam_factors"]}),
+                                          "judge_lam_factors": judged[0]["lam_factors"],
+                                          "judge_blur_std": judged[0]["blur_std"],
+                                          "judge_stride": judged[0]["stride"]}),
                "kernel_size": s, "noise_schedule": list(args.noise_schedule),
                "noise_floor": "auto" if args.noise_floor == "auto" else
                ("none" if args.noise_floor is None else args.noise_floor),
@@ -320,8 +322,9 @@ def write_estimate(args, est: dict, prior_images, n: int, blur_name: str) -> Non
                 "judge_candidates": {"description": "tv_judged: the candidate kernels of "
                                      "every batch (n_batches, len(judge_lam_factors), s, s)"},
                 "judge_scores": {"description": "tv_judged: every candidate's score (mean "
-                                 "patch log-likelihood of its restoration minus that after "
-                                 "a Gaussian blur of std 0.5 px); the highest is kept"},
+                                 "log-likelihood of its restoration's patches at stride "
+                                 "judge_stride minus that after a Gaussian blur of std "
+                                 "judge_blur_std px); the highest is kept"},
                 "judge_chosen": {"description": "tv_judged: the kept candidate per batch"}}),
         },
     )

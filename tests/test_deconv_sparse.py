@@ -287,6 +287,8 @@ def test_estimate_kernel_script_with_a_photograph_prior(tmp_path, rng, prior):
             np.testing.assert_array_equal(arrays["batch_kernels"][b],
                                           judged["judge_candidates"][b, chosen])
         assert list(attrs["judge_lam_factors"]) == list(D.JudgeSettings().lam_factors)
+        assert attrs["judge_blur_std"] == D.JudgeSettings().blur_std
+        assert attrs["judge_stride"] == D.JudgeSettings().stride
 
 
 def judge_gmm_file(tmp_path, rng):

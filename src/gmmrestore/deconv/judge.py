@@ -119,7 +119,8 @@ def estimate_kernel_tv_judged(y: np.ndarray, kernel_size: int, gmm: GaussianMixt
 
     y : (H, W) photograph in [0, 1];  kernel_size : odd s;  gmm : natural-patch prior
     (zero-mean patches when ``remove_dc``).  Returns the kernel (s, s) and an info dict
-    (``candidates`` (n, s, s), ``lam_factors``, ``scores``, ``chosen``, ``seconds``).
+    (``candidates`` (n, s, s), ``lam_factors``, ``blur_std``, ``stride``, ``scores``,
+    ``chosen``, ``seconds``).
     """
     t0 = time.perf_counter()
     st = settings or JudgeSettings()
@@ -140,5 +141,6 @@ def estimate_kernel_tv_judged(y: np.ndarray, kernel_size: int, gmm: GaussianMixt
              ", ".join(f"{v:.3f}" for v in scores), ", ".join(map(str, st.lam_factors)),
              st.lam_factors[chosen], time.perf_counter() - t0)
     info = {"candidates": np.stack(kernels), "lam_factors": list(st.lam_factors),
-            "scores": scores, "chosen": chosen, "seconds": time.perf_counter() - t0}
+            "blur_std": st.blur_std, "stride": st.stride, "scores": scores, "chosen": chosen,
+            "seconds": time.perf_counter() - t0}
     return kernels[chosen], info
