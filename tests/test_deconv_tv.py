@@ -27,6 +27,24 @@ def test_kernel_gradient_and_set_kernel_match_brute_force(rng):
     np.testing.assert_allclose(op.kernel_gradient(spectrum, y), expected, atol=1e-12)
 
 
+def test_valid_convolution_reused_grids_give_fresh_results(rng):
+    from scipy import fft
+
+    s, x = 7, rng.random((19, 22))
+    op = valid.ValidConvolution(rng.random((s, s)), x.shape)
+    k = rng.random((s, s))
+    op.set_kernel(k)
+    np.testing.assert_array_equal(op.K, fft.rfft2(k, s=op.grid))  # rows of the kernel only
+    y_shape = (x.shape[0] - s + 1, x.shape[1] - s + 1)
+    # alternating shapes and offsets on the cached grids: nothing of a call leaks into the next
+    for _ in range(2):
+        for img in (x, np.stack([x, 1 - x]), 3 * x):
+            np.testing.assert_allclose(op.forward(img), valid.conv_valid(img, k), atol=1e-12)
+            out = rng.random(img.shape[:-2] + y_shape)
+            np.testing.assert_allclose(op.adjoint(out), valid.corr_full(out, k), atol=1e-12)
+            np.testing.assert_array_equal(op.spectrum(img), fft.rfft2(img, s=op.grid))
+
+
 def test_total_variation_gradient_matches_finite_differences(rng):
     x = rng.random((7, 9))
     x[2:5, 3:6] = 0.4  # flat patch: magnitudes below eps, the quadratic branch

@@ -117,11 +117,16 @@ def total_variation_gradient(x: np.ndarray, eps: float) -> np.ndarray:
     """Gradient of :func:`total_variation`: ``D^T (grad x / max(eps, |grad x|))``;
     x (H, W)."""
     gh, gv = _forward_differences(x)
-    norm = np.sqrt(gh * gh + gv * gv)
+    # in place: the same arithmetic as sqrt(gh*gh + gv*gv) etc., without the temporaries
+    norm = np.multiply(gh, gh)
+    out = np.multiply(gv, gv)
+    norm += out
+    np.sqrt(norm, out=norm)
     np.maximum(norm, eps, out=norm)
     gh /= norm
     gv /= norm
-    out = -(gh + gv)
+    np.add(gh, gv, out=out)
+    np.negative(out, out=out)
     out[:, 1:] += gh[:, :-1]
     out[1:] += gv[:-1]
     return out
@@ -143,8 +148,9 @@ def tv_alternation(y: np.ndarray, scene: np.ndarray, kernel: np.ndarray, lam: fl
     st = settings
     op = ValidConvolution(kernel, scene.shape)
     x, k = scene, kernel
+    spectrum = op.spectrum(x)  # of the current x: the k-step's serves the next x-step
     for _ in range(st.n_iter):
-        residual = op.forward(x) - y
+        residual = op.forward(x, spectrum) - y
         x = _normalised_step(x, op.adjoint(residual)
                              + lam * total_variation_gradient(x, st.tv_eps), st.image_step)
         spectrum = op.spectrum(x)
