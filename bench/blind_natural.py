@@ -74,7 +74,7 @@ from gmmrestore.datasets.bsd import centre_crop  # noqa: E402
 from gmmrestore.deconv import judge, l0map, nonblind, sparse, sparse_pyramid, tvmap  # noqa: E402
 from gmmrestore.deconv.scores import shifted_error_ratio, success_rates  # noqa: E402
 from gmmrestore.deconv.valid import crop_centre  # noqa: E402
-from gmmrestore.gmm.io import load_gmm  # noqa: E402
+from gmmrestore.gmm.io import load_patch_prior  # noqa: E402
 from gmmrestore.operators import (  # noqa: E402
     blur_valid,
     camera_shake_kernel,
@@ -198,8 +198,7 @@ def workflow_epll(gmm_path: str, config_path: str):
     epll = {**schema_defaults(schema, "restore", "epll"), **restore.get("epll", {})}
     settings = EpllSettings(**{**epll, "beta_factors": tuple(epll["beta_factors"])})
     clip = restore.get("clip", schema_defaults(schema, "restore")["clip"])
-    gmm, info = load_gmm(gmm_path)
-    remove_dc = bool(info.get("remove_dc", False))
+    gmm, remove_dc = load_patch_prior(gmm_path)
 
     def restore_image(y: np.ndarray, kernel: np.ndarray) -> np.ndarray:
         x = epll_restore(y[None], gmm, kernel, SIGMA, settings, remove_dc=remove_dc,
@@ -216,8 +215,7 @@ def run(args) -> dict:
                 "judge": judge.JudgeSettings(**{"n_workers": 2, **json.loads(args.judge)})}
     methods = args.methods.split(",")
     if "tv_judged" in methods:
-        gmm, info = load_gmm(args.judge_gmm)
-        settings["judge_gmm"] = (gmm, bool(info.get("remove_dc", False)))
+        settings["judge_gmm"] = load_patch_prior(args.judge_gmm)
     epll = workflow_epll(args.epll_gmm, args.epll_config) if args.epll_gmm else None
     rows = []
     for case in make_cases(args)[:args.max_cases]:

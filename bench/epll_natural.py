@@ -29,7 +29,7 @@ import time
 import numpy as np
 
 from gmmrestore.datasets import read_image
-from gmmrestore.gmm import load_gmm
+from gmmrestore.gmm import load_patch_prior
 from gmmrestore.restore.epll import epll_restore
 from gmmrestore.restore.mapk import map_k_restore
 from gmmrestore.restore.settings import EpllSettings
@@ -67,8 +67,7 @@ def main(argv: list[str] | None = None) -> int:
                    choices=("float64", "float32"),
                    help="precisions of the component choice to run side by side")
     args = p.parse_args(argv)
-    gmm, info = load_gmm(args.gmm)
-    remove_dc = bool(info.get("remove_dc", False))
+    gmm, remove_dc = load_patch_prior(args.gmm)
     files = sorted(f for f in os.listdir(args.images) if f.endswith(".png"))
     files = files[::args.every][:args.n_images]
     images = [read_image(os.path.join(args.images, f)) for f in files]

@@ -43,7 +43,7 @@ from gmmrestore.deconv import (
     estimate_kernel_tv_judged,
     recenter_kernel,
 )
-from gmmrestore.gmm.io import load_gmm
+from gmmrestore.gmm.io import load_patch_prior
 from gmmrestore.h5io import GmmRestoreError, open_h5, read_dataset, write_h5
 from gmmrestore.threads import default_threads
 
@@ -226,10 +226,10 @@ def read_judge_gmm(args):
     if not args.judge_gmm:
         raise GmmRestoreError(f"--prior {args.prior} needs --judge-gmm (a natural-patch GMM "
                               "file of kind 'gmm')")
-    gmm, attrs = load_gmm(args.judge_gmm)
+    gmm, remove_dc = load_patch_prior(args.judge_gmm)
     log.info("kernel judge: %d-component GMM over %d features from %s", gmm.n_components,
              gmm.n_features, args.judge_gmm)
-    return gmm, bool(attrs.get("remove_dc", False))
+    return gmm, remove_dc
 
 
 def estimate_batches(images: np.ndarray, args, prior_images, judge_gmm=None) -> dict:

@@ -440,6 +440,11 @@ def test_save_load_roundtrip(tmp_path, data):
     np.testing.assert_array_equal(attrs["loglik_train"], hist.loglik_train)
     arrays, _ = read_h5(path, "gmm", ["loglik_train", "loglik_heldout"])
     assert arrays["loglik_heldout"].shape == (0,)
+    prior, remove_dc = G.load_patch_prior(path)
+    assert_same_mixture(gmm, prior, rtol=0, atol=0)
+    assert remove_dc is False
+    G.save_gmm(tmp_path / "zero_mean.h5", gmm, None, {"remove_dc": True})
+    assert G.load_patch_prior(tmp_path / "zero_mean.h5")[1] is True
 
 
 def test_load_gmm_errors_name_file_and_dataset(tmp_path, rng):

@@ -92,6 +92,14 @@ def load_gmm(path: str | os.PathLike) -> tuple[GaussianMixture, dict[str, Any]]:
                            cov.astype(np.float64)), info
 
 
+def load_patch_prior(path: str | os.PathLike) -> tuple[GaussianMixture, bool]:
+    """The mixture of a ``gmm`` file (:func:`load_gmm`) and whether it is over patches with
+    their mean removed (attribute ``remove_dc``, False when absent), what a restoration or a
+    kernel judge needs of it."""
+    gmm, info = load_gmm(path)
+    return gmm, bool(info.get("remove_dc", False))
+
+
 def _check_shapes(path: str, w: np.ndarray, mu: np.ndarray, cov: np.ndarray,
                   attrs: Mapping[str, Any]) -> None:
     """weights (K,), means (K, d), covariances (K, d, d), as the attributes say."""
