@@ -171,6 +171,7 @@ def judge_gmm(wildcards):
 
 
 def judge_gmm_arg(wildcards, input):
+    """estimate_kernel.py's --judge-gmm option for the judge's GMM input, if any."""
     return f"--judge-gmm {shlex.quote(str(input.judge_gmm))}" if input.judge_gmm else ""
 
 
