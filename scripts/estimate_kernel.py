@@ -59,8 +59,8 @@ ESTIMATOR_DESCRIPTIONS = {
           "(gmmrestore.deconv.estimate_kernel_l0)",
     "tv": "TV alternating descent refined by L0 alternations, valid boundary "
           "(gmmrestore.deconv.estimate_kernel_tv)",
-    "tv_judged": "TV alternating descent refined by L0 at several weight growths, the kernel "
-                 "kept by a natural-patch GMM, valid boundary "
+    "tv_judged": "TV alternating descent refined by L0 at several weight growths and the L0 "
+                 "alternating MAP, the kernel kept by a natural-patch GMM, valid boundary "
                  "(gmmrestore.deconv.estimate_kernel_tv_judged)",
 }
 
@@ -288,6 +288,7 @@ def write_estimate(args, est: dict, prior_images, n: int, blur_name: str) -> Non
          "objective_level": np.asarray([r["level"] for r in first], dtype=np.int64),
          "objective_eta": np.asarray([r["eta"] for r in first]), **judge_arrays},
         attrs={**({} if not judged else {"judge_gmm": args.judge_gmm,
+                                          "judge_candidate_labels": judged[0]["labels"],
                                           "judge_lam_factors": judged[0]["lam_factors"],
                                           "judge_blur_std": judged[0]["blur_std"],
                                           "judge_stride": judged[0]["stride"]}),
@@ -320,7 +321,8 @@ def write_estimate(args, est: dict, prior_images, n: int, blur_name: str) -> Non
                                          "every E-step, one row per batch, NaN padded"},
             **({} if not judged else {
                 "judge_candidates": {"description": "tv_judged: the candidate kernels of "
-                                     "every batch (n_batches, len(judge_lam_factors), s, s)"},
+                                     "every batch (n_batches, len(judge_candidate_labels), s, "
+                                     "s), in the order of judge_candidate_labels"},
                 "judge_scores": {"description": "tv_judged: every candidate's score (mean "
                                  "log-likelihood of its restoration's patches at stride "
                                  "judge_stride minus that after a Gaussian blur of std "

@@ -9,7 +9,7 @@ from scipy import stats
 from scipy.special import logsumexp
 from test_deconv_sparse import blocky_image, curved_kernel
 
-from gmmrestore.deconv import judge, tvmap
+from gmmrestore.deconv import judge, l0map, tvmap
 from gmmrestore.gmm import GaussianMixture, fit_gmm
 from gmmrestore.gmm.settings import EMSettings
 from gmmrestore.h5io import GmmRestoreError
@@ -91,9 +91,11 @@ def test_judged_estimate_keeps_the_best_scored_growth(rng, blocky_prior):
     tv = tvmap.TVSettings(n_iter=40, refine_iter=1)
     st = judge.JudgeSettings(lam_factors=(1.9, 1.3))
     kernel, info = judge.estimate_kernel_tv_judged(y, 5, blocky_prior, tv, st)
-    for f, candidate in zip(st.lam_factors, info["candidates"], strict=True):
+    assert info["labels"] == ["tv growth 1.9", "tv growth 1.3", "l0"]
+    for f, candidate in zip(st.lam_factors, info["candidates"][:2], strict=True):
         np.testing.assert_array_equal(
             candidate, tvmap.estimate_kernel_tv(y, 5, replace(tv, lam_factor=f))[0])
+    np.testing.assert_array_equal(info["candidates"][2], l0map.estimate_kernel_l0(y, 5)[0])
     chosen, scores = judge.choose_kernel(y, list(info["candidates"]), blocky_prior, st)
     assert info["chosen"] == chosen and info["scores"] == scores
     np.testing.assert_array_equal(kernel, info["candidates"][chosen])
@@ -103,6 +105,12 @@ def test_judged_estimate_keeps_the_best_scored_growth(rng, blocky_prior):
                                                  replace(st, n_workers=2))
     np.testing.assert_array_equal(two, kernel)
     np.testing.assert_array_equal(info2["candidates"], info["candidates"])
+    # without the L0 candidate: the TV runs only
+    tv_only, info3 = judge.estimate_kernel_tv_judged(y, 5, blocky_prior, tv,
+                                                     replace(st, l0_candidate=False))
+    assert info3["labels"] == ["tv growth 1.9", "tv growth 1.3"]
+    np.testing.assert_array_equal(info3["candidates"], info["candidates"][:2])
+    assert info3["scores"] == info["scores"][:2]
 
 
 def test_judge_rejects_bad_settings_and_priors(rng):

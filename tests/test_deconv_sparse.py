@@ -278,7 +278,7 @@ def test_estimate_kernel_script_with_a_photograph_prior(tmp_path, rng, prior):
     if prior in D.JUDGED_PRIORS:
         judged, attrs = read_h5(out, "kernel", ["judge_candidates", "judge_scores",
                                                 "judge_chosen"])
-        n_candidates = len(D.JudgeSettings().lam_factors)
+        n_candidates = len(D.JudgeSettings().candidate_labels())  # two TV runs and L0
         assert judged["judge_candidates"].shape == (2, n_candidates, 7, 7)
         assert judged["judge_scores"].shape == (2, n_candidates)
         for b in range(2):
@@ -287,6 +287,8 @@ def test_estimate_kernel_script_with_a_photograph_prior(tmp_path, rng, prior):
             np.testing.assert_array_equal(arrays["batch_kernels"][b],
                                           judged["judge_candidates"][b, chosen])
         assert list(attrs["judge_lam_factors"]) == list(D.JudgeSettings().lam_factors)
+        assert list(attrs["judge_candidate_labels"]) == ["tv growth 1.9", "tv growth 1.05",
+                                                         "l0"]
         assert attrs["judge_blur_std"] == D.JudgeSettings().blur_std
         assert attrs["judge_stride"] == D.JudgeSettings().stride
 

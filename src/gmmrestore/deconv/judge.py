@@ -1,12 +1,13 @@
 """Choosing a photograph's kernel among candidates with a natural-patch prior.
 
 The TV estimator's basin depends on its schedule: on development photographs the weight's
-growth per level 1.9 (the default) and 1.05 each recover kernels the other misses
-(docs/results.md).  Energies of the blind model do not tell which candidate is right, and
-neither does the plain likelihood of a restoration under a natural-patch GMM: it prefers the
-smooth restorations of kernels that are too compact.  What separates them is how that
-likelihood changes when the restoration is blurred a little (docs/model.md, "Choosing
-between kernels"):
+growth per level 1.9 (the default) and 1.05 each recover kernels the other misses, and the
+L0 estimator (:func:`.l0map.estimate_kernel_l0`, a second of work) others again
+(docs/results.md).  These are the candidates.  Energies of the blind model do not tell
+which candidate is right, and neither does the plain likelihood of a restoration under a
+natural-patch GMM: it prefers the smooth restorations of kernels that are too compact.
+What separates them is how that likelihood changes when the restoration is blurred a
+little (docs/model.md, "Choosing between kernels"):
 
     score(k) = mean_p log p(P_p x_k) - mean_p log p(P_p (g * x_k)),
 
@@ -31,6 +32,7 @@ from ..gmm import GaussianMixture, remove_patch_dc, score_samples
 from ..h5io import GmmRestoreError
 from ..patches import check_patch_size
 from ..restore.mapk import patch_size_of
+from .l0map import L0Settings, estimate_kernel_l0
 from .nonblind import deconvolve_sparse
 from .tvmap import TVSettings, estimate_kernel_tv
 
@@ -42,14 +44,21 @@ class JudgeSettings:
     """Settings of :func:`estimate_kernel_tv_judged`.
 
     lam_factors : the TV estimator's weight growths per level, one candidate kernel each;
+    l0_candidate : the L0 estimator's kernel (default settings) is the last candidate;
     blur_std : std (pixels) of the Gaussian blur in the score;  stride : between the scored
     patches;  n_workers : candidates estimated at once (separate processes).
     """
 
     lam_factors: tuple[float, ...] = (1.9, 1.05)
+    l0_candidate: bool = True
     blur_std: float = 0.5
     stride: int = 2
     n_workers: int = 1
+
+    def candidate_labels(self) -> list[str]:
+        """One name per candidate, in order: ``tv growth <f>`` per weight growth, then
+        ``l0``."""
+        return [f"tv growth {f:g}" for f in self.lam_factors] + ["l0"] * self.l0_candidate
 
     def __post_init__(self):
         object.__setattr__(self, "lam_factors", tuple(float(f) for f in self.lam_factors))
@@ -103,10 +112,13 @@ def kernel_score(y: np.ndarray, kernel: np.ndarray, gmm: GaussianMixture,
     return sharpness_score(deconvolve_sparse(y, kernel), gmm, settings, remove_dc)
 
 
-def _estimate_and_score(y: np.ndarray, kernel_size: int, tv: TVSettings, gmm: GaussianMixture,
-                        settings: JudgeSettings, remove_dc: bool) -> tuple[np.ndarray, float]:
-    """One candidate: the TV kernel with settings ``tv`` and its :func:`kernel_score`."""
-    kernel, _ = estimate_kernel_tv(y, kernel_size, tv)
+def _estimate_and_score(y: np.ndarray, kernel_size: int, estimator: TVSettings | L0Settings,
+                        gmm: GaussianMixture, settings: JudgeSettings, remove_dc: bool
+                        ) -> tuple[np.ndarray, float]:
+    """One candidate: the kernel of the TV or L0 estimator with settings ``estimator`` and
+    its :func:`kernel_score`."""
+    estimate = estimate_kernel_l0 if isinstance(estimator, L0Settings) else estimate_kernel_tv
+    kernel, _ = estimate(y, kernel_size, estimator)
     return kernel, kernel_score(y, kernel, gmm, settings, remove_dc)
 
 
@@ -114,18 +126,20 @@ def estimate_kernel_tv_judged(y: np.ndarray, kernel_size: int, gmm: GaussianMixt
                               tv: TVSettings | None = None,
                               settings: JudgeSettings | None = None, remove_dc: bool = True
                               ) -> tuple[np.ndarray, dict]:
-    """The TV estimator run once per weight growth of ``settings.lam_factors``, the
-    candidate of highest :func:`sharpness_score` kept.
+    """The TV estimator run once per weight growth of ``settings.lam_factors`` (and the
+    L0 estimator with ``settings.l0_candidate``), the candidate of highest
+    :func:`sharpness_score` kept.
 
     y : (H, W) photograph in [0, 1];  kernel_size : odd s;  gmm : natural-patch prior
     (zero-mean patches when ``remove_dc``).  Returns the kernel (s, s) and an info dict
-    (``candidates`` (n, s, s), ``lam_factors``, ``blur_std``, ``stride``, ``scores``,
-    ``chosen``, ``seconds``).
+    (``candidates`` (n, s, s), ``labels`` (:meth:`JudgeSettings.candidate_labels`),
+    ``lam_factors``, ``blur_std``, ``stride``, ``scores``, ``chosen``, ``seconds``).
     """
     t0 = time.perf_counter()
     st = settings or JudgeSettings()
     tv = tv or TVSettings()
-    runs = [replace(tv, lam_factor=f) for f in st.lam_factors]
+    # the L0 run (a second) last: it fits in after the shorter TV run
+    runs = [replace(tv, lam_factor=f) for f in st.lam_factors] + [L0Settings()] * st.l0_candidate
     n = len(runs)
     # each worker also restores and scores its kernel: the judge costs one restoration
     args = ([y] * n, [kernel_size] * n, runs, [gmm] * n, [st] * n, [remove_dc] * n)
@@ -137,10 +151,12 @@ def estimate_kernel_tv_judged(y: np.ndarray, kernel_size: int, gmm: GaussianMixt
     kernels = [k for k, _ in results]
     scores = [v for _, v in results]
     chosen = int(np.argmax(scores))
-    log.info("kernel judge: scores %s for lam_factor %s, kept %s, %.1f s",
-             ", ".join(f"{v:.3f}" for v in scores), ", ".join(map(str, st.lam_factors)),
-             st.lam_factors[chosen], time.perf_counter() - t0)
-    info = {"candidates": np.stack(kernels), "lam_factors": list(st.lam_factors),
-            "blur_std": st.blur_std, "stride": st.stride, "scores": scores, "chosen": chosen,
+    labels = st.candidate_labels()
+    log.info("kernel judge: scores %s for %s, kept %s, %.1f s",
+             ", ".join(f"{v:.3f}" for v in scores), ", ".join(labels), labels[chosen],
+             time.perf_counter() - t0)
+    info = {"candidates": np.stack(kernels), "labels": labels,
+            "lam_factors": list(st.lam_factors), "blur_std": st.blur_std,
+            "stride": st.stride, "scores": scores, "chosen": chosen,
             "seconds": time.perf_counter() - t0}
     return kernels[chosen], info
