@@ -55,10 +55,16 @@ class JudgeSettings:
     stride: int = 2
     n_workers: int = 1
 
+    def candidates(self, tv: TVSettings) -> list[tuple[str, TVSettings | L0Settings]]:
+        """``(name, estimator settings)`` per candidate, in order: ``tv growth <f>``, ``tv``
+        at each weight growth, then ``l0`` (default settings; a second of work, last so that
+        it runs after the shorter TV run)."""
+        runs = [(f"tv growth {f:g}", replace(tv, lam_factor=f)) for f in self.lam_factors]
+        return runs + [("l0", L0Settings())] * self.l0_candidate
+
     def candidate_labels(self) -> list[str]:
-        """One name per candidate, in order: ``tv growth <f>`` per weight growth, then
-        ``l0``."""
-        return [f"tv growth {f:g}" for f in self.lam_factors] + ["l0"] * self.l0_candidate
+        """The names of :meth:`candidates`."""
+        return [label for label, _ in self.candidates(TVSettings())]
 
     def __post_init__(self):
         object.__setattr__(self, "lam_factors", tuple(float(f) for f in self.lam_factors))
@@ -137,9 +143,7 @@ def estimate_kernel_tv_judged(y: np.ndarray, kernel_size: int, gmm: GaussianMixt
     """
     t0 = time.perf_counter()
     st = settings or JudgeSettings()
-    tv = tv or TVSettings()
-    # the L0 run (a second) last: it fits in after the shorter TV run
-    runs = [replace(tv, lam_factor=f) for f in st.lam_factors] + [L0Settings()] * st.l0_candidate
+    labels, runs = zip(*st.candidates(tv or TVSettings()), strict=True)
     n = len(runs)
     # each worker also restores and scores its kernel: the judge costs one restoration
     args = ([y] * n, [kernel_size] * n, runs, [gmm] * n, [st] * n, [remove_dc] * n)
@@ -151,11 +155,10 @@ def estimate_kernel_tv_judged(y: np.ndarray, kernel_size: int, gmm: GaussianMixt
     kernels = [k for k, _ in results]
     scores = [v for _, v in results]
     chosen = int(np.argmax(scores))
-    labels = st.candidate_labels()
     log.info("kernel judge: scores %s for %s, kept %s, %.1f s",
              ", ".join(f"{v:.3f}" for v in scores), ", ".join(labels), labels[chosen],
              time.perf_counter() - t0)
-    info = {"candidates": np.stack(kernels), "labels": labels,
+    info = {"candidates": np.stack(kernels), "labels": list(labels),
             "lam_factors": list(st.lam_factors), "blur_std": st.blur_std,
             "stride": st.stride, "scores": scores, "chosen": chosen,
             "seconds": time.perf_counter() - t0}
