@@ -40,7 +40,7 @@ import numpy as np
 import _bootstrap  # noqa: F401  (puts src/ on sys.path)
 
 from gmmrestore import calibration, cli, datasets
-from gmmrestore.gmm import load_gmm
+from gmmrestore.gmm import load_gmm, load_patch_prior
 from gmmrestore.h5io import GmmRestoreError, write_h5
 from gmmrestore.operators import blur, kernel_from_patch_matrix
 from gmmrestore.restore.mapk import boundary_noise_covariance
@@ -142,7 +142,7 @@ def needs_calibration(args) -> bool:
 
 def whole_patch_prior(gmm_path: str) -> bool:
     """False for a GMM trained on DC-removed patches (it cannot fix the offset)."""
-    return not load_gmm(gmm_path)[1].get("remove_dc", False)
+    return not load_patch_prior(gmm_path)[1]
 
 
 def choose_sigma(given: float | None, cal: calibration.Calibration | None

@@ -12,6 +12,16 @@ from conftest import ROOT
 BENCH = os.path.join(ROOT, "bench", "blind_natural.py")
 
 
+def bench_module():
+    """bench/blind_natural.py imported as a module (bench/ is not a package)."""
+    sys.path.insert(0, os.path.join(ROOT, "bench"))
+    try:
+        import blind_natural
+    finally:
+        sys.path.remove(os.path.join(ROOT, "bench"))
+    return blind_natural
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--set", "train", "--offset", "2"], "--offset 2 applies to --set train-wide only"),
     (["--set", "train-hard", "--offset", "1"], "--offset 1 applies to --set train-wide only"),
@@ -31,11 +41,7 @@ def test_an_option_the_set_ignores_is_a_usage_error(argv, message):
 
 
 def test_the_options_of_their_own_sets_pass_the_check():
-    sys.path.insert(0, os.path.join(ROOT, "bench"))
-    try:
-        import blind_natural
-    finally:
-        sys.path.remove(os.path.join(ROOT, "bench"))
+    blind_natural = bench_module()
     ap = argparse.ArgumentParser()
     for set_name, offset, scenes, methods, gmm in (
             ("train-wide", 3, None, "tv", None), ("train-hard", 0, "a.png", "tv,l0", None),
@@ -55,11 +61,7 @@ def test_epll_scoring_runs_the_workflow_configs_epll(tmp_path):
     from gmmrestore.restore.epll import epll_restore
     from gmmrestore.restore.settings import EpllSettings
 
-    sys.path.insert(0, os.path.join(ROOT, "bench"))
-    try:
-        import blind_natural
-    finally:
-        sys.path.remove(os.path.join(ROOT, "bench"))
+    blind_natural = bench_module()
     rng = np.random.default_rng(3)
     d = 16
     a = rng.standard_normal((2, d, d))
