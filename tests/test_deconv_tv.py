@@ -1,12 +1,15 @@
 """Blind kernel estimation by total-variation alternating descent (Perrone & Favaro 2014):
 the pieces against brute-force references, and recovery of a curved kernel."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
+from test_deconv_sparse import blocky_image, curved_kernel
 
-from gmmrestore.deconv import tvmap, valid
+from gmmrestore.deconv import kernel_error, tvmap, valid
 from gmmrestore.h5io import GmmRestoreError
-from gmmrestore.operators import blur_valid
+from gmmrestore.operators import blur_valid, gaussian_kernel, quantize
 
 
 @pytest.fixture
@@ -43,6 +46,53 @@ def test_valid_convolution_reused_grids_give_fresh_results(rng):
             out = rng.random(img.shape[:-2] + y_shape)
             np.testing.assert_allclose(op.adjoint(out), valid.corr_full(out, k), atol=1e-12)
             np.testing.assert_array_equal(op.spectrum(img), fft.rfft2(img, s=op.grid))
+
+
+def test_valid_convolution_in_single_precision(rng):
+    s, x, y = 6, rng.random((21, 17)), rng.random((16, 12))
+    k = rng.random((s, s))
+    op = valid.ValidConvolution(k, x.shape, np.float32)
+    spectrum = op.spectrum(x)
+    assert spectrum.dtype == np.complex64
+    for got, want in ((op.forward(x, spectrum), valid.conv_valid(x, k)),
+                      (op.adjoint(y), valid.corr_full(y, k)),
+                      (op.kernel_gradient(spectrum, y),
+                       valid.ValidConvolution(k, x.shape).kernel_gradient(
+                           valid.ValidConvolution(k, x.shape).spectrum(x), y))):
+        assert got.dtype == np.float32
+        np.testing.assert_allclose(got, want, rtol=0, atol=2e-6 * np.abs(want).max())
+
+
+def blurred_blocks(rng, size=9):
+    """A blocky 88x88 scene blurred by the curved kernel (valid), 1% noise, 8 bits."""
+    k = curved_kernel(size)
+    scene = blocky_image(rng, (88, 88), n_rect=60)
+    n = 88 - size + 1
+    return quantize(blur_valid(scene, k) + 0.01 * rng.standard_normal((n, n)), 8), k
+
+
+def test_tv_alternation_single_precision_follows_double(rng):
+    y, k_true = blurred_blocks(rng)
+    scene = np.pad(y, 4, mode="edge")
+    start = gaussian_kernel(9, 1.5)
+    st = tvmap.TVSettings(n_iter=30)
+    x32, k32 = tvmap.tv_alternation(y, scene, start, 1e-3, st)
+    x64, k64 = tvmap.tv_alternation(y, scene, start, 1e-3, replace(st, single_precision=False))
+    assert x32.dtype == x64.dtype == k32.dtype == np.float64
+    assert np.abs(k64 - start).max() > 1e-3      # the steps moved the kernel ...
+    np.testing.assert_allclose(k32, k64, atol=1e-5)   # ... the same way in both precisions
+    np.testing.assert_allclose(x32, x64, atol=1e-4)
+    assert k32.min() >= 0 and k32.sum() == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("single_precision", [True, False])
+def test_tv_estimate_recovers_a_curved_kernel(rng, single_precision):
+    y, k_true = blurred_blocks(rng)
+    kernel, info = tvmap.estimate_kernel_tv(
+        y, 9, tvmap.TVSettings(single_precision=single_precision))
+    blob = kernel_error(gaussian_kernel(9, 2.0), k_true)
+    assert kernel_error(kernel, k_true) < min(0.35, blob / 2)
+    assert info["levels"][-1][:3] == (9, 80, 80)
 
 
 def test_total_variation_gradient_matches_finite_differences(rng):

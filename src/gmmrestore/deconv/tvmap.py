@@ -51,7 +51,8 @@ class TVSettings:
     normalised step sizes;  tv_eps : floor of the gradient magnitude in TV;
     refine : the L0 estimator's settings for the refinement (re-centring that loses at
     most 2% of the kernel's mass, see :mod:`.l0map`);  refine_iter : its alternations on
-    the photograph (0: none).
+    the photograph (0: none);  single_precision : the alternation's scene and transforms
+    in float32 (about 1.6x faster; the kernel, its step and projection stay float64).
     """
 
     lam: float = 6e-4
@@ -64,6 +65,7 @@ class TVSettings:
     tv_eps: float = 1e-3
     refine: L0Settings = L0Settings(recenter_max_lost=0.02)
     refine_iter: int = 5
+    single_precision: bool = True
 
     def __post_init__(self):
         if not (0 < self.lam < self.lam_max and self.lam_factor > 1 and self.size_factor > 1
@@ -143,11 +145,12 @@ def tv_alternation(y: np.ndarray, scene: np.ndarray, kernel: np.ndarray, lam: fl
     """``n_iter`` alternating steps at one level (module docstring).
 
     y : (H, W) photograph;  scene : (H + s - 1, W + s - 1) start;  kernel : (s, s) start.
-    Returns the scene and the kernel (non-negative, sum 1).
+    Returns the scene (float64) and the kernel (non-negative, sum 1).
     """
     st = settings
-    op = ValidConvolution(kernel, scene.shape)
-    x, k = scene, kernel
+    dtype = np.float32 if st.single_precision else np.float64
+    op = ValidConvolution(kernel, scene.shape, dtype)
+    x, k, y = np.asarray(scene, dtype=dtype), kernel, np.asarray(y, dtype=dtype)
     spectrum = op.spectrum(x)  # of the current x: the k-step's serves the next x-step
     for _ in range(st.n_iter):
         residual = op.forward(x, spectrum) - y
@@ -158,7 +161,7 @@ def tv_alternation(y: np.ndarray, scene: np.ndarray, kernel: np.ndarray, lam: fl
         k = project_kernel(_normalised_step(k, op.kernel_gradient(spectrum, residual),
                                             st.kernel_step))
         op.set_kernel(k)
-    return x, k
+    return x.astype(np.float64, copy=False), k
 
 
 def estimate_kernel_tv(y: np.ndarray, kernel_size: int, settings: TVSettings | None = None

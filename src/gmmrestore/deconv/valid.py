@@ -133,13 +133,16 @@ class ValidConvolution:
     valid convolution on the output rows/columns ``s-1 .. H+s-2`` (no wrap-around reaches
     them), and the adjoint is the circular correlation of the zero-embedded image restricted
     to the scene.  Two FFTs per application instead of ``fftconvolve``'s three on a larger
-    grid.  x : (..., H+s-1, W+s-1);  y : (..., H, W).
+    grid.  x : (..., H+s-1, W+s-1);  y : (..., H, W).  ``dtype`` : the real type of the
+    transforms (float32 halves their cost; the outputs are of this type).
     """
 
-    def __init__(self, kernel: np.ndarray, x_shape: tuple[int, int]):
+    def __init__(self, kernel: np.ndarray, x_shape: tuple[int, int],
+                 dtype: type = np.float64):
         from scipy import fft as sfft
 
         self._fft = sfft
+        self.dtype = np.dtype(dtype)
         kernel = np.asarray(kernel, dtype=np.float64)
         self.s = kernel.shape[0]
         self.x_shape = (int(x_shape[0]), int(x_shape[1]))
@@ -155,14 +158,14 @@ class ValidConvolution:
         key = (a.shape, r0, c0)
         grid = self._grids.get(key)
         if grid is None:
-            grid = self._grids[key] = np.zeros(a.shape[:-2] + self.grid)
+            grid = self._grids[key] = np.zeros(a.shape[:-2] + self.grid, dtype=self.dtype)
         grid[..., r0:r0 + a.shape[-2], c0:c0 + a.shape[-1]] = a
         return grid
 
     def _kernel_spectrum(self, kernel: np.ndarray) -> np.ndarray:
         """``rfft2(kernel, s=grid)``, the rows' transforms taken of the kernel's s rows only
         (the padded rows' are zero): the same numbers for half the work."""
-        rows = self._fft.rfft(np.asarray(kernel, dtype=np.float64), n=self.grid[1], axis=1)
+        rows = self._fft.rfft(np.asarray(kernel, dtype=self.dtype), n=self.grid[1], axis=1)
         return self._fft.fft(rows, n=self.grid[0], axis=0)
 
     def set_kernel(self, kernel: np.ndarray) -> None:
@@ -172,7 +175,7 @@ class ValidConvolution:
     def spectrum(self, x: np.ndarray) -> np.ndarray:
         """The scene's transform on the grid, to share between :meth:`forward` and
         :meth:`kernel_gradient`."""
-        return self._fft.rfft2(self._on_grid(np.asarray(x, dtype=np.float64), 0, 0))
+        return self._fft.rfft2(self._on_grid(np.asarray(x, dtype=self.dtype), 0, 0))
 
     def forward(self, x: np.ndarray, x_spectrum: np.ndarray | None = None) -> np.ndarray:
         f = self._fft
