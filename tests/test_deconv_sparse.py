@@ -68,7 +68,7 @@ def test_valid_convolution_matches_operators_and_dense_matrix(rng):
         np.testing.assert_allclose(op.adjoint(out), valid.corr_full(out, kern), atol=1e-11)
 
 
-@pytest.mark.parametrize("s", [3, 5])
+@pytest.mark.parametrize("s", [3, 5, 7])  # 5, 7: more lags than one block
 def test_valid_mstep_system_is_the_expected_squared_residual(rng, s):
     h, w = 6, 7
     y = rng.random((2, h, w))

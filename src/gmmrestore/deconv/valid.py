@@ -84,6 +84,9 @@ def _box_sums(img: np.ndarray, h: int, w: int, n0: int, n1: int) -> np.ndarray:
     return _window_sums(_window_sums(img, h, n0, -2), w, n1, -1)
 
 
+_LAG_CHUNK = 8  # horizontal lags per product block in valid_mstep_system
+
+
 def valid_mstep_system(y: np.ndarray, mu: np.ndarray, var: np.ndarray | None,
                        kernel_size: int) -> tuple[np.ndarray, np.ndarray]:
     """Exact M-step quadratic of the valid model, pooled over images.
@@ -104,16 +107,20 @@ def valid_mstep_system(y: np.ndarray, mu: np.ndarray, var: np.ndarray | None,
     A4 = np.zeros((s, s, s, s))  # [u, v, u', v']
     pad = np.pad(mu, ((0, 0), (0, s - 1), (s - 1, s - 1)))
     idx_u = np.arange(s)
+    lags = np.arange(-(s - 1), s)  # dv
     for du in range(s):
         rows = pad[:, du:du + hx, :]  # x[q + (du, .)]
         shifted = np.lib.stride_tricks.sliding_window_view(rows, wx, axis=2)  # (n,hx,2s-1,wx)
-        prod = np.einsum("nqj,nqdj->dqj", mu, shifted)  # (2s-1, hx, wx): dv = d - (s-1)
-        sums = _box_sums(prod, h, w, s - du, s)  # (2s-1, s-du, s)
-        for j, dv in enumerate(range(-(s - 1), s)):
-            v = np.arange(max(0, -dv), min(s, s - dv))
-            uu = idx_u[:s - du]
-            A4[uu[:, None], v[None, :], uu[:, None] + du, v[None, :] + dv] = \
-                sums[j][np.ix_(uu, v)]
+        uu = idx_u[:s - du]
+        # a few lags at a time: the product images stay small enough for the cache (the
+        # same numbers as all 2s-1 at once, about twice as fast at 255 px and 27 taps)
+        for j0 in range(0, 2 * s - 1, _LAG_CHUNK):
+            prod = np.einsum("nqj,nqdj->dqj", mu, shifted[:, :, j0:j0 + _LAG_CHUNK])
+            sums = _box_sums(prod, h, w, s - du, s)  # (lags, s-du, s)
+            for j, dv in enumerate(lags[j0:j0 + _LAG_CHUNK]):
+                v = np.arange(max(0, -dv), min(s, s - dv))
+                A4[uu[:, None], v[None, :], uu[:, None] + du, v[None, :] + dv] = \
+                    sums[j][np.ix_(uu, v)]
     A_u = A4.reshape(s * s, s * s)
     A_u = np.triu(A_u) + np.triu(A_u, 1).T
     if var is not None:
