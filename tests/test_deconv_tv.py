@@ -76,7 +76,7 @@ def test_tv_alternation_single_precision_follows_double(rng):
     scene = np.pad(y, 4, mode="edge")
     start = gaussian_kernel(9, 1.5)
     st = tvmap.TVSettings(n_iter=30)
-    x32, k32 = tvmap.tv_alternation(y, scene, start, 1e-3, st)
+    x32, k32 = tvmap.tv_alternation(y, scene, start, 1e-3, replace(st, single_precision=True))
     x64, k64 = tvmap.tv_alternation(y, scene, start, 1e-3, replace(st, single_precision=False))
     assert x32.dtype == x64.dtype == k32.dtype == np.float64
     assert np.abs(k64 - start).max() > 1e-3      # the steps moved the kernel ...
