@@ -52,9 +52,8 @@ class TVSettings:
     refine : the L0 estimator's settings for the refinement (re-centring that loses at
     most 2% of the kernel's mass, see :mod:`.l0map`);  refine_iter : its alternations on
     the photograph (0: none);  single_precision : the alternation's scene and transforms
-    in float32 (the kernel, its step and projection stay float64): 0.6-0.9x the time of a
-    judged estimate, not the default because every success count it moved on the
-    development and acceptance cases went down by one (docs/results.md).
+    in float32 (the kernel, its step and projection stay float64): faster, but not the
+    default (docs/results.md, "Single-precision TV alternation").
     """
 
     lam: float = 6e-4
