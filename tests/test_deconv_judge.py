@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from scipy import stats
 from scipy.special import logsumexp
-from test_deconv_sparse import blocky_image, curved_kernel
+from test_deconv_sparse import blocky_image, blurred_blocks, curved_kernel
 
 from gmmrestore.deconv import judge, l0map, tvmap
 from gmmrestore.gmm import GaussianMixture, fit_gmm
@@ -74,9 +74,7 @@ def blocky_prior():
 
 
 def test_choose_kernel_prefers_the_true_kernel_to_wrong_ones(rng, blocky_prior):
-    k_true = curved_kernel(9)
-    scene = blocky_image(rng, (88, 88), n_rect=60)
-    y = quantize(blur_valid(scene, k_true) + 0.01 * rng.standard_normal((80, 80)), 8)
+    y, k_true = blurred_blocks(rng)
     wrong = [k_true.T, gaussian_kernel(9, 2.0), np.rot90(k_true)]
     for k_wrong in wrong:
         for order in ([k_true, k_wrong], [k_wrong, k_true]):

@@ -5,11 +5,11 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from test_deconv_sparse import blocky_image, curved_kernel
+from test_deconv_sparse import blurred_blocks
 
 from gmmrestore.deconv import kernel_error, tvmap, valid
 from gmmrestore.h5io import GmmRestoreError
-from gmmrestore.operators import blur_valid, gaussian_kernel, quantize
+from gmmrestore.operators import blur_valid, gaussian_kernel
 
 
 @pytest.fixture
@@ -62,16 +62,8 @@ def test_valid_convolution_in_single_precision(rng):
         np.testing.assert_allclose(got, want, rtol=0, atol=2e-6 * np.abs(want).max())
 
 
-def blurred_blocks(rng, size=9):
-    """A blocky 88x88 scene blurred by the curved kernel (valid), 1% noise, 8 bits."""
-    k = curved_kernel(size)
-    scene = blocky_image(rng, (88, 88), n_rect=60)
-    n = 88 - size + 1
-    return quantize(blur_valid(scene, k) + 0.01 * rng.standard_normal((n, n)), 8), k
-
-
 def test_tv_alternation_single_precision_follows_double(rng):
-    y, k_true = blurred_blocks(rng)
+    y, _ = blurred_blocks(rng)
     scene = np.pad(y, 4, mode="edge")
     start = gaussian_kernel(9, 1.5)
     st = tvmap.TVSettings(n_iter=30)
