@@ -77,9 +77,11 @@ def test_valid_convolution_matches_operators_and_dense_matrix(rng):
         np.testing.assert_allclose(op.adjoint(out), valid.corr_full(out, kern), atol=1e-11)
 
 
-@pytest.mark.parametrize("s", [3, 5, 7])  # 5, 7: more lags than one block
-def test_valid_mstep_system_is_the_expected_squared_residual(rng, s):
-    h, w = 6, 7
+# a core window shared by all taps (s = 3, 5 on 6 x 7; 12 x 9), core rows only (12 x 3),
+# none (s = 7), none and images smaller than the edge bands (3 x 4)
+@pytest.mark.parametrize(("s", "h", "w"), [(3, 6, 7), (5, 6, 7), (7, 6, 7), (5, 12, 9), (5, 12, 3),
+                                           (7, 3, 4)])
+def test_valid_mstep_system_is_the_expected_squared_residual(rng, s, h, w):
     y = rng.random((2, h, w))
     mu = rng.standard_normal((2, h + s - 1, w + s - 1))
     var = rng.random(mu.shape)

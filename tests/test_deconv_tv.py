@@ -86,6 +86,27 @@ def test_tv_estimate_recovers_a_curved_kernel(rng, single_precision):
     assert info["levels"][-1][:3] == (9, 80, 80)
 
 
+def test_coarse_levels_take_coarse_iter_steps(rng, monkeypatch):
+    y, _ = blurred_blocks(rng)
+    steps, alternation = [], tvmap.tv_alternation
+
+    def counted(y, scene, kernel, lam, settings, n_iter=None):
+        steps.append(n_iter)
+        return alternation(y, scene, kernel, lam, settings, n_iter)
+
+    monkeypatch.setattr(tvmap, "tv_alternation", counted)
+    st = tvmap.TVSettings(n_iter=7, coarse_iter=3, refine_iter=0)
+    tvmap.estimate_kernel_tv(y, 9, st)
+    n_levels = len(tvmap.tv_levels(9, y.shape, st))
+    assert n_levels >= 3 and steps == [3] * (n_levels - 1) + [7]
+    # the count given to one level overrides the settings' n_iter, and only it
+    scene, start = np.pad(y, 4, mode="edge"), gaussian_kernel(9, 1.5)
+    by_argument = alternation(y, scene, start, 1e-3, st, 4)
+    by_settings = alternation(y, scene, start, 1e-3, replace(st, n_iter=4))
+    np.testing.assert_array_equal(by_argument[1], by_settings[1])
+    assert not np.array_equal(by_argument[1], alternation(y, scene, start, 1e-3, st)[1])
+
+
 def test_total_variation_gradient_matches_finite_differences(rng):
     x = rng.random((7, 9))
     x[2:5, 3:6] = 0.4  # flat patch: magnitudes below eps, the quadratic branch
@@ -123,5 +144,7 @@ def test_tv_rejects_bad_input(rng):
         tvmap.estimate_kernel_tv(rng.random((15, 40)), 9)
     with pytest.raises(GmmRestoreError, match="out of range"):
         tvmap.TVSettings(lam=0.0)
+    with pytest.raises(GmmRestoreError, match="out of range"):
+        tvmap.TVSettings(coarse_iter=0)
     with pytest.raises(GmmRestoreError, match="finite"):
         tvmap.estimate_kernel_tv(np.full((40, 40), np.nan), 9)

@@ -47,7 +47,8 @@ class TVSettings:
 
     lam : TV weight at the finest level;  lam_factor : its growth per coarser level;
     lam_max : no level with a larger weight;  size_factor : kernel size ratio between
-    levels;  n_iter : (x, k) gradient steps per level;  image_step, kernel_step : the
+    levels;  n_iter : (x, k) gradient steps at the finest level;  coarse_iter : at every
+    coarser level (None: ``n_iter``);  image_step, kernel_step : the
     normalised step sizes;  tv_eps : floor of the gradient magnitude in TV;
     refine : the L0 estimator's settings for the refinement (re-centring that loses at
     most 2% of the kernel's mass, see :mod:`.l0map`);  refine_iter : its alternations on
@@ -61,6 +62,7 @@ class TVSettings:
     lam_max: float = 0.11
     size_factor: float = 1.1
     n_iter: int = 1000
+    coarse_iter: int | None = None
     image_step: float = 5e-3
     kernel_step: float = 1e-3
     tv_eps: float = 1e-3
@@ -70,7 +72,8 @@ class TVSettings:
 
     def __post_init__(self):
         if not (0 < self.lam < self.lam_max and self.lam_factor > 1 and self.size_factor > 1
-                and self.n_iter >= 1 and self.image_step > 0 and self.kernel_step > 0
+                and self.n_iter >= 1 and (self.coarse_iter is None or self.coarse_iter >= 1)
+                and self.image_step > 0 and self.kernel_step > 0
                 and self.tv_eps > 0 and self.refine_iter >= 0):
             raise GmmRestoreError(f"TV settings out of range: {self}")
 
@@ -142,8 +145,10 @@ def _normalised_step(values: np.ndarray, gradient: np.ndarray, size: float) -> n
 
 
 def tv_alternation(y: np.ndarray, scene: np.ndarray, kernel: np.ndarray, lam: float,
-                   settings: TVSettings) -> tuple[np.ndarray, np.ndarray]:
-    """``n_iter`` alternating steps at one level (module docstring).
+                   settings: TVSettings, n_iter: int | None = None
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """``n_iter`` (default ``settings.n_iter``) alternating steps at one level (module
+    docstring).
 
     y : (H, W) photograph;  scene : (H + s - 1, W + s - 1) start;  kernel : (s, s) start.
     Returns the scene (float64) and the kernel (non-negative, sum 1).
@@ -153,7 +158,7 @@ def tv_alternation(y: np.ndarray, scene: np.ndarray, kernel: np.ndarray, lam: fl
     op = ValidConvolution(kernel, scene.shape, dtype)
     x, k, y = np.asarray(scene, dtype=dtype), kernel, np.asarray(y, dtype=dtype)
     spectrum = op.spectrum(x)  # of the current x: the k-step's serves the next x-step
-    for _ in range(st.n_iter):
+    for _ in range(st.n_iter if n_iter is None else n_iter):
         residual = op.forward(x, spectrum) - y
         x = _normalised_step(x, op.adjoint(residual)
                              + lam * total_variation_gradient(x, st.tv_eps), st.image_step)
@@ -187,7 +192,8 @@ def estimate_kernel_tv(y: np.ndarray, kernel_size: int, settings: TVSettings | N
         scene = resize(scene, (shape[0] + ks - 1, shape[1] + ks - 1), order=3, mode="edge",
                        preserve_range=True)
         kernel = _resize_kernel(kernel, ks)
-        scene, kernel = tv_alternation(resize_photo(y, shape), scene, kernel, lam, st)
+        n_iter = st.n_iter if li == len(levels) - 1 else st.coarse_iter
+        scene, kernel = tv_alternation(resize_photo(y, shape), scene, kernel, lam, st, n_iter)
         log.info("TV level %d/%d: kernel %dx%d on %dx%d, lam %.3g, %.1f s", li + 1,
                  len(levels), ks, ks, shape[0], shape[1], lam, time.perf_counter() - t0)
     if st.refine_iter:

@@ -14,7 +14,8 @@ Tap ``(a, b)`` of output pixel ``p`` sees ``x[p + (u, v)]`` with ``(u, v) = (s-1
 the M-step quadratic ``E|T_k x - y|^2 = k^T A k - 2 b^T k + |y|^2`` has
 ``A[(u,v),(u',v')] = sum_p E[x[p+(u,v)] x[p+(u',v')]]`` (a box sum of the product image
 ``x[q] x[q + delta]``, ``delta = (u'-u, v'-v)``, over ``q`` in ``[u, u+H) x [v, v+W)``:
-computed exactly with summed-area tables) and ``b[(u,v)] = sum_p y[p] x[p+(u,v)]``.
+the part common to all taps by one FFT correlation, the edge bands directly) and
+``b[(u,v)] = sum_p y[p] x[p+(u,v)]``.
 """
 
 from __future__ import annotations
@@ -84,7 +85,27 @@ def _box_sums(img: np.ndarray, h: int, w: int, n0: int, n1: int) -> np.ndarray:
     return _window_sums(_window_sums(img, h, n0, -2), w, n1, -1)
 
 
-_LAG_CHUNK = 8  # horizontal lags per product block in valid_mstep_system
+def _core_correlation(mu: np.ndarray, s: int, h: int, w: int) -> np.ndarray:
+    """``sum_n sum_q mu[n, q] mu[n, q + (du, dv)]`` over the core ``q`` in ``[s-1, h) x
+    [s-1, w)`` (inside every tap's window), du in [0, s), dv in (-s, s): (s, 2s - 1).
+
+    One FFT cross-correlation on a grid of the scene's size: ``q + (du, dv)`` stays inside the
+    scene for every core q, so nothing wraps around.
+    """
+    from scipy import fft as sfft
+
+    grid = tuple(sfft.next_fast_len(n, real=True) for n in mu.shape[1:])
+    core = np.zeros_like(mu)
+    core[:, s - 1:h, s - 1:w] = mu[:, s - 1:h, s - 1:w]
+    spectra = np.conj(sfft.rfft2(core, s=grid)) * sfft.rfft2(mu, s=grid)
+    corr = sfft.irfft2(spectra.sum(axis=0), s=grid)
+    return corr[:s][:, np.arange(-(s - 1), s) % grid[1]]
+
+
+def _edge_membership(edges: np.ndarray, s: int, length: int) -> np.ndarray:
+    """``M[u, i] = 1`` where ``edges[i]`` lies in the window ``[u, u + length)``, u < s."""
+    u = np.arange(s)[:, None]
+    return ((edges[None, :] >= u) & (edges[None, :] < u + length)).astype(np.float64)
 
 
 def valid_mstep_system(y: np.ndarray, mu: np.ndarray, var: np.ndarray | None,
@@ -95,6 +116,10 @@ def valid_mstep_system(y: np.ndarray, mu: np.ndarray, var: np.ndarray | None,
     broadcastable), diagonal posterior variances, or None.
     Returns ``A`` (s*s, s*s) and ``b`` (s*s,) in row-major kernel order, so that
     ``E_q |T_k x - y|^2 = k^T A k - 2 b^T k + |y|^2`` for ``q = N(mu, diag(var))``.
+
+    The window ``[u, u+H) x [v, v+W)`` of tap (u, v) is the core ``[s-1, H) x [s-1, W)``,
+    shared by all taps and summed once by FFT (:func:`_core_correlation`), plus edge rows
+    and edge columns of at most ``2(s - 1)`` each, whose lag products are formed directly.
     """
     s = int(kernel_size)
     y = np.asarray(y, dtype=np.float64)
@@ -104,23 +129,31 @@ def valid_mstep_system(y: np.ndarray, mu: np.ndarray, var: np.ndarray | None,
         raise GmmRestoreError(f"valid M-step: means of shape {mu.shape} for images {y.shape} "
                               f"and kernel size {s}; expected {(n, h + s - 1, w + s - 1)}")
     hx, wx = mu.shape[1:]
-    A4 = np.zeros((s, s, s, s))  # [u, v, u', v']
+    core = _core_correlation(mu, s, h, w)  # (du, dv)
+    edge_rows = np.r_[0:s - 1, max(h, s - 1):hx]
+    edge_cols = (slice(0, s - 1), slice(max(w, s - 1), wx))
+    rows_in_window = _edge_membership(edge_rows, s, h)  # (u, edge row)
+    cols_in_window = _edge_membership(np.r_[edge_cols[0], edge_cols[1]], s, w)  # (v, edge col)
     pad = np.pad(mu, ((0, 0), (0, s - 1), (s - 1, s - 1)))
-    idx_u = np.arange(s)
+    windows = np.lib.stride_tricks.sliding_window_view
+    A4 = np.zeros((s, s, s, s))  # [u, v, u', v']
+    idx = np.arange(s)
     lags = np.arange(-(s - 1), s)  # dv
     for du in range(s):
-        rows = pad[:, du:du + hx, :]  # x[q + (du, .)]
-        shifted = np.lib.stride_tricks.sliding_window_view(rows, wx, axis=2)  # (n,hx,2s-1,wx)
-        uu = idx_u[:s - du]
-        # a few lags at a time: the product images stay small enough for the cache (the
-        # same numbers as all 2s-1 at once, with far less memory traffic)
-        for j0 in range(0, 2 * s - 1, _LAG_CHUNK):
-            prod = np.einsum("nqj,nqdj->dqj", mu, shifted[:, :, j0:j0 + _LAG_CHUNK])
-            sums = _box_sums(prod, h, w, s - du, s)  # (lags, s-du, s)
-            for j, dv in enumerate(lags[j0:j0 + _LAG_CHUNK]):
-                v = np.arange(max(0, -dv), min(s, s - dv))
-                A4[uu[:, None], v[None, :], uu[:, None] + du, v[None, :] + dv] = \
-                    sums[j][np.ix_(uu, v)]
+        # edge rows, every column: products (dv, edge row, column), summed over [v, v+W)
+        shifted = windows(pad[:, edge_rows + du, :], wx, axis=2)  # (n, rows, dv, wx)
+        prod = np.einsum("nqj,nqdj->dqj", mu[:, edge_rows, :], shifted)
+        sums = rows_in_window @ _window_sums(prod, w, s, -1)  # (dv, u, v)
+        # core rows, edge columns: products summed over the rows, then over [v, v+W)
+        lagged = windows(pad[:, s - 1 + du:h + du, :], 2 * s - 1, axis=2)  # (n, rows, col, dv)
+        col_sums = np.concatenate([np.einsum("nqc,nqcd->dc", mu[:, s - 1:h, c], lagged[:, :, c])
+                                   for c in edge_cols], axis=1)  # (dv, edge col)
+        sums += (col_sums @ cols_in_window.T)[:, None, :] + core[du][:, None, None]
+        uu = idx[:s - du]
+        for j, dv in enumerate(lags):
+            v = np.arange(max(0, -dv), min(s, s - dv))
+            A4[uu[:, None], v[None, :], uu[:, None] + du, v[None, :] + dv] = \
+                sums[j][np.ix_(uu, v)]
     A_u = A4.reshape(s * s, s * s)
     A_u = np.triu(A_u) + np.triu(A_u, 1).T
     if var is not None:
