@@ -28,10 +28,9 @@ from dataclasses import dataclass, replace
 import numpy as np
 from scipy.ndimage import gaussian_filter
 
-from ..gmm import GaussianMixture, remove_patch_dc, score_samples
+from ..gmm import GaussianMixture, patch_size_of, remove_patch_dc, score_samples
 from ..h5io import GmmRestoreError
 from ..patches import check_patch_size
-from ..restore.mapk import patch_size_of
 from .l0map import L0Settings, estimate_kernel_l0
 from .nonblind import deconvolve_sparse
 from .tvmap import TVSettings, estimate_kernel_tv

@@ -40,7 +40,7 @@ from .fit import fit_gmm
 from .history import FitHistory
 from .init import INIT_SUBSAMPLE, init_gmm, kmeans_plusplus
 from .io import WHOLE_IMAGE_PRIOR, load_gmm, load_patch_prior, save_gmm
-from .model import GaussianMixture, remove_patch_dc
+from .model import GaussianMixture, patch_size_of, remove_patch_dc
 from .passes import BLOCK_ELEMENTS
 from .score import component_log_densities, mean_log_likelihood, score_samples
 from .settings import DTYPES, INIT_METHODS, EMSettings
@@ -49,5 +49,5 @@ __all__ = [
     "BLOCK_ELEMENTS", "DTYPES", "EMSettings", "FitHistory", "GaussianMixture", "INIT_METHODS",
     "INIT_SUBSAMPLE", "WHOLE_IMAGE_PRIOR", "component_log_densities", "default_threads",
     "fit_gmm", "init_gmm", "kmeans_plusplus", "load_gmm", "load_patch_prior", "mean_log_likelihood",
-    "remove_patch_dc", "save_gmm", "score_samples",
+    "patch_size_of", "remove_patch_dc", "save_gmm", "score_samples",
 ]

@@ -1,7 +1,9 @@
-"""The mixture itself: :class:`GaussianMixture`, patch DC removal, positive-definiteness checks."""
+"""The mixture itself: :class:`GaussianMixture`, its patch size, patch DC removal,
+positive-definiteness checks."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,6 +45,14 @@ class GaussianMixture:
     @property
     def n_features(self) -> int:
         return int(self.means.shape[1])
+
+
+def patch_size_of(gmm: GaussianMixture) -> int:
+    """The side m of the square patches ``gmm`` is over (m² features)."""
+    m = math.isqrt(gmm.n_features)
+    if m * m != gmm.n_features:
+        raise ValueError(f"the GMM has {gmm.n_features} features, not an m x m patch")
+    return m
 
 
 def remove_patch_dc(X: np.ndarray) -> np.ndarray:

@@ -39,7 +39,7 @@ import logging
 import numpy as np
 from scipy import ndimage
 
-from ..gmm import GaussianMixture, remove_patch_dc, score_samples
+from ..gmm import GaussianMixture, patch_size_of, remove_patch_dc, score_samples
 from ..operators import (
     BOUNDARIES,
     blur,
@@ -52,7 +52,7 @@ from ..operators import (
 )
 from ..patches import accumulate_patch_rows, extract_patch_rows, extract_patches, patch_counts
 from ..solvers import batched_cg
-from .mapk import PatchPosterior, _map_k_patch_rows, map_k_patch_rows, map_k_restore, patch_size_of
+from .mapk import PatchPosterior, _map_k_patch_rows, map_k_patch_rows, map_k_restore
 from .settings import DEFAULT_BETA_FACTORS, EPLL_INITS, EpllSettings
 
 log = logging.getLogger("gmmrestore.epll")

@@ -35,13 +35,12 @@ from __future__ import annotations
 
 import functools
 import logging
-import math
 from dataclasses import dataclass
 
 import numpy as np
 from scipy import linalg
 
-from ..gmm import GaussianMixture
+from ..gmm import GaussianMixture, patch_size_of
 from ..operators import blur
 from ..patches import average_patch_rows, extract_patch_rows, extract_patches
 from ..threads import one_blas_thread, run_over_spans
@@ -442,14 +441,6 @@ def boundary_noise_covariance(clean: np.ndarray, kernel: np.ndarray, W: np.ndarr
     observed = extract_patches(blur(clean, kernel), m).reshape(-1, m * m)
     residual = observed - extract_patches(clean, m).reshape(-1, m * m) @ W.T
     return residual.T @ residual / max(len(residual), 1)
-
-
-def patch_size_of(gmm: GaussianMixture) -> int:
-    """The side m of the square patches ``gmm`` is over (m² features)."""
-    m = math.isqrt(gmm.n_features)
-    if m * m != gmm.n_features:
-        raise ValueError(f"the GMM has {gmm.n_features} features, not an m x m patch")
-    return m
 
 
 def map_k_restore(y: np.ndarray, gmm: GaussianMixture, W: np.ndarray | None, sigma: float,
