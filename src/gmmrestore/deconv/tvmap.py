@@ -48,7 +48,8 @@ class TVSettings:
     lam : TV weight at the finest level;  lam_factor : its growth per coarser level;
     lam_max : no level with a larger weight;  size_factor : kernel size ratio between
     levels;  n_iter : (x, k) gradient steps at the finest level;  coarse_iter : at every
-    coarser level (None: ``n_iter``);  image_step, kernel_step : the
+    coarser level (None: ``n_iter``; fewer is faster, but not the default: docs/results.md,
+    "Fewer steps at the coarse TV levels");  image_step, kernel_step : the
     normalised step sizes;  tv_eps : floor of the gradient magnitude in TV;
     refine : the L0 estimator's settings for the refinement (re-centring that loses at
     most 2% of the kernel's mass, see :mod:`.l0map`);  refine_iter : its alternations on
