@@ -45,7 +45,6 @@ def blocky_image(rng, shape, n_rect=40) -> np.ndarray:
     return x
 
 
-
 def blurred_blocks(rng, size=9) -> tuple[np.ndarray, np.ndarray]:
     """A blocky 88x88 scene blurred by :func:`curved_kernel` (valid), 1% noise, 8 bits;
     returns the photograph and the kernel."""
@@ -53,6 +52,7 @@ def blurred_blocks(rng, size=9) -> tuple[np.ndarray, np.ndarray]:
     scene = blocky_image(rng, (88, 88), n_rect=60)
     n = 88 - size + 1
     return quantize(blur_valid(scene, k) + 0.01 * rng.standard_normal((n, n)), 8), k
+
 
 # ---------------------------------------------------------------- valid observation model
 

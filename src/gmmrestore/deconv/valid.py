@@ -135,6 +135,7 @@ def valid_mstep_system(y: np.ndarray, mu: np.ndarray, var: np.ndarray | None,
     rows_in_window = _edge_membership(edge_rows, s, h)  # (u, edge row)
     cols_in_window = _edge_membership(np.r_[edge_cols[0], edge_cols[1]], s, w)  # (v, edge col)
     pad = np.pad(mu, ((0, 0), (0, s - 1), (s - 1, s - 1)))
+    edge_mu = mu[:, edge_rows, :]
     windows = np.lib.stride_tricks.sliding_window_view
     A4 = np.zeros((s, s, s, s))  # [u, v, u', v']
     idx = np.arange(s)
@@ -142,7 +143,7 @@ def valid_mstep_system(y: np.ndarray, mu: np.ndarray, var: np.ndarray | None,
     for du in range(s):
         # edge rows, every column: products (dv, edge row, column), summed over [v, v+W)
         shifted = windows(pad[:, edge_rows + du, :], wx, axis=2)  # (n, rows, dv, wx)
-        prod = np.einsum("nqj,nqdj->dqj", mu[:, edge_rows, :], shifted)
+        prod = np.einsum("nqj,nqdj->dqj", edge_mu, shifted)
         sums = rows_in_window @ _window_sums(prod, w, s, -1)  # (dv, u, v)
         # core rows, edge columns: products summed over the rows, then over [v, v+W)
         lagged = windows(pad[:, s - 1 + du:h + du, :], 2 * s - 1, axis=2)  # (n, rows, col, dv)
