@@ -90,9 +90,9 @@ def test_coarse_levels_take_coarse_iter_steps(rng, monkeypatch):
     y, _ = blurred_blocks(rng)
     steps, alternation = [], tvmap.tv_alternation
 
-    def counted(y, scene, kernel, lam, settings, n_iter=None):
+    def counted(y, scene, kernel, lam, settings, n_iter=None, single_precision=None):
         steps.append(n_iter)
-        return alternation(y, scene, kernel, lam, settings, n_iter)
+        return alternation(y, scene, kernel, lam, settings, n_iter, single_precision)
 
     monkeypatch.setattr(tvmap, "tv_alternation", counted)
     st = tvmap.TVSettings(n_iter=7, coarse_iter=3, refine_iter=0)
@@ -105,6 +105,25 @@ def test_coarse_levels_take_coarse_iter_steps(rng, monkeypatch):
     by_settings = alternation(y, scene, start, 1e-3, replace(st, n_iter=4))
     np.testing.assert_array_equal(by_argument[1], by_settings[1])
     assert not np.array_equal(by_argument[1], alternation(y, scene, start, 1e-3, st)[1])
+
+
+@pytest.mark.parametrize(("fields", "coarse", "finest"), [
+    ({}, np.float64, np.float64),
+    ({"coarse_single_precision": True}, np.float32, np.float64),
+    ({"single_precision": True}, np.float32, np.float32)])
+def test_precision_per_level(rng, monkeypatch, fields, coarse, finest):
+    y, _ = blurred_blocks(rng)
+    dtypes, operator = [], tvmap.ValidConvolution
+
+    def recorded(kernel, x_shape, dtype=np.float64):
+        dtypes.append(np.dtype(dtype))
+        return operator(kernel, x_shape, dtype)
+
+    monkeypatch.setattr(tvmap, "ValidConvolution", recorded)
+    st = tvmap.TVSettings(n_iter=5, refine_iter=0, **fields)
+    tvmap.estimate_kernel_tv(y, 9, st)
+    n_levels = len(tvmap.tv_levels(9, y.shape, st))
+    assert n_levels >= 3 and dtypes == [np.dtype(coarse)] * (n_levels - 1) + [np.dtype(finest)]
 
 
 def test_total_variation_gradient_matches_finite_differences(rng):

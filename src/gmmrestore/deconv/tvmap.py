@@ -55,7 +55,8 @@ class TVSettings:
     most 2% of the kernel's mass, see :mod:`.l0map`);  refine_iter : its alternations on
     the photograph (0: none);  single_precision : the alternation's scene and transforms
     in float32 (the kernel, its step and projection stay float64): faster, but not the
-    default (docs/results.md, "Single-precision TV alternation").
+    default (docs/results.md, "Single-precision TV alternation");  coarse_single_precision :
+    the same at the levels below the finest only.
     """
 
     lam: float = 6e-4
@@ -70,6 +71,13 @@ class TVSettings:
     refine: L0Settings = L0Settings(recenter_max_lost=0.02)
     refine_iter: int = 5
     single_precision: bool = False
+    coarse_single_precision: bool = False
+
+    def single_precision_at(self, level: int, n_levels: int) -> bool:
+        """Whether the alternation at ``level`` (0 the coarsest) of ``n_levels`` runs in
+        float32."""
+        coarse = level < n_levels - 1
+        return self.single_precision or (self.coarse_single_precision and coarse)
 
     def __post_init__(self):
         if not (0 < self.lam < self.lam_max and self.lam_factor > 1 and self.size_factor > 1
@@ -146,16 +154,17 @@ def _normalised_step(values: np.ndarray, gradient: np.ndarray, size: float) -> n
 
 
 def tv_alternation(y: np.ndarray, scene: np.ndarray, kernel: np.ndarray, lam: float,
-                   settings: TVSettings, n_iter: int | None = None
-                   ) -> tuple[np.ndarray, np.ndarray]:
+                   settings: TVSettings, n_iter: int | None = None,
+                   single_precision: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
     """``n_iter`` (default ``settings.n_iter``) alternating steps at one level (module
-    docstring).
+    docstring), in float32 if ``single_precision`` (default ``settings.single_precision``).
 
     y : (H, W) photograph;  scene : (H + s - 1, W + s - 1) start;  kernel : (s, s) start.
     Returns the scene (float64) and the kernel (non-negative, sum 1).
     """
     st = settings
-    dtype = np.float32 if st.single_precision else np.float64
+    single = st.single_precision if single_precision is None else single_precision
+    dtype = np.float32 if single else np.float64
     op = ValidConvolution(kernel, scene.shape, dtype)
     x, k, y = np.asarray(scene, dtype=dtype), kernel, np.asarray(y, dtype=dtype)
     spectrum = op.spectrum(x)  # of the current x: the k-step's serves the next x-step
@@ -194,7 +203,8 @@ def estimate_kernel_tv(y: np.ndarray, kernel_size: int, settings: TVSettings | N
                        preserve_range=True)
         kernel = _resize_kernel(kernel, ks)
         n_iter = st.n_iter if li == len(levels) - 1 else st.coarse_iter
-        scene, kernel = tv_alternation(resize_photo(y, shape), scene, kernel, lam, st, n_iter)
+        scene, kernel = tv_alternation(resize_photo(y, shape), scene, kernel, lam, st, n_iter,
+                                       st.single_precision_at(li, len(levels)))
         log.info("TV level %d/%d: kernel %dx%d on %dx%d, lam %.3g, %.1f s", li + 1,
                  len(levels), ks, ks, shape[0], shape[1], lam, time.perf_counter() - t0)
     if st.refine_iter:
