@@ -56,7 +56,8 @@ class TVSettings:
     the photograph (0: none);  single_precision : the alternation's scene and transforms
     in float32 (the kernel, its step and projection stay float64): faster, but not the
     default (docs/results.md, "Single-precision TV alternation");  coarse_single_precision :
-    the same at the levels below the finest only.
+    the same at the levels below the finest only (not the default either:
+    docs/results.md, "Float32 at the coarse TV levels only").
     """
 
     lam: float = 6e-4
