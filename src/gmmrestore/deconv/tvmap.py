@@ -74,11 +74,11 @@ class TVSettings:
     single_precision: bool = False
     coarse_single_precision: bool = False
 
-    def single_precision_at(self, level: int, n_levels: int) -> bool:
-        """Whether the alternation at ``level`` (0 the coarsest) of ``n_levels`` runs in
-        float32."""
-        coarse = level < n_levels - 1
-        return self.single_precision or (self.coarse_single_precision and coarse)
+    def level_run(self, coarse: bool) -> tuple[int, bool]:
+        """(steps, float32 or not) of the alternation at a level below the finest
+        (``coarse``) or at the finest."""
+        steps = self.coarse_iter if coarse and self.coarse_iter is not None else self.n_iter
+        return steps, self.single_precision or (coarse and self.coarse_single_precision)
 
     def __post_init__(self):
         if not (0 < self.lam < self.lam_max and self.lam_factor > 1 and self.size_factor > 1
@@ -203,9 +203,9 @@ def estimate_kernel_tv(y: np.ndarray, kernel_size: int, settings: TVSettings | N
         scene = resize(scene, (shape[0] + ks - 1, shape[1] + ks - 1), order=3, mode="edge",
                        preserve_range=True)
         kernel = _resize_kernel(kernel, ks)
-        n_iter = st.n_iter if li == len(levels) - 1 else st.coarse_iter
+        n_iter, single = st.level_run(coarse=li < len(levels) - 1)
         scene, kernel = tv_alternation(resize_photo(y, shape), scene, kernel, lam, st, n_iter,
-                                       st.single_precision_at(li, len(levels)))
+                                       single)
         log.info("TV level %d/%d: kernel %dx%d on %dx%d, lam %.3g, %.1f s", li + 1,
                  len(levels), ks, ks, shape[0], shape[1], lam, time.perf_counter() - t0)
     if st.refine_iter:
