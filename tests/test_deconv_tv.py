@@ -48,6 +48,22 @@ def test_valid_convolution_reused_grids_give_fresh_results(rng):
             np.testing.assert_array_equal(op.spectrum(img), fft.rfft2(img, s=op.grid))
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize(("x_shape", "lead"), [((19, 22), ()), ((30, 27), (2,)), ((9, 31), ())])
+def test_valid_convolution_inverse_is_irfft2_rows(rng, x_shape, lead, dtype):
+    from scipy import fft
+
+    s = 5
+    op = valid.ValidConvolution(rng.random((s, s)), x_shape, dtype)
+    spectrum = op.spectrum(rng.random(lead + x_shape))
+    full = fft.irfft2(spectrum, s=op.grid)
+    tol = 4 * np.finfo(dtype).eps * np.abs(full).max()
+    for row0, rows in ((0, op.grid[0]), (s - 1, x_shape[0]), (0, s)):
+        got = op._inverse(spectrum.copy(), rows, row0)  # overwrites its argument
+        assert got.dtype == dtype and got.shape == lead + (rows - row0, op.grid[1])
+        np.testing.assert_allclose(got, full[..., row0:rows, :], rtol=0, atol=tol)
+
+
 def test_valid_convolution_in_single_precision(rng):
     s, x, y = 6, rng.random((21, 17)), rng.random((16, 12))
     k = rng.random((s, s))

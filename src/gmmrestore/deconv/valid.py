@@ -192,6 +192,8 @@ class ValidConvolution:
         self.K = self._kernel_spectrum(kernel)
         # zero-padded grids reused between calls (the zeros outside the window stay zero)
         self._grids: dict[tuple, np.ndarray] = {}
+        # irfft2's normalisation, the value pocketfft computes (1 / N in long double)
+        self._scale = self.dtype.type(1 / np.longdouble(self.grid[0] * self.grid[1]))
 
     def _on_grid(self, a: np.ndarray, r0: int, c0: int) -> np.ndarray:
         """``a`` (..., h, w) written at rows r0.., columns c0.. of a zero grid reused for
@@ -202,6 +204,17 @@ class ValidConvolution:
             grid = self._grids[key] = np.zeros(a.shape[:-2] + self.grid, dtype=self.dtype)
         grid[..., r0:r0 + a.shape[-2], c0:c0 + a.shape[-1]] = a
         return grid
+
+    def _inverse(self, spectrum: np.ndarray, rows: int, row0: int = 0) -> np.ndarray:
+        """``irfft2(spectrum, s=grid)[..., row0:rows, :]`` with the same numbers for less
+        work: the column transforms in place (``spectrum`` is overwritten; the fresh array
+        ``irfft2`` allocates for them is much of its time), the row transforms of the needed
+        rows only, the normalisation last, as pocketfft applies it."""
+        columns = self._fft.ifft(spectrum, axis=-2, norm="forward", overwrite_x=True)
+        out = self._fft.irfft(columns[..., row0:rows, :], n=self.grid[1], axis=-1,
+                              norm="forward")
+        out *= self._scale
+        return out
 
     def _kernel_spectrum(self, kernel: np.ndarray) -> np.ndarray:
         """``rfft2(kernel, s=grid)``, the rows' transforms taken of the kernel's s rows only
@@ -219,24 +232,23 @@ class ValidConvolution:
         return self._fft.rfft2(self._on_grid(np.asarray(x, dtype=self.dtype), 0, 0))
 
     def forward(self, x: np.ndarray, x_spectrum: np.ndarray | None = None) -> np.ndarray:
-        f = self._fft
         X = self.spectrum(x) if x_spectrum is None else x_spectrum
-        full = f.irfft2(X * self.K, s=self.grid)
-        return full[..., self.s - 1:self.x_shape[0], self.s - 1:self.x_shape[1]]
+        rows = self._inverse(X * self.K, self.x_shape[0], self.s - 1)
+        return rows[..., self.s - 1:self.x_shape[1]]
 
     def _embedded_spectrum(self, y: np.ndarray) -> np.ndarray:
         return self._fft.rfft2(self._on_grid(y, self.s - 1, self.s - 1))
 
     def adjoint(self, y: np.ndarray) -> np.ndarray:
-        full = self._fft.irfft2(self._embedded_spectrum(y) * np.conj(self.K), s=self.grid)
-        return full[..., :self.x_shape[0], :self.x_shape[1]]
+        rows = self._inverse(self._embedded_spectrum(y) * np.conj(self.K), self.x_shape[0])
+        return rows[..., :self.x_shape[1]]
 
     def kernel_gradient(self, x_spectrum: np.ndarray, y: np.ndarray) -> np.ndarray:
         """``d <T_k x, y> / dk`` (s, s) for one scene x (its :meth:`spectrum`) and one
         image y (H, W): ``sum_p y[p] x[p + s - 1 - a]`` at tap a (no wrap-around reaches
         these taps on the grid)."""
-        full = self._fft.irfft2(self._embedded_spectrum(y) * np.conj(x_spectrum), s=self.grid)
-        return full[:self.s, :self.s]
+        rows = self._inverse(self._embedded_spectrum(y) * np.conj(x_spectrum), self.s)
+        return rows[:self.s, :self.s]
 
     def normal(self, x: np.ndarray) -> np.ndarray:
         """``T_k^T T_k x``."""
