@@ -205,14 +205,13 @@ class ValidConvolution:
         grid[..., r0:r0 + a.shape[-2], c0:c0 + a.shape[-1]] = a
         return grid
 
-    def _inverse(self, spectrum: np.ndarray, rows: int, row0: int = 0) -> np.ndarray:
-        """``irfft2(spectrum, s=grid)[..., row0:rows, :]`` with the same numbers for less
+    def _inverse(self, spectrum: np.ndarray, rows: slice) -> np.ndarray:
+        """``irfft2(spectrum, s=grid)[..., rows, :]`` with the same numbers for less
         work: the column transforms in place (``spectrum`` is overwritten; the fresh array
         ``irfft2`` allocates for them is much of its time), the row transforms of the needed
         rows only, the normalisation last, as pocketfft applies it."""
         columns = self._fft.ifft(spectrum, axis=-2, norm="forward", overwrite_x=True)
-        out = self._fft.irfft(columns[..., row0:rows, :], n=self.grid[1], axis=-1,
-                              norm="forward")
+        out = self._fft.irfft(columns[..., rows, :], n=self.grid[1], axis=-1, norm="forward")
         out *= self._scale
         return out
 
@@ -233,21 +232,22 @@ class ValidConvolution:
 
     def forward(self, x: np.ndarray, x_spectrum: np.ndarray | None = None) -> np.ndarray:
         X = self.spectrum(x) if x_spectrum is None else x_spectrum
-        rows = self._inverse(X * self.K, self.x_shape[0], self.s - 1)
+        rows = self._inverse(X * self.K, slice(self.s - 1, self.x_shape[0]))
         return rows[..., self.s - 1:self.x_shape[1]]
 
     def _embedded_spectrum(self, y: np.ndarray) -> np.ndarray:
         return self._fft.rfft2(self._on_grid(y, self.s - 1, self.s - 1))
 
     def adjoint(self, y: np.ndarray) -> np.ndarray:
-        rows = self._inverse(self._embedded_spectrum(y) * np.conj(self.K), self.x_shape[0])
+        rows = self._inverse(self._embedded_spectrum(y) * np.conj(self.K),
+                             slice(0, self.x_shape[0]))
         return rows[..., :self.x_shape[1]]
 
     def kernel_gradient(self, x_spectrum: np.ndarray, y: np.ndarray) -> np.ndarray:
         """``d <T_k x, y> / dk`` (s, s) for one scene x (its :meth:`spectrum`) and one
         image y (H, W): ``sum_p y[p] x[p + s - 1 - a]`` at tap a (no wrap-around reaches
         these taps on the grid)."""
-        rows = self._inverse(self._embedded_spectrum(y) * np.conj(x_spectrum), self.s)
+        rows = self._inverse(self._embedded_spectrum(y) * np.conj(x_spectrum), slice(0, self.s))
         return rows[:self.s, :self.s]
 
     def normal(self, x: np.ndarray) -> np.ndarray:
