@@ -50,7 +50,7 @@ def test_valid_convolution_reused_grids_give_fresh_results(rng):
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize(("x_shape", "lead"), [((19, 22), ()), ((30, 27), (2,)), ((9, 31), ())])
-def test_valid_convolution_inverse_is_irfft2_rows(rng, x_shape, lead, dtype):
+def test_irfft2_rows_is_irfft2(rng, x_shape, lead, dtype):
     from scipy import fft
 
     s = 5
@@ -59,9 +59,12 @@ def test_valid_convolution_inverse_is_irfft2_rows(rng, x_shape, lead, dtype):
     full = fft.irfft2(spectrum, s=op.grid)
     tol = 4 * np.finfo(dtype).eps * np.abs(full).max()
     for rows in (slice(0, op.grid[0]), slice(s - 1, x_shape[0]), slice(0, s)):
-        got = op._inverse(spectrum.copy(), rows)  # overwrites its argument
+        got = valid.irfft2_rows(spectrum.copy(), op.grid, rows)  # overwrites its argument
         assert got.dtype == dtype and got.shape == lead + (rows.stop - rows.start, op.grid[1])
         np.testing.assert_allclose(got, full[..., rows, :], rtol=0, atol=tol)
+    odd = fft.rfft2(rng.random((7, 9)))  # an odd last axis, all rows (l0map's x-step)
+    np.testing.assert_allclose(valid.irfft2_rows(odd.copy(), (7, 9)),
+                               fft.irfft2(odd, s=(7, 9)), rtol=0, atol=tol)
 
 
 def test_valid_convolution_in_single_precision(rng):

@@ -39,7 +39,7 @@ from .pyramid import _resize_kernel, pyramid_levels
 from .scores import recenter_kernel
 from .sparse import derivative_images
 from .sparse_pyramid import check_photograph, clean_kernel, resize_photo
-from .valid import valid_mstep_system
+from .valid import irfft2_rows, valid_mstep_system
 
 log = logging.getLogger("gmmrestore.deconv")
 
@@ -162,7 +162,7 @@ def hqs_image_step(data_num, data_den, grad_den, gh, gv, beta) -> np.ndarray:
     data_num = conj(K) Y, data_den = |K|^2, grad_den = |Dh|^2 + |Dv|^2 (``rfft2`` layout),
     gh, gv the auxiliary gradients (H, W)."""
     num = data_num + beta * sfft.rfft2(forward_differences_adjoint(gh, gv))
-    return sfft.irfft2(num / (data_den + beta * grad_den), s=gh.shape)
+    return irfft2_rows(num / (data_den + beta * grad_den), gh.shape)
 
 
 def kernel_from_latent(y: np.ndarray, latent: np.ndarray, kernel_size: int,

@@ -164,12 +164,14 @@ def tv_alternation(y: np.ndarray, scene: np.ndarray, kernel: np.ndarray, lam: fl
     Returns the scene (float64) and the kernel (non-negative, sum 1).
     """
     st = settings
-    single = st.single_precision if single_precision is None else single_precision
+    steps, single = st.level_run(coarse=False)
+    steps = steps if n_iter is None else n_iter
+    single = single if single_precision is None else single_precision
     dtype = np.float32 if single else np.float64
     op = ValidConvolution(kernel, scene.shape, dtype)
     x, k, y = np.asarray(scene, dtype=dtype), kernel, np.asarray(y, dtype=dtype)
     spectrum = op.spectrum(x)  # of the current x: the k-step's serves the next x-step
-    for _ in range(st.n_iter if n_iter is None else n_iter):
+    for _ in range(steps):
         residual = op.forward(x, spectrum) - y
         x = _normalised_step(x, op.adjoint(residual)
                              + lam * total_variation_gradient(x, st.tv_eps), st.image_step)

@@ -30,6 +30,24 @@ from ..operators import frame_centre
 FFT_MIN_TAPS = 16
 
 
+def irfft2_rows(spectrum: np.ndarray, shape: tuple[int, int], rows: slice = slice(None)
+                ) -> np.ndarray:
+    """``scipy.fft.irfft2(spectrum, s=shape)[..., rows, :]``, the same numbers for less work.
+
+    The column transforms run in place (``spectrum`` is overwritten: pass a temporary; the
+    fresh array ``irfft2`` allocates for them is much of its time), the row transforms of
+    ``rows`` only, and the normalisation comes last, as pocketfft applies it (its factor
+    ``1 / N`` in long double, rounded to the output's type).  spectrum : (..., shape[0],
+    shape[1] // 2 + 1) complex.
+    """
+    from scipy import fft as sfft
+
+    columns = sfft.ifft(spectrum, axis=-2, norm="forward", overwrite_x=True)
+    out = sfft.irfft(columns[..., rows, :], n=shape[1], axis=-1, norm="forward")
+    out *= out.dtype.type(1 / np.longdouble(shape[0] * shape[1]))
+    return out
+
+
 def _kernel_nd(kernel: np.ndarray, ndim: int) -> np.ndarray:
     return np.asarray(kernel, dtype=np.float64).reshape((1,) * (ndim - 2) + kernel.shape)
 
@@ -192,8 +210,6 @@ class ValidConvolution:
         self.K = self._kernel_spectrum(kernel)
         # zero-padded grids reused between calls (the zeros outside the window stay zero)
         self._grids: dict[tuple, np.ndarray] = {}
-        # irfft2's normalisation, the value pocketfft computes (1 / N in long double)
-        self._scale = self.dtype.type(1 / np.longdouble(self.grid[0] * self.grid[1]))
 
     def _on_grid(self, a: np.ndarray, r0: int, c0: int) -> np.ndarray:
         """``a`` (..., h, w) written at rows r0.., columns c0.. of a zero grid reused for
@@ -204,16 +220,6 @@ class ValidConvolution:
             grid = self._grids[key] = np.zeros(a.shape[:-2] + self.grid, dtype=self.dtype)
         grid[..., r0:r0 + a.shape[-2], c0:c0 + a.shape[-1]] = a
         return grid
-
-    def _inverse(self, spectrum: np.ndarray, rows: slice) -> np.ndarray:
-        """``irfft2(spectrum, s=grid)[..., rows, :]`` with the same numbers for less
-        work: the column transforms in place (``spectrum`` is overwritten; the fresh array
-        ``irfft2`` allocates for them is much of its time), the row transforms of the needed
-        rows only, the normalisation last, as pocketfft applies it."""
-        columns = self._fft.ifft(spectrum, axis=-2, norm="forward", overwrite_x=True)
-        out = self._fft.irfft(columns[..., rows, :], n=self.grid[1], axis=-1, norm="forward")
-        out *= self._scale
-        return out
 
     def _kernel_spectrum(self, kernel: np.ndarray) -> np.ndarray:
         """``rfft2(kernel, s=grid)``, the rows' transforms taken of the kernel's s rows only
@@ -232,23 +238,24 @@ class ValidConvolution:
 
     def forward(self, x: np.ndarray, x_spectrum: np.ndarray | None = None) -> np.ndarray:
         X = self.spectrum(x) if x_spectrum is None else x_spectrum
-        rows = self._inverse(X * self.K, slice(self.s - 1, self.x_shape[0]))
+        rows = irfft2_rows(X * self.K, self.grid, slice(self.s - 1, self.x_shape[0]))
         return rows[..., self.s - 1:self.x_shape[1]]
 
     def _embedded_spectrum(self, y: np.ndarray) -> np.ndarray:
         return self._fft.rfft2(self._on_grid(y, self.s - 1, self.s - 1))
 
     def adjoint(self, y: np.ndarray) -> np.ndarray:
-        rows = self._inverse(self._embedded_spectrum(y) * np.conj(self.K),
-                             slice(0, self.x_shape[0]))
+        rows = irfft2_rows(self._embedded_spectrum(y) * np.conj(self.K), self.grid,
+                           slice(0, self.x_shape[0]))
         return rows[..., :self.x_shape[1]]
 
     def kernel_gradient(self, x_spectrum: np.ndarray, y: np.ndarray) -> np.ndarray:
         """``d <T_k x, y> / dk`` (s, s) for one scene x (its :meth:`spectrum`) and one
         image y (H, W): ``sum_p y[p] x[p + s - 1 - a]`` at tap a (no wrap-around reaches
         these taps on the grid)."""
-        rows = self._inverse(self._embedded_spectrum(y) * np.conj(x_spectrum), slice(0, self.s))
-        return rows[:self.s, :self.s]
+        rows = irfft2_rows(self._embedded_spectrum(y) * np.conj(x_spectrum), self.grid,
+                           slice(0, self.s))
+        return rows[:, :self.s]
 
     def normal(self, x: np.ndarray) -> np.ndarray:
         """``T_k^T T_k x``."""
