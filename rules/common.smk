@@ -183,10 +183,16 @@ def setting_dir(blur, sigma):
 TABLES = setting_dir(PAIRED_BLUR, paired_key(config)) if PAIRED else RESULTS
 
 
-def gmm_methods(blur):
-    """GMM methods for a blur: with the true kernel, and '-blind' with the estimated one."""
-    suffixes = ["", "-blind"] if is_blind(blur) else [""]
-    return [f"{m}{s}" for m in GMM_LIST for s in suffixes]
+def with_blind(methods, blur):
+    """The methods for a blur: each with the true kernel, and for a blind blur also
+    '-blind' with the estimated one (the registry's blind methods)."""
+    blind = is_blind(blur)
+    return [
+        f"{m}{s}"
+        for m in methods
+        for s in ["", "-blind"]
+        if not s or (blind and registry.METHODS[m].blind)
+    ]
 
 
 def restored_files(blur, sigma):
@@ -205,10 +211,11 @@ def restorations(blur, sigma):
     items = [
         ((m, k, method), f"{folder}/m{m}_K{k}/{method}.h5")
         for m, k in models
-        for method in gmm_methods(blur)
+        for method in with_blind(GMM_LIST, blur)
     ]
     items += [
-        (("", "", method), f"{folder}/baseline/{method}.h5") for method in BASELINE_LIST
+        (("", "", method), f"{folder}/baseline/{method}.h5")
+        for method in with_blind(BASELINE_LIST, blur)
     ]
     return items
 

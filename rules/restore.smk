@@ -74,16 +74,18 @@ rule estimate_kernel:
 
 
 rule restore_baseline:
+    # a baseline with the true kernel, or ('-blind', fixed-parameter baselines) the estimated one
     input:
         script=script_path("restore_baseline.py"),
         library=library_inputs("restore_baseline.py"),
         data=f"{RESULTS}/{{dataset}}/{{blur}}_s{{sigma}}/corrupted.h5",
+        kernel=estimated_kernel_input,
     output:
-        f"{RESULTS}/{{dataset}}/{{blur}}_s{{sigma}}/baseline/{{method}}.h5",
+        f"{RESULTS}/{{dataset}}/{{blur}}_s{{sigma}}/baseline/{{method}}{{blind}}.h5",
     log:
-        f"{RESULTS}/logs/restore_baseline/{{dataset}}_{{blur}}_s{{sigma}}_{{method}}.log",
+        f"{RESULTS}/logs/restore_baseline/{{dataset}}_{{blur}}_s{{sigma}}_{{method}}{{blind}}.log",
     benchmark:
-        f"{RESULTS}/benchmarks/restore_baseline/{{dataset}}_{{blur}}_s{{sigma}}_{{method}}.tsv"
+        f"{RESULTS}/benchmarks/restore_baseline/{{dataset}}_{{blur}}_s{{sigma}}_{{method}}{{blind}}.tsv"
     conda:
         "../envs/baselines.yaml"
     threads: 1
@@ -93,10 +95,11 @@ rule restore_baseline:
     params:
         seed=config["seed"],
         clip=RESTORE_PARAMS["clip"],
+        kernel=estimated_kernel_arg,
     shell:
         "OMP_NUM_THREADS={threads} OPENBLAS_NUM_THREADS={threads}"
         " python {input.script:q} --corrupted {input.data:q} --method {wildcards.method}"
-        " --out {output:q} --seed {params.seed} {params.clip} > {log:q} 2>&1"
+        " {params.kernel}--out {output:q} --seed {params.seed} {params.clip} > {log:q} 2>&1"
 
 
 rule evaluate_corrupted:

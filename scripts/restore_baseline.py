@@ -3,6 +3,10 @@
 
 The baseline's free parameter is tuned on the corrupted validation images stored in the
 corrupted file (never on the test images); the chosen value is recorded in the output.
+
+With --kernel-file (a baseline whose parameter is not tuned, e.g. hyper_laplacian) every
+image is restored with the kernel estimated for it by estimate_kernel.py instead, as
+restore_images.py does; the true kernel and the clean images are then never read.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import numpy as np
 import _bootstrap  # noqa: F401  (puts src/ on sys.path)
 
 from gmmrestore import cli
+from gmmrestore.deconv.estimates import estimated_kernels
 from gmmrestore.h5io import GmmRestoreError, read_h5, write_h5
 from gmmrestore.operators import kernel_from_patch_matrix, validate_kernel
 from gmmrestore.restore.baselines import BASELINES, restore_baseline, tune_baseline
@@ -29,12 +34,18 @@ def main(argv=None) -> None:
     parser.add_argument("--corrupted", required=True, help="HDF5 from corrupt_images.py")
     parser.add_argument("--method", required=True, choices=sorted(BASELINES))
     parser.add_argument("--out", required=True, help="output HDF5 (kind 'restored')")
+    parser.add_argument("--kernel-file", default=None,
+                        help="estimated kernels (HDF5 from estimate_kernel.py) used instead "
+                             "of the true one (baselines of a fixed parameter only)")
     parser.add_argument("--seed", type=int, default=0, help="seed of randomised baselines")
     parser.add_argument("--no-clip", dest="clip", action="store_false",
                         help="keep the raw restoration instead of clipping it to [0, 1] "
                              "(the evaluation scores both)")
     args = parser.parse_args(argv)
     cli.setup_logging(args.quiet)
+    if args.kernel_file:
+        restore_blind(args)
+        return
 
     arrays, attrs = read_h5(args.corrupted, "corrupted", ["corrupted", "val_clean",
                                                           "val_corrupted"])
@@ -79,6 +90,45 @@ def main(argv=None) -> None:
     )
     log.info("%s restored %d images in %.1f s -> %s", args.method, len(restored), seconds,
              args.out)
+
+
+def restore_blind(args) -> None:
+    """--kernel-file: each image restored with its estimated kernel, the parameter fixed."""
+    spec = BASELINES[args.method]
+    if not spec.blind:
+        blind = ", ".join(n for n, b in BASELINES.items() if b.blind)
+        raise GmmRestoreError(f"--kernel-file: baseline {args.method} tunes its parameter "
+                              "with the true kernel and cannot restore with an estimated "
+                              f"one; baselines that can: {blind}")
+    arrays, attrs = read_h5(args.corrupted, "corrupted", ["corrupted"], only=("corrupted",))
+    corrupted = arrays["corrupted"]
+    sigma = float(attrs["noise_sigma"])
+    boundary = attrs.get("boundary", "zero")
+    started = time.perf_counter()
+    restored = np.empty(corrupted.shape)
+    params = []
+    for kernel, members in estimated_kernels(args.kernel_file, len(corrupted)):
+        param = spec.default(kernel, sigma)
+        restored[members] = restore_baseline(args.method, corrupted[members], kernel, sigma,
+                                             param, seed=args.seed, clip=args.clip,
+                                             boundary=boundary)
+        params.append(param)
+    seconds = time.perf_counter() - started
+    label = f"{args.method}-blind"
+    write_h5(
+        args.out, "restored", {"restored": restored},
+        attrs={"method": label, "base_method": args.method, "kernel_source": "estimated",
+               "kernel_file": args.kernel_file, "patch_size": "none",
+               "n_components": "none", "noise_sigma": sigma, "blur": attrs.get("blur", ""),
+               "dataset": attrs.get("dataset", ""), "corrupted_file": args.corrupted,
+               "param_name": str(spec.param_name),
+               "param": json.dumps(params[0] if params else None), "tuning": json.dumps({}),
+               "seconds": seconds, "seed": args.seed,
+               "clipped": args.clip, "boundary": boundary},
+        dataset_attrs={"restored": {"description": f"test images restored by {label}"}},
+    )
+    log.info("%s restored %d images with their estimated kernels in %.1f s -> %s", label,
+             len(restored), seconds, args.out)
 
 
 if __name__ == "__main__":

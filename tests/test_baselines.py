@@ -296,3 +296,33 @@ def test_unknown_frame_boundary_is_a_user_error(rng):
     with pytest.raises(GmmRestoreError, match="boundary 'circular'"):
         restore_baseline("wiener", rng.random((1, 8, 8)), gaussian_kernel(3, 1.0), 0.01,
                          boundary="circular")
+
+
+def test_hyper_laplacian_is_the_sparse_deconvolution_of_each_frame_as_observed(rng):
+    """A valid-model baseline gets the frame itself under boundary 'valid' (no edge
+    extension), image by image, its weight the sparse deconvolution's default at 1% noise;
+    a non-square kernel is centred in a square one."""
+    from gmmrestore.deconv import SparseDeconvSettings, deconvolve_sparse
+    from gmmrestore.operators import blur_valid
+
+    kernel = np.outer([1.0, 2.0, 1.0], [1.0, 3.0, 2.0, 1.0, 1.0])
+    kernel /= kernel.sum()
+    y = blur_valid(rng.random((2, 24, 26)), kernel) + 0.01 * rng.standard_normal((2, 22, 22))
+    out = restore_baseline("hyper_laplacian", y, kernel, 0.01, clip=False, boundary="valid")
+    square = np.pad(kernel, ((1, 1), (0, 0)))
+    for image, restored in zip(y, out, strict=True):
+        np.testing.assert_array_equal(restored, deconvolve_sparse(image, square))
+    assert bl.sparse_weight(0.01) == SparseDeconvSettings().weight
+    assert bl.sparse_weight(0.03) == pytest.approx(9 * SparseDeconvSettings().weight)
+    heavier = restore_baseline("hyper_laplacian", y, kernel, 0.01, param=0.2, clip=False,
+                               boundary="valid")
+    assert np.abs(np.diff(heavier, axis=-1)).sum() < np.abs(np.diff(out, axis=-1)).sum()
+
+
+def test_only_untuned_baselines_restore_blind():
+    """'blind' baselines take no parameter from the true kernel: a one-value grid."""
+    blind = [n for n, spec in BASELINES.items() if spec.blind]
+    assert blind == ["hyper_laplacian"]
+    for name in blind:
+        for sigma in (0.0, 0.01, 0.1):
+            assert len(BASELINES[name].default_grid(GAUSS, sigma)) == 1

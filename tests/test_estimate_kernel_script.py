@@ -128,6 +128,42 @@ def test_blind_restore_uses_each_batch_kernel_and_never_the_true_kernel(tmp_path
         script.estimated_kernels(str(estimate), n)
 
 
+def test_blind_baseline_restores_each_image_with_its_estimated_kernel(tmp_path, rng):
+    """restore_baseline.py --kernel-file (hyper_laplacian): each image restored with its own
+    batch's kernel at the fixed weight, reading nothing but the photographs (the corrupted
+    file here has no true kernel and no clean images); a tuned baseline refuses."""
+    import restore_baseline as script
+
+    from gmmrestore import cli
+    from gmmrestore.operators import blur_valid
+    from gmmrestore.restore.baselines import restore_baseline
+
+    kernels = np.stack([gaussian_kernel(5, 1.0), motion_kernel(5, 30, 5)])
+    batch_index = np.array([1, 0, 1])
+    scenes = rng.random((3, 24, 24))
+    corrupted = np.stack([blur_valid(x, kernels[b]) for x, b in zip(scenes, batch_index,
+                                                                      strict=True)])
+    path = tmp_path / "corrupted.h5"
+    write_h5(path, "corrupted", {"corrupted": corrupted},
+             attrs={"noise_sigma": 0.01, "blur": "mixed", "boundary": "valid"})
+    estimate = tmp_path / "kernel_estimate.h5"
+    write_h5(estimate, "kernel", {"kernel": kernels[0], "batch_kernels": kernels,
+                                  "batch_index": batch_index})
+    out = tmp_path / "hl-blind.h5"
+    argv = ["--quiet", "--corrupted", path, "--method", "hyper_laplacian", "--kernel-file",
+            estimate, "--out", out]
+    assert cli.run(script.main, [str(a) for a in argv]) in (0, None)
+    restored, attrs = read_h5(out, "restored", ["restored"])
+    assert attrs["method"] == "hyper_laplacian-blind" and attrs["kernel_source"] == "estimated"
+    for i, b in enumerate(batch_index):
+        np.testing.assert_array_equal(restored["restored"][i], restore_baseline(
+            "hyper_laplacian", corrupted[i:i + 1], kernels[b], 0.01, boundary="valid")[0])
+    argv[4] = "wiener"
+    with pytest.raises(GmmRestoreError, match="wiener tunes its parameter"):
+        script.main([str(a) for a in argv[:-1] + [tmp_path / "w.h5"]])
+    assert not (tmp_path / "w.h5").exists()
+
+
 def test_script_reports_bad_input(tmp_path, capsys):
     import estimate_kernel as script
 

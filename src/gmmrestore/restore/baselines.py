@@ -34,6 +34,15 @@ Baselines (:data:`BASELINES`)
     the same problem as ``tv`` (tested).  A fixed :data:`TV_DECONV_ITERATIONS` iterations
     from ``x = y``; at the small weights of a strong blur the iteration is not converged and
     stopping early acts as extra regularisation (docs/model.md, "Baselines").
+``hyper_laplacian``
+    Sparse-derivative deconvolution on the valid model (no boundary assumed: the scene
+    behind the frame is restored and its centre returned), ``|k * x - y|^2 + weight *
+    sum |grad x|^0.8`` by IRLS (:func:`gmmrestore.deconv.deconvolve_sparse`; Levin et al.
+    2007, the restoration of Levin et al.'s blind-deconvolution error ratio; Krishnan &
+    Fergus 2009 solve the same objective).  Its weight is not tuned but set by sigma
+    (:func:`sparse_weight`: at 1% noise the weight the kernel judge and the development
+    runs use, scaled with sigma^2), so it is the one baseline that also restores with an
+    estimated kernel (``blind``): no true kernel enters its parameter.
 ``bm3d``
     Wiener step then BM3D denoising with the residual noise's exact PSD (package ``bm3d``).
     The Wiener step is ``skimage.restoration.wiener`` with balance ``b`` (the free
@@ -57,7 +66,9 @@ the image, and the unobserved ring is filled with zeros instead of wrapped-aroun
 Richardson-Lucy and ``tv_deconv`` use the zero-boundary operator itself and need no padding.
 A camera's frame (``boundary="valid"``, :data:`~gmmrestore.operators.BOUNDARIES`) is first
 extended by its edge values (:func:`~gmmrestore.operators.extend_frame`) and the restoration
-cropped back, so that no baseline sees a false black border.
+cropped back, so that no baseline sees a false black border; ``hyper_laplacian`` models the
+frame itself (``valid_model``) and gets it as observed, under either boundary (a zero border
+is one scene the valid model allows).
 
 sigma = 0 (pure deblurring) is allowed: baselines that use sigma (``bm3d``) floor it at
 :data:`SIGMA_FLOOR`.  The identity kernel ``[[1.]]`` (pure denoising) is allowed everywhere.
@@ -75,6 +86,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
+from ..deconv.nonblind import SparseDeconvSettings, deconvolve_sparse
 from ..h5io import GmmRestoreError
 from ..metrics import psnr
 from ..operators import (
@@ -94,6 +106,9 @@ SIGMA_FLOOR = 1e-3
 BM3D_EXTRA_PAD = 8
 #: Chambolle-Pock iterations of ``tv_deconv``.
 TV_DECONV_ITERATIONS = 300
+#: ``hyper_laplacian``'s weight is the sparse deconvolution's default at this noise std,
+#: scaled with sigma^2 (the data term's precision) at others.
+SPARSE_WEIGHT_SIGMA = 0.01
 
 
 # --------------------------------------------------------------------------------------------
@@ -304,6 +319,20 @@ def _tv_deconv(corrupted, kernel, sigma, weight, seed):
     return tv_deconvolve(corrupted, kernel, weight)
 
 
+def sparse_weight(sigma: float) -> float:
+    """``hyper_laplacian``'s weight at noise std ``sigma``: ``SparseDeconvSettings().weight
+    * (sigma / SPARSE_WEIGHT_SIGMA)^2``, sigma floored at :data:`SIGMA_FLOOR`."""
+    scale = max(float(sigma), SIGMA_FLOOR) / SPARSE_WEIGHT_SIGMA
+    return SparseDeconvSettings().weight * scale**2
+
+
+def _hyper_laplacian(corrupted, kernel, sigma, weight, seed):
+    size = max(kernel.shape)  # deconvolve_sparse takes square kernels
+    square = np.pad(kernel, [((size - n) // 2,) * 2 for n in kernel.shape])
+    settings = SparseDeconvSettings(weight=float(weight))
+    return np.stack([deconvolve_sparse(y, square, settings) for y in corrupted])
+
+
 def _bm3d(corrupted, kernel, sigma, balance, seed):
     import bm3d
     from skimage.restoration import wiener
@@ -342,6 +371,9 @@ class BaselineSpec:
     ``default_grid(kernel, sigma) -> tuple`` of parameter values tried by
     :func:`tune_baseline`; ``default(kernel, sigma)`` is used when no parameter is given.
     ``param_name`` is None for a baseline without a free parameter (grid ``(None,)``).
+    ``valid_model``: the function models a camera's frame itself (no edge extension);
+    ``blind``: it may restore with an estimated kernel (its parameter is not tuned with
+    the true one).
     """
 
     function: Callable[..., np.ndarray]
@@ -349,6 +381,8 @@ class BaselineSpec:
     default_grid: Callable[[np.ndarray, float], tuple]
     description: str
     default: Callable[[np.ndarray, float], Any]
+    valid_model: bool = False
+    blind: bool = False
 
 
 BASELINES: dict[str, BaselineSpec] = {
@@ -383,6 +417,12 @@ BASELINES: dict[str, BaselineSpec] = {
         "Wiener step (skimage, Laplacian) then bm3d.bm3d with the residual noise's exact PSD; "
         "plain bm3d.bm3d for the identity kernel",
         lambda k, s: 0.0 if _is_identity(k) else 0.01),
+    "hyper_laplacian": BaselineSpec(
+        _hyper_laplacian, "weight",
+        lambda k, s: (sparse_weight(s),),
+        "sparse-derivative (hyper-Laplacian, exponent 0.8) deconvolution on the valid "
+        "model by IRLS, its weight fixed by sigma (Levin et al. 2007)",
+        lambda k, s: sparse_weight(s), valid_model=True, blind=True),
 }
 
 
@@ -430,7 +470,8 @@ def restore_baseline(name: str, corrupted: np.ndarray, kernel: np.ndarray, sigma
         the baselines' own model); "valid" restores the images extended by
         their edge values (:func:`~gmmrestore.operators.extend_frame`), so the zero-boundary
         baselines see no false edge at the frame's border, and returns the centre
-        (:func:`~gmmrestore.operators.frame_centre`), aligned with ``corrupted``.
+        (:func:`~gmmrestore.operators.frame_centre`), aligned with ``corrupted`` (a
+        ``valid_model`` baseline gets the frame as it is).
 
     Returns
     -------
@@ -447,10 +488,11 @@ def restore_baseline(name: str, corrupted: np.ndarray, kernel: np.ndarray, sigma
         param = spec.default(kernel, sigma)
     if len(corrupted) == 0:
         return corrupted.copy()
-    observed = extend_frame(corrupted, kernel.shape) if boundary == "valid" else corrupted
+    extend = boundary == "valid" and not spec.valid_model
+    observed = extend_frame(corrupted, kernel.shape) if extend else corrupted
     out = np.asarray(spec.function(observed, kernel, sigma, param, int(seed)),
                      dtype=np.float64)
-    if boundary == "valid":
+    if extend:
         out = frame_centre(out, kernel.shape)
     if not np.all(np.isfinite(out)):
         raise GmmRestoreError(f"{name} with {spec.param_name}={param}: non-finite output")

@@ -89,7 +89,9 @@ class MethodSpec:
     of restore_images.py the workflow passes for this method.  ``params(options,
     boundary)``: the settings recorded in the restored file's ``params``.  ``settings``:
     the dataclasses holding the method's settings and their defaults (restore_images.py's
-    options and the config schema agree with them).
+    options and the config schema agree with them).  ``blind``: for a blur marked blind the
+    workflow also restores with the estimated kernel (``<name>-blind``); every GMM method,
+    and a baseline whose parameter is not tuned with the true kernel.
     """
 
     name: str
@@ -100,6 +102,7 @@ class MethodSpec:
     script_args: Callable[[Mapping[str, Any]], str] = field(default=_no_args)
     params: Callable[[argparse.Namespace, str], dict] = field(default=_no_params)
     settings: tuple[type, ...] = ()
+    blind: bool = True
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -262,12 +265,17 @@ register(MethodSpec(
     params=_epll_params, settings=(EpllSettings, ImagePriorSettings)))
 
 # --------------------------------------------------------------------------------------------
-# baselines: the entries of baselines.BASELINES (tuned on validation images)
+# baselines: the entries of baselines.BASELINES (tuned on validation images, or fixed)
 # --------------------------------------------------------------------------------------------
+_BASELINE_CAPTIONS = {
+    False: "classic baseline given the true blur and sigma, its free parameter tuned on "
+           "validation images: ",
+    True: "baseline of fixed parameter given the true blur (and, '-blind', the estimated "
+          "one): ",
+}
 for _name, _baseline in BASELINES.items():
     register(MethodSpec(
         _name, "baseline", ("kernel",),
-        "classic baseline given the true blur and sigma, its free parameter tuned on "
-        f"validation images: {_baseline.description}",
-        _baseline.function))
+        _BASELINE_CAPTIONS[_baseline.blind] + _baseline.description,
+        _baseline.function, blind=_baseline.blind))
 del _name, _baseline
