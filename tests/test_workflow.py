@@ -147,7 +147,8 @@ def test_snakefmt_is_clean():
 
 
 BLIND_OVERRIDE = ("blurs: {gauss5: {type: gaussian, size: 5, std: 1.0, blind: true, "
-                  "kernel_size: 5, batch_size: 4}}\n")
+                  "kernel_size: 5, batch_size: 4}}\n"
+                  "restore: {methods: [mapk, epll, wiener, hyper_laplacian]}\n")
 
 
 @pytest.mark.slow
@@ -155,7 +156,8 @@ def test_blind_setting_scores_kernel_error_and_error_ratio(tiny_run, tmp_path):
     """The tiny run with its blur marked blind (two batches of 4 test digits): only the
     blind jobs are added (a copy of the finished run is reused), and the tables carry the
     kernel error of each image's batch kernel and the error ratio, equal to their formulas
-    recomputed from the HDF5 files."""
+    recomputed from the HDF5 files; of the baselines only the fixed-parameter
+    hyper_laplacian restores blind too."""
     from gmmrestore.deconv import kernel_error
 
     work = tmp_path / "blind"
@@ -168,7 +170,9 @@ def test_blind_setting_scores_kernel_error_and_error_ratio(tiny_run, tmp_path):
     by_method = {}
     for row in rows:
         by_method.setdefault(row["method"], {})[int(row["image_id"])] = row
-    assert {"mapk", "epll", "mapk-blind", "epll-blind"} <= set(by_method)
+    assert {"mapk", "epll", "mapk-blind", "epll-blind", "hyper_laplacian-blind"} <= set(
+        by_method)
+    assert "wiener" in by_method and "wiener-blind" not in by_method
     for method, images in by_method.items():
         blind = method.endswith("-blind")
         for row in images.values():
@@ -182,9 +186,10 @@ def test_blind_setting_scores_kernel_error_and_error_ratio(tiny_run, tmp_path):
     clean = corrupted["clean"].astype(np.float64)
     assert np.array_equal(np.bincount(estimate["batch_index"]), [4, 4])
     errors = [kernel_error(k, corrupted["kernel"]) for k in estimate["batch_kernels"]]
-    for base in ("mapk", "epll"):
-        est, _ = read_h5(folder / "m6_K3" / f"{base}-blind.h5", "restored", ["restored"])
-        true, _ = read_h5(folder / "m6_K3" / f"{base}.h5", "restored", ["restored"])
+    for subfolder, base in (("m6_K3", "mapk"), ("m6_K3", "epll"),
+                            ("baseline", "hyper_laplacian")):
+        est, _ = read_h5(folder / subfolder / f"{base}-blind.h5", "restored", ["restored"])
+        true, _ = read_h5(folder / subfolder / f"{base}.h5", "restored", ["restored"])
         est = np.clip(est["restored"], 0, 1)
         true = np.clip(true["restored"], 0, 1)
         for i, row in by_method[f"{base}-blind"].items():
