@@ -43,10 +43,31 @@ def main(argv=None) -> None:
                              "(the evaluation scores both)")
     args = parser.parse_args(argv)
     cli.setup_logging(args.quiet)
-    if args.kernel_file:
-        restore_blind(args)
-        return
+    started = time.perf_counter()
+    restored, record = (restore_blind if args.kernel_file else restore_true)(args)
+    seconds = time.perf_counter() - started
+    label = record.pop("method")
+    write_h5(
+        args.out, "restored", {"restored": np.asarray(restored, dtype=np.float64)},
+        attrs={"method": label, "base_method": args.method, "patch_size": "none",
+               "n_components": "none", "corrupted_file": args.corrupted,
+               "param_name": str(BASELINES[args.method].param_name), "seconds": seconds,
+               "seed": args.seed, "clipped": args.clip, **record},
+        dataset_attrs={"restored": {"description": f"test images restored by {label}"}},
+    )
+    log.info("%s restored %d images in %.1f s -> %s", label, len(restored), seconds, args.out)
 
+
+def _setting(attrs: dict) -> dict:
+    """What the output records of the corrupted file's setting."""
+    # a camera's frame (corrupt stage --boundary valid): no zero border around it
+    return {"noise_sigma": float(attrs["noise_sigma"]), "blur": attrs.get("blur", ""),
+            "dataset": attrs.get("dataset", ""), "boundary": attrs.get("boundary", "zero")}
+
+
+def restore_true(args) -> tuple[np.ndarray, dict]:
+    """The restoration with the true kernel, the parameter tuned on the validation images;
+    returns it and the attributes to record."""
     arrays, attrs = read_h5(args.corrupted, "corrupted", ["corrupted", "val_clean",
                                                           "val_corrupted"])
     kernel = arrays.get("kernel")
@@ -56,10 +77,8 @@ def main(argv=None) -> None:
     if kernel is None:
         raise GmmRestoreError(f"{args.corrupted}: no blur kernel for the baseline")
     kernel = validate_kernel(kernel)
-    sigma = float(attrs["noise_sigma"])
-    # a camera's frame (corrupt stage --boundary valid): no zero border around it
-    boundary = attrs.get("boundary", "zero")
-    started = time.perf_counter()
+    setting = _setting(attrs)
+    sigma, boundary = setting["noise_sigma"], setting["boundary"]
     param, table = None, {}
     grid = BASELINES[args.method].default_grid(kernel, sigma)
     if len(grid) == 1:  # nothing to choose (e.g. bm3d for denoising): no validation run
@@ -75,25 +94,13 @@ def main(argv=None) -> None:
         log.warning("%s: no validation images; using the default parameter", args.method)
     restored = restore_baseline(args.method, arrays["corrupted"], kernel, sigma, param,
                                 seed=args.seed, clip=args.clip, boundary=boundary)
-    seconds = time.perf_counter() - started
-    write_h5(
-        args.out, "restored", {"restored": np.asarray(restored, dtype=np.float64)},
-        attrs={"method": args.method, "base_method": args.method, "kernel_source": "true",
-               "patch_size": "none", "n_components": "none", "noise_sigma": sigma,
-               "blur": attrs.get("blur", ""), "dataset": attrs.get("dataset", ""),
-               "corrupted_file": args.corrupted,
-               "param_name": str(BASELINES[args.method].param_name),
-               "param": json.dumps(param), "tuning": json.dumps(table, default=str),
-               "seconds": seconds, "seed": args.seed, "clipped": args.clip,
-               "boundary": boundary},
-        dataset_attrs={"restored": {"description": f"test images restored by {args.method}"}},
-    )
-    log.info("%s restored %d images in %.1f s -> %s", args.method, len(restored), seconds,
-             args.out)
+    return restored, {"method": args.method, "kernel_source": "true", **setting,
+                      "param": json.dumps(param), "tuning": json.dumps(table, default=str)}
 
 
-def restore_blind(args) -> None:
-    """--kernel-file: each image restored with its estimated kernel, the parameter fixed."""
+def restore_blind(args) -> tuple[np.ndarray, dict]:
+    """--kernel-file: each image restored with its estimated kernel, the parameter fixed;
+    reads nothing of the corrupted file but the photographs and their setting."""
     spec = BASELINES[args.method]
     if not spec.blind:
         blind = ", ".join(n for n, b in BASELINES.items() if b.blind)
@@ -102,33 +109,19 @@ def restore_blind(args) -> None:
                               f"one; baselines that can: {blind}")
     arrays, attrs = read_h5(args.corrupted, "corrupted", ["corrupted"], only=("corrupted",))
     corrupted = arrays["corrupted"]
-    sigma = float(attrs["noise_sigma"])
-    boundary = attrs.get("boundary", "zero")
-    started = time.perf_counter()
+    setting = _setting(attrs)
     restored = np.empty(corrupted.shape)
     params = []
     for kernel, members in estimated_kernels(args.kernel_file, len(corrupted)):
-        param = spec.default(kernel, sigma)
-        restored[members] = restore_baseline(args.method, corrupted[members], kernel, sigma,
-                                             param, seed=args.seed, clip=args.clip,
-                                             boundary=boundary)
-        params.append(param)
-    seconds = time.perf_counter() - started
-    label = f"{args.method}-blind"
-    write_h5(
-        args.out, "restored", {"restored": restored},
-        attrs={"method": label, "base_method": args.method, "kernel_source": "estimated",
-               "kernel_file": args.kernel_file, "patch_size": "none",
-               "n_components": "none", "noise_sigma": sigma, "blur": attrs.get("blur", ""),
-               "dataset": attrs.get("dataset", ""), "corrupted_file": args.corrupted,
-               "param_name": str(spec.param_name),
-               "param": json.dumps(params[0] if params else None), "tuning": json.dumps({}),
-               "seconds": seconds, "seed": args.seed,
-               "clipped": args.clip, "boundary": boundary},
-        dataset_attrs={"restored": {"description": f"test images restored by {label}"}},
-    )
-    log.info("%s restored %d images with their estimated kernels in %.1f s -> %s", label,
-             len(restored), seconds, args.out)
+        params.append(spec.default(kernel, setting["noise_sigma"]))
+        restored[members] = restore_baseline(args.method, corrupted[members], kernel,
+                                             setting["noise_sigma"], params[-1],
+                                             seed=args.seed, clip=args.clip,
+                                             boundary=setting["boundary"])
+    return restored, {"method": f"{args.method}-blind", "kernel_source": "estimated",
+                      "kernel_file": args.kernel_file, **setting,
+                      "param": json.dumps(params[0] if params else None),
+                      "tuning": json.dumps({})}
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Classic non-blind restorations, given the TRUE kernel and sigma, for side-by-side comparison.
+"""Classic non-blind restorations, given the TRUE kernel and sigma, for side-by-side comparison
+(``hyper_laplacian``, whose parameter is not tuned, also with an estimated kernel).
 
 Every baseline takes corrupted images ``(n, H, W)`` in [0, 1] produced by the forward model of
 :mod:`gmmrestore.operators` (``y = k * x + n``, "same"-size convolution with ZERO boundary,
