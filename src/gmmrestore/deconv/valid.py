@@ -21,6 +21,7 @@ the part common to all taps by one FFT correlation, the edge bands directly) and
 from __future__ import annotations
 
 import numpy as np
+from scipy import fft as sfft
 from scipy import signal
 
 from ..h5io import GmmRestoreError
@@ -40,8 +41,6 @@ def irfft2_rows(spectrum: np.ndarray, shape: tuple[int, int], rows: slice = slic
     ``1 / N`` in long double, rounded to the output's type).  spectrum : (..., shape[0],
     shape[1] // 2 + 1) complex.
     """
-    from scipy import fft as sfft
-
     columns = sfft.ifft(spectrum, axis=-2, norm="forward", overwrite_x=True)
     out = sfft.irfft(columns[..., rows, :], n=shape[1], axis=-1, norm="forward")
     out *= out.dtype.type(1 / np.longdouble(shape[0] * shape[1]))
@@ -110,8 +109,6 @@ def _core_correlation(mu: np.ndarray, s: int, h: int, w: int) -> np.ndarray:
     One FFT cross-correlation on a grid of the scene's size: ``q + (du, dv)`` stays inside the
     scene for every core q, so nothing wraps around.
     """
-    from scipy import fft as sfft
-
     grid = tuple(sfft.next_fast_len(n, real=True) for n in mu.shape[1:])
     core = np.zeros_like(mu)
     core[:, s - 1:h, s - 1:w] = mu[:, s - 1:h, s - 1:w]
@@ -198,9 +195,6 @@ class ValidConvolution:
 
     def __init__(self, kernel: np.ndarray, x_shape: tuple[int, int],
                  dtype: type = np.float64):
-        from scipy import fft as sfft
-
-        self._fft = sfft
         self.dtype = np.dtype(dtype)
         kernel = np.asarray(kernel, dtype=np.float64)
         self.s = kernel.shape[0]
@@ -224,8 +218,8 @@ class ValidConvolution:
     def _kernel_spectrum(self, kernel: np.ndarray) -> np.ndarray:
         """``rfft2(kernel, s=grid)``, the rows' transforms taken of the kernel's s rows only
         (the padded rows' are zero): the same numbers for half the work."""
-        rows = self._fft.rfft(np.asarray(kernel, dtype=self.dtype), n=self.grid[1], axis=1)
-        return self._fft.fft(rows, n=self.grid[0], axis=0)
+        rows = sfft.rfft(np.asarray(kernel, dtype=self.dtype), n=self.grid[1], axis=1)
+        return sfft.fft(rows, n=self.grid[0], axis=0)
 
     def set_kernel(self, kernel: np.ndarray) -> None:
         """Replace the kernel (same size), keeping the grid."""
@@ -234,7 +228,7 @@ class ValidConvolution:
     def spectrum(self, x: np.ndarray) -> np.ndarray:
         """The scene's transform on the grid, to share between :meth:`forward` and
         :meth:`kernel_gradient`."""
-        return self._fft.rfft2(self._on_grid(np.asarray(x, dtype=self.dtype), 0, 0))
+        return sfft.rfft2(self._on_grid(np.asarray(x, dtype=self.dtype), 0, 0))
 
     def forward(self, x: np.ndarray, x_spectrum: np.ndarray | None = None) -> np.ndarray:
         X = self.spectrum(x) if x_spectrum is None else x_spectrum
@@ -242,7 +236,7 @@ class ValidConvolution:
         return rows[..., self.s - 1:self.x_shape[1]]
 
     def _embedded_spectrum(self, y: np.ndarray) -> np.ndarray:
-        return self._fft.rfft2(self._on_grid(y, self.s - 1, self.s - 1))
+        return sfft.rfft2(self._on_grid(y, self.s - 1, self.s - 1))
 
     def adjoint(self, y: np.ndarray) -> np.ndarray:
         rows = irfft2_rows(self._embedded_spectrum(y) * np.conj(self.K), self.grid,
