@@ -19,7 +19,11 @@ photographs than ``--set test``'s four.  ``--set train-hard``
 ratio 3 with the default estimator), each whole with all 8 sizes 13..27 (kernel seeds
 9000 + 10 i + j): harder than ``train-wide``, made of development images only;
 ``--scenes`` puts other Train400 scenes in their place (e.g. a set chosen by an image
-statistic).
+statistic).  ``--set workflow`` (evaluation only): the photographs of a workflow run
+(``--workflow``, a dataset's results folder such as ``results/blind_natural/bsd_blind``),
+every ``*/corrupted.h5`` of a camera's (valid) boundary with its clean frames and true kernel:
+the workflow's own cases, so that the methods it does not run (the seed's Gaussian prior, the
+fixed blob) are scored on exactly its 32 of ``configs/blind_natural.yaml``.
 
 Methods, side by side on the same cases (the estimator knows the kernel SIZE only):
 
@@ -75,6 +79,7 @@ from gmmrestore.deconv import judge, l0map, nonblind, sparse, sparse_pyramid, tv
 from gmmrestore.deconv.scores import shifted_error_ratio, success_rates  # noqa: E402
 from gmmrestore.deconv.valid import crop_centre  # noqa: E402
 from gmmrestore.gmm.io import load_patch_prior  # noqa: E402
+from gmmrestore.h5io import read_h5  # noqa: E402
 from gmmrestore.operators import (  # noqa: E402
     blur_valid,
     camera_shake_kernel,
@@ -139,7 +144,29 @@ def make_hard_cases(args) -> list[dict]:
     return cases
 
 
+def make_workflow_cases(args) -> list[dict]:
+    """``--set workflow`` (module docstring), by kernel size, then in the file's order."""
+    cases = []
+    for path in sorted(glob.glob(os.path.join(args.workflow, "*", "corrupted.h5"))):
+        arrays, attrs = read_h5(path, "corrupted", ["clean", "corrupted", "kernel"])
+        if attrs.get("boundary") != "valid":
+            continue
+        kernel, seed = arrays["kernel"], json.loads(attrs["blur_spec"]).get("seed")
+        names = attrs.get("ids", [f"{attrs['blur']}[{i}]" for i in range(len(kernel))])
+        cases += [{"image": str(name), "size": kernel.shape[0], "kernel_seed": seed, "y": y,
+                   "clean": clean, "kernel": kernel}
+                  for name, y, clean in zip(names, arrays["corrupted"], arrays["clean"],
+                                            strict=True)]
+    if not cases:
+        raise SystemExit(f"--set workflow: no corrupted.h5 of a valid boundary under "
+                         f"{args.workflow}/*/ (give --workflow a dataset's results folder, "
+                         "e.g. results/blind_natural/bsd_blind)")
+    return sorted(cases, key=lambda case: case["size"])
+
+
 def make_cases(args) -> list[dict]:
+    if args.set == "workflow":
+        return make_workflow_cases(args)
     if args.set in ("train-wide", "test-wide"):
         return make_wide_cases(args)
     if args.set == "train-hard":
@@ -285,14 +312,19 @@ def check_set_options(ap: argparse.ArgumentParser, args: argparse.Namespace) -> 
         ap.error(f"--offset {args.offset} applies to --set train-wide only, not {args.set}")
     if args.scenes is not None and args.set != "train-hard":
         ap.error(f"--scenes applies to --set train-hard only, not {args.set}")
+    if (args.workflow is not None) != (args.set == "workflow"):
+        ap.error("--set workflow and --workflow DIR go together")
     if "tv_judged" in args.methods.split(",") and not args.judge_gmm:
         ap.error("method tv_judged needs --judge-gmm (a natural-patch GMM file)")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--set", choices=("train", "train-wide", "train-hard", "test", "test-wide"),
-                    default="train")
+    ap.add_argument("--set", default="train",
+                    choices=("train", "train-wide", "train-hard", "test", "test-wide", "workflow"))
+    ap.add_argument("--workflow", default=None,
+                    help="--set workflow's folder: a workflow run's dataset results, e.g. "
+                    "results/blind_natural/bsd_blind")
     ap.add_argument("--images", type=int, default=4)
     ap.add_argument("--kernels", type=int, default=8)
     ap.add_argument("--crop", type=int, default=255)

@@ -31,6 +31,8 @@ def bench_module():
      "--scenes applies to --set train-hard only, not test"),
     (["--set", "test", "--methods", "tv,tv_judged"],
      "method tv_judged needs --judge-gmm"),
+    (["--set", "workflow"], "--set workflow and --workflow DIR go together"),
+    (["--set", "test", "--workflow", "results"], "--set workflow and --workflow DIR go together"),
 ])
 def test_an_option_the_set_ignores_is_a_usage_error(argv, message):
     result = subprocess.run([sys.executable, BENCH, *argv], capture_output=True, text=True,
@@ -45,9 +47,9 @@ def test_the_options_of_their_own_sets_pass_the_check():
     ap = argparse.ArgumentParser()
     for set_name, offset, scenes, methods, gmm in (
             ("train-wide", 3, None, "tv", None), ("train-hard", 0, "a.png", "tv,l0", None),
-            ("test", 0, None, "tv_judged", "gmm.h5")):
+            ("test", 0, None, "tv_judged", "gmm.h5"), ("workflow", 0, None, "blob", None)):
         args = argparse.Namespace(set=set_name, offset=offset, scenes=scenes, methods=methods,
-                                  judge_gmm=gmm)
+                                  judge_gmm=gmm, workflow="wf" if set_name == "workflow" else None)
         blind_natural.check_set_options(ap, args)  # raises SystemExit on an error
 
 
@@ -86,3 +88,39 @@ def test_epll_scoring_runs_the_workflow_configs_epll(tmp_path):
     assert not np.array_equal(blind_natural.workflow_epll(str(tmp_path / "gmm.h5"),
                                                           str(other))(y, kernel),
                               restore(y, kernel))
+
+
+def test_workflow_set_reads_the_runs_valid_boundary_photographs(tmp_path):
+    """--set workflow: every */corrupted.h5 of a valid boundary, its photographs, clean frames
+    and true kernel, by kernel size; other boundaries are left out."""
+    import json
+
+    import numpy as np
+
+    from gmmrestore.h5io import write_h5
+
+    rng = np.random.default_rng(3)
+
+    def corrupted(folder, blur, size, boundary, n):
+        kernel = rng.random((size, size))
+        arrays = {"clean": rng.random((n, 6, 6)), "corrupted": rng.random((n, 6, 6)),
+                  "kernel": kernel / kernel.sum()}
+        os.makedirs(tmp_path / folder)
+        write_h5(tmp_path / folder / "corrupted.h5", "corrupted", arrays,
+                 attrs={"blur": blur, "boundary": boundary, "noise_sigma": 0.01,
+                        "blur_spec": json.dumps({"type": "camera_shake", "seed": size}),
+                        "ids": [f"{blur}_{i}" for i in range(n)]})
+        return arrays
+
+    big = corrupted("shake5_s0.01", "shake5", 5, "valid", 2)
+    small = corrupted("shake3_s0.01", "shake3", 3, "valid", 1)
+    corrupted("gauss3_s0.01", "gauss3", 3, "zero", 1)
+    args = argparse.Namespace(set="workflow", workflow=str(tmp_path))
+    cases = bench_module().make_workflow_cases(args)
+    assert [(c["image"], c["size"], c["kernel_seed"]) for c in cases] == [
+        ("shake3_0", 3, 3), ("shake5_0", 5, 5), ("shake5_1", 5, 5)]
+    np.testing.assert_array_equal(cases[0]["y"], small["corrupted"][0])
+    np.testing.assert_array_equal(cases[2]["clean"], big["clean"][1])
+    np.testing.assert_array_equal(cases[1]["kernel"], big["kernel"])
+    with pytest.raises(SystemExit, match="no corrupted.h5 of a valid boundary"):
+        bench_module().make_workflow_cases(argparse.Namespace(workflow=str(tmp_path / "none")))
