@@ -22,9 +22,10 @@ import _bootstrap  # noqa: F401  (puts src/ on sys.path)
 
 from gmmrestore import cli
 from gmmrestore.deconv.estimates import estimated_kernels
-from gmmrestore.h5io import GmmRestoreError, read_h5, write_h5
+from gmmrestore.h5io import GmmRestoreError, write_h5
 from gmmrestore.operators import kernel_from_patch_matrix, validate_kernel
 from gmmrestore.restore.baselines import BASELINES, restore_baseline, tune_baseline
+from gmmrestore.restore.inputs import corrupted_setting, read_corrupted
 
 log = logging.getLogger("gmmrestore.restore_baseline")
 
@@ -58,18 +59,10 @@ def main(argv=None) -> None:
     log.info("%s restored %d images in %.1f s -> %s", label, len(restored), seconds, args.out)
 
 
-def _setting(attrs: dict) -> dict:
-    """What the output records of the corrupted file's setting."""
-    # a camera's frame (corrupt stage --boundary valid): no zero border around it
-    return {"noise_sigma": float(attrs["noise_sigma"]), "blur": attrs.get("blur", ""),
-            "dataset": attrs.get("dataset", ""), "boundary": attrs.get("boundary", "zero")}
-
-
 def restore_true(args) -> tuple[np.ndarray, dict]:
     """The restoration with the true kernel, the parameter tuned on the validation images;
     returns it and the attributes to record."""
-    arrays, attrs = read_h5(args.corrupted, "corrupted", ["corrupted", "val_clean",
-                                                          "val_corrupted"])
+    arrays, attrs = read_corrupted(args.corrupted, required=("val_clean", "val_corrupted"))
     kernel = arrays.get("kernel")
     if kernel is None and "patch_matrix" in arrays:
         W = arrays["patch_matrix"]
@@ -77,7 +70,7 @@ def restore_true(args) -> tuple[np.ndarray, dict]:
     if kernel is None:
         raise GmmRestoreError(f"{args.corrupted}: no blur kernel for the baseline")
     kernel = validate_kernel(kernel)
-    setting = _setting(attrs)
+    setting = corrupted_setting(attrs)
     sigma, boundary = setting["noise_sigma"], setting["boundary"]
     param, table = None, {}
     grid = BASELINES[args.method].default_grid(kernel, sigma)
@@ -100,16 +93,16 @@ def restore_true(args) -> tuple[np.ndarray, dict]:
 
 def restore_blind(args) -> tuple[np.ndarray, dict]:
     """--kernel-file: each image restored with its estimated kernel, the parameter fixed;
-    reads nothing of the corrupted file but the photographs and their setting."""
+    reads only what a blind restoration may (``restore.inputs.BLIND_DATASETS``)."""
     spec = BASELINES[args.method]
     if not spec.blind:
         blind = ", ".join(n for n, b in BASELINES.items() if b.blind)
         raise GmmRestoreError(f"--kernel-file: baseline {args.method} tunes its parameter "
                               "with the true kernel and cannot restore with an estimated "
                               f"one; baselines that can: {blind}")
-    arrays, attrs = read_h5(args.corrupted, "corrupted", ["corrupted"], only=("corrupted",))
+    arrays, attrs = read_corrupted(args.corrupted, blind=True)
     corrupted = arrays["corrupted"]
-    setting = _setting(attrs)
+    setting = corrupted_setting(attrs)
     restored = np.empty(corrupted.shape)
     params = []
     for kernel, members in estimated_kernels(args.kernel_file, len(corrupted)):

@@ -29,10 +29,11 @@ import _bootstrap  # noqa: F401  (puts src/ on sys.path)
 from gmmrestore import cli
 from gmmrestore.deconv.estimates import estimated_kernels
 from gmmrestore.gmm import WHOLE_IMAGE_PRIOR, load_gmm
-from gmmrestore.h5io import GmmRestoreError, read_h5, write_h5
+from gmmrestore.h5io import GmmRestoreError, write_h5
 from gmmrestore.operators import kernel_from_patch_matrix, patch_blur_matrix, validate_kernel
 from gmmrestore.restore import registry
 from gmmrestore.restore.epll import WEIGHTINGS, ImagePrior, check_unsharp_parameters
+from gmmrestore.restore.inputs import corrupted_setting, read_corrupted
 from gmmrestore.restore.mapk import boundary_noise_covariance, check_position_weight_power
 from gmmrestore.restore.settings import (
     EPLL_INITS,
@@ -45,21 +46,6 @@ log = logging.getLogger("gmmrestore.restore_images")
 
 
 # what a blind restoration may read from the corrupted file (not the true blur)
-BLIND_DATASETS = ("corrupted", "val_clean")
-
-
-def load_corrupted(path: str, blind: bool = False) -> tuple[dict, dict]:
-    """Read a 'corrupted' file (blind: only :data:`BLIND_DATASETS`); check the images are
-    finite."""
-    if blind:
-        arrays, attrs = read_h5(path, "corrupted", ["corrupted"], only=BLIND_DATASETS)
-    else:
-        arrays, attrs = read_h5(path, "corrupted", ["clean", "corrupted"])
-    if not np.all(np.isfinite(arrays["corrupted"])):
-        raise GmmRestoreError(f"{path}: dataset 'corrupted' contains NaN or Inf")
-    return arrays, attrs
-
-
 def true_blur(arrays: dict, m: int) -> tuple[np.ndarray | None, np.ndarray]:
     """The true image-level kernel (or None if only a non-convolution patch matrix is
     known) and the m² x m² patch matrix for MAP-k."""
@@ -251,8 +237,7 @@ def write_restored(args, restored: np.ndarray, label: str, attrs: dict, gmm_attr
         attrs={"method": label, "base_method": args.method, "kernel_source": kernel_source,
                "patch_size": int(gmm_attrs["patch_size"]), "n_components": n_components,
                "remove_dc": bool(gmm_attrs.get("remove_dc", False)),
-               "noise_sigma": float(attrs["noise_sigma"]), "blur": attrs.get("blur", ""),
-               "dataset": attrs.get("dataset", ""), "corrupted_file": args.corrupted,
+               **corrupted_setting(attrs), "corrupted_file": args.corrupted,
                "gmm_file": args.gmm, "kernel_file": args.kernel_file or "",
                "params": json.dumps(params), "seconds": seconds,
                "images_per_s": len(restored) / max(seconds, 1e-9)},
@@ -268,7 +253,8 @@ def main(argv=None) -> None:
     args = build_parser().parse_args(argv)
     cli.setup_logging(args.quiet)
     check_options(args)
-    arrays, attrs = load_corrupted(args.corrupted, blind=bool(args.kernel_file))
+    arrays, attrs = read_corrupted(args.corrupted, blind=bool(args.kernel_file),
+                                   required=("clean",))
     corrupted = arrays["corrupted"]
     gmm, gmm_attrs = load_patch_gmm(args.gmm, corrupted, args.corrupted)
     image_prior = load_image_prior(args, corrupted.shape[1:])
@@ -280,7 +266,7 @@ def main(argv=None) -> None:
     n = len(corrupted)
     groups = kernel_groups(args, arrays, m)
     # a camera's blur (corrupt stage --boundary valid): EPLL restores the larger scene
-    boundary = attrs.get("boundary", "zero")
+    boundary = corrupted_setting(attrs)["boundary"]
     label = args.method_label or args.method + ("-blind" if args.kernel_file else "")
     started = time.perf_counter()
     done = 0
