@@ -45,7 +45,6 @@ from gmmrestore.restore.settings import (
 log = logging.getLogger("gmmrestore.restore_images")
 
 
-# what a blind restoration may read from the corrupted file (not the true blur)
 def true_blur(arrays: dict, m: int) -> tuple[np.ndarray | None, np.ndarray]:
     """The true image-level kernel (or None if only a non-convolution patch matrix is
     known) and the m² x m² patch matrix for MAP-k."""

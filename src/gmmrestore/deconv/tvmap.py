@@ -152,9 +152,10 @@ def total_variation_gradient(x: np.ndarray, eps: float) -> np.ndarray:
 def _scene_gradient_loop(x, adjoint, lam, eps, out):
     """``out = adjoint + lam * total_variation_gradient(x, eps)`` in one pass over x (H, W),
     the same operations in the same order as the NumPy expressions, so the same numbers bit
-    for bit; returns ``(max |out|, max x)`` (x and out NaN-free).  Compiled by numba
-    (:func:`scene_gradient`): the NumPy form makes a dozen passes over the scene and took a
-    third of an alternation step."""
+    for bit; returns ``(max |out|, max x)`` (for x and out free of NaN).  Compiled by numba
+    (:func:`scene_gradient`): the NumPy form makes a dozen passes over the scene, slow once
+    its temporaries leave the cache (docs/results.md, "The TV step's scene gradient
+    compiled")."""
     n_rows, n_cols = x.shape
     zero = x.dtype.type(0)
     gv_above = np.empty(n_cols, x.dtype)  # the row above's vertical difference / norm
