@@ -227,7 +227,7 @@ def boundary_term(args, arrays: dict, kernel, W, m: int, sigma: float, params: d
     return extra_cov
 
 
-def write_restored(args, restored: np.ndarray, label: str, attrs: dict, gmm_attrs: dict,
+def write_restored(args, restored: np.ndarray, label: str, setting: dict, gmm_attrs: dict,
                    n_components: int, params: dict, seconds: float) -> None:
     """The 'restored' HDF5 file of --out."""
     kernel_source = "estimated" if args.kernel_file else "true"
@@ -236,7 +236,7 @@ def write_restored(args, restored: np.ndarray, label: str, attrs: dict, gmm_attr
         attrs={"method": label, "base_method": args.method, "kernel_source": kernel_source,
                "patch_size": int(gmm_attrs["patch_size"]), "n_components": n_components,
                "remove_dc": bool(gmm_attrs.get("remove_dc", False)),
-               **corrupted_setting(attrs), "corrupted_file": args.corrupted,
+               **setting, "corrupted_file": args.corrupted,
                "gmm_file": args.gmm, "kernel_file": args.kernel_file or "",
                "params": json.dumps(params), "seconds": seconds,
                "images_per_s": len(restored) / max(seconds, 1e-9)},
@@ -261,11 +261,12 @@ def main(argv=None) -> None:
     remove_dc = bool(gmm_attrs.get("remove_dc", False))
     # the component choice in the precision the prior was trained in
     score_dtype = "float32" if gmm_attrs.get("dtype") == "float32" else "float64"
-    sigma = float(attrs["noise_sigma"])
+    setting = corrupted_setting(attrs)
+    sigma = setting["noise_sigma"]
     n = len(corrupted)
     groups = kernel_groups(args, arrays, m)
     # a camera's blur (corrupt stage --boundary valid): EPLL restores the larger scene
-    boundary = corrupted_setting(attrs)["boundary"]
+    boundary = setting["boundary"]
     label = args.method_label or args.method + ("-blind" if args.kernel_file else "")
     started = time.perf_counter()
     done = 0
@@ -305,7 +306,7 @@ def main(argv=None) -> None:
     seconds = time.perf_counter() - started
     if not np.all(np.isfinite(restored)):
         raise GmmRestoreError(f"{label}: restoration produced NaN or Inf; nothing written")
-    write_restored(args, restored, label, attrs, gmm_attrs, gmm.n_components, params,
+    write_restored(args, restored, label, setting, gmm_attrs, gmm.n_components, params,
                    seconds)
     log.info("%s restored %d images in %.1f s -> %s", label, n, seconds, args.out)
 
