@@ -152,11 +152,11 @@ def make_workflow_cases(args) -> list[dict]:
         if attrs.get("boundary") != "valid":
             continue
         kernel, seed = arrays["kernel"], json.loads(attrs["blur_spec"]).get("seed")
-        names = attrs.get("ids", [f"{attrs['blur']}[{i}]" for i in range(len(kernel))])
+        photographs = arrays["corrupted"]
+        names = attrs.get("ids", [f"{attrs['blur']}[{i}]" for i in range(len(photographs))])
         cases += [{"image": str(name), "size": kernel.shape[0], "kernel_seed": seed, "y": y,
                    "clean": clean, "kernel": kernel}
-                  for name, y, clean in zip(names, arrays["corrupted"], arrays["clean"],
-                                            strict=True)]
+                  for name, y, clean in zip(names, photographs, arrays["clean"], strict=True)]
     if not cases:
         raise SystemExit(f"--set workflow: no corrupted.h5 of a valid boundary under "
                          f"{args.workflow}/*/ (give --workflow a dataset's results folder, "

@@ -92,7 +92,8 @@ def test_epll_scoring_runs_the_workflow_configs_epll(tmp_path):
 
 def test_workflow_set_reads_the_runs_valid_boundary_photographs(tmp_path):
     """--set workflow: every */corrupted.h5 of a valid boundary, its photographs, clean frames
-    and true kernel, by kernel size; other boundaries are left out."""
+    and true kernel, by kernel size; other boundaries are left out; a file without image ids
+    names its photographs by blur and index."""
     import json
 
     import numpy as np
@@ -101,24 +102,27 @@ def test_workflow_set_reads_the_runs_valid_boundary_photographs(tmp_path):
 
     rng = np.random.default_rng(3)
 
-    def corrupted(folder, blur, size, boundary, n):
+    def corrupted(folder, blur, size, boundary, n, ids=True):
         kernel = rng.random((size, size))
         arrays = {"clean": rng.random((n, 6, 6)), "corrupted": rng.random((n, 6, 6)),
                   "kernel": kernel / kernel.sum()}
         os.makedirs(tmp_path / folder)
-        write_h5(tmp_path / folder / "corrupted.h5", "corrupted", arrays,
-                 attrs={"blur": blur, "boundary": boundary, "noise_sigma": 0.01,
-                        "blur_spec": json.dumps({"type": "camera_shake", "seed": size}),
-                        "ids": [f"{blur}_{i}" for i in range(n)]})
+        attrs = {"blur": blur, "boundary": boundary, "noise_sigma": 0.01,
+                 "blur_spec": json.dumps({"type": "camera_shake", "seed": size})}
+        if ids:
+            attrs["ids"] = [f"{blur}_{i}" for i in range(n)]
+        write_h5(tmp_path / folder / "corrupted.h5", "corrupted", arrays, attrs=attrs)
         return arrays
 
     big = corrupted("shake5_s0.01", "shake5", 5, "valid", 2)
     small = corrupted("shake3_s0.01", "shake3", 3, "valid", 1)
     corrupted("gauss3_s0.01", "gauss3", 3, "zero", 1)
+    corrupted("shake7_s0.01", "shake7", 7, "valid", 2, ids=False)
     args = argparse.Namespace(set="workflow", workflow=str(tmp_path))
     cases = bench_module().make_workflow_cases(args)
     assert [(c["image"], c["size"], c["kernel_seed"]) for c in cases] == [
-        ("shake3_0", 3, 3), ("shake5_0", 5, 5), ("shake5_1", 5, 5)]
+        ("shake3_0", 3, 3), ("shake5_0", 5, 5), ("shake5_1", 5, 5), ("shake7[0]", 7, 7),
+        ("shake7[1]", 7, 7)]
     np.testing.assert_array_equal(cases[0]["y"], small["corrupted"][0])
     np.testing.assert_array_equal(cases[2]["clean"], big["clean"][1])
     np.testing.assert_array_equal(cases[1]["kernel"], big["kernel"])
